@@ -1,0 +1,280 @@
+// `Client`: every TaskService operation, inspection, schedules and health, over one gRPC channel.
+
+import type {
+  CallOptions,
+  ChannelCredentials,
+  ChannelOptions,
+  ClientUnaryCall,
+  Interceptor,
+  Metadata,
+  ServiceError,
+} from "@grpc/grpc-js";
+import { CallContext, endpointFromUrl, type UnaryMethod } from "./connection";
+import { durationToPb, recordFromPb, submissionToPb, taskFromPb, taskSpecToPb } from "./convert";
+import { InspectServiceClient } from "./generated/celeritas/v1/inspect";
+import { ScheduleServiceClient } from "./generated/celeritas/v1/schedules";
+import { TaskServiceClient } from "./generated/celeritas/v1/tasks";
+import { HealthCheckResponse_ServingStatus, HealthClient } from "./generated/grpc/health/v1/health";
+import { Inspector } from "./inspect";
+import { followProgress, type StreamProgressOptions } from "./progress";
+import { defaultRetryOptions, type RetryOptions } from "./retry";
+import { Schedules } from "./schedules";
+import type {
+  HealthStatus,
+  ListRecordsOptions,
+  ProgressEvent,
+  RecordPage,
+  SubmitOptions,
+  Submitted,
+  Task,
+  TaskRecord,
+  TaskSubmission,
+} from "./types";
+
+/** How a `Client` connects and behaves. Every field is optional. */
+export interface ClientOptions {
+  /** Sent with every call as `authorization: Bearer <token>`. */
+  token?: string;
+  /** Retries on UNAVAILABLE; see `RetryOptions` for the defaults. */
+  retry?: Partial<RetryOptions>;
+  /** The deadline of one try of a unary call, in milliseconds (a `get` with `wait` gets the wait on top). Default 30,000. */
+  timeoutMs?: number;
+  /** Replaces the credentials the URL implies (plain text for http://, TLS with system roots for https://). */
+  credentials?: ChannelCredentials;
+  /** grpc-js channel options, merged over the client's (which raise the receive limit to 64 MiB). */
+  channelOptions?: ChannelOptions;
+  /** grpc-js client interceptors, run on every call. */
+  interceptors?: Interceptor[];
+}
+
+/** How to read a task. */
+export interface GetOptions {
+  /**
+   * Wait up to this many milliseconds for the task to finish before answering; the answer is the
+   * task as it is then, finished or not. Waits longer than the server's 60 s are made of several
+   * long polls.
+   */
+  wait?: number;
+}
+
+/** How to cancel a task. */
+export interface CancelOptions {
+  /** Abort a running task at once instead of asking it to stop. */
+  terminate?: boolean;
+}
+
+/** Which page of records to read. */
+export interface ListRecordsPageOptions extends ListRecordsOptions {
+  /** A `nextPageToken` from an earlier page of the same listing; absent for the first page. */
+  pageToken?: string;
+}
+
+/** What to ask the health service. */
+export interface HealthOptions {
+  /** A service name such as "celeritas.v1.TaskService"; default: the server as a whole. */
+  service?: string;
+}
+
+/** The longest wait the server grants one GetTask. */
+const longestServerWaitMs = 60_000;
+
+const healthStatusNames: ReadonlyMap<HealthCheckResponse_ServingStatus, HealthStatus> = new Map([
+  [HealthCheckResponse_ServingStatus.SERVING, "SERVING"],
+  [HealthCheckResponse_ServingStatus.NOT_SERVING, "NOT_SERVING"],
+  [HealthCheckResponse_ServingStatus.SERVICE_UNKNOWN, "SERVICE_UNKNOWN"],
+]);
+
+/**
+ * A connection to a celeritas coordinator. Cheap to keep, meant to be shared: one channel carries
+ * every call. Close it with `close()` when done.
+ *
+ * Calls that are safe to repeat are retried on UNAVAILABLE with exponential backoff: reads,
+ * cancel, purge, and submissions, which always carry an idempotency key (one is made up when the
+ * caller gives none) so a repeated submission returns the task the first one created.
+ */
+export class Client {
+  /** `celery inspect`: what the workers are doing and how deep the queues are. */
+  readonly inspect: Inspector;
+  /** Periodic schedules: list, put, delete, pause and resume. */
+  readonly schedules: Schedules;
+
+  private readonly tasks: TaskServiceClient;
+  private readonly context: CallContext;
+  private readonly rpc;
+
+  /**
+   * @param url The coordinator: `http://host:port` (plain text), `https://host:port` (TLS), or a
+   *   bare `host:port`. Default: `CELERITAS_COORDINATOR`, else `http://127.0.0.1:50051`.
+   */
+  constructor(url?: string, options: ClientOptions = {}) {
+    const endpoint = endpointFromUrl(url ?? process.env.CELERITAS_COORDINATOR ?? "http://127.0.0.1:50051");
+    const channelCredentials = options.credentials ?? endpoint.credentials;
+    const grpcOptions = {
+      "grpc.max_receive_message_length": 64 * 1024 * 1024,
+      ...options.channelOptions,
+      interceptors: options.interceptors,
+    };
+    this.tasks = new TaskServiceClient(endpoint.target, channelCredentials, grpcOptions);
+    const sharedChannel = { ...grpcOptions, channelOverride: this.tasks.getChannel() };
+    const inspectService = new InspectServiceClient(endpoint.target, channelCredentials, sharedChannel);
+    const scheduleService = new ScheduleServiceClient(endpoint.target, channelCredentials, sharedChannel);
+    const healthService = new HealthClient(endpoint.target, channelCredentials, sharedChannel);
+    this.rpc = {
+      submitTask: bind(this.tasks, this.tasks.submitTask),
+      submitTasks: bind(this.tasks, this.tasks.submitTasks),
+      getTask: bind(this.tasks, this.tasks.getTask),
+      cancelTask: bind(this.tasks, this.tasks.cancelTask),
+      purgeQueue: bind(this.tasks, this.tasks.purgeQueue),
+      listRecords: bind(this.tasks, this.tasks.listRecords),
+      healthCheck: bind(healthService, healthService.check),
+    };
+    this.context = new CallContext(options.token, retryOptions(options.retry), options.timeoutMs ?? 30_000);
+    this.inspect = new Inspector(
+      {
+        ping: bind(inspectService, inspectService.ping),
+        active: bind(inspectService, inspectService.active),
+        reserved: bind(inspectService, inspectService.reserved),
+        scheduled: bind(inspectService, inspectService.scheduled),
+        stats: bind(inspectService, inspectService.stats),
+        activeQueues: bind(inspectService, inspectService.activeQueues),
+        registered: bind(inspectService, inspectService.registered),
+        queues: bind(inspectService, inspectService.queues),
+      },
+      this.context,
+    );
+    this.schedules = new Schedules(
+      {
+        listSchedules: bind(scheduleService, scheduleService.listSchedules),
+        putSchedule: bind(scheduleService, scheduleService.putSchedule),
+        deleteSchedule: bind(scheduleService, scheduleService.deleteSchedule),
+        pauseSchedule: bind(scheduleService, scheduleService.pauseSchedule),
+      },
+      this.context,
+    );
+  }
+
+  /**
+   * Submits one task and answers its id. `args` is any JSON value (default `{}`).
+   * Throws `InvalidArgumentError` for a spec the server refuses (its `field` names the field).
+   */
+  async submit(name: string, args?: unknown, options: SubmitOptions = {}): Promise<Submitted> {
+    const request = { task: taskSpecToPb(name, args, options) };
+    const response = await this.context.call(this.rpc.submitTask, request);
+    return { taskId: response.taskId, created: response.created };
+  }
+
+  /** Submits up to 10,000 tasks in one durable write: all are accepted, or none. Answers in order. */
+  async submitMany(submissions: readonly TaskSubmission[]): Promise<Submitted[]> {
+    const request = { tasks: submissions.map(submissionToPb) };
+    const response = await this.context.call(this.rpc.submitTasks, request);
+    return response.tasks.map((task) => ({ taskId: task.taskId, created: task.created }));
+  }
+
+  /** Reads a task; with `wait`, first waits up to that many milliseconds for it to finish. */
+  async get(taskId: string, options: GetOptions = {}): Promise<Task> {
+    const waitUntil = Date.now() + Math.max(0, options.wait ?? 0);
+    for (;;) {
+      const waitMs = Math.min(longestServerWaitMs, Math.max(0, waitUntil - Date.now()));
+      const request = { taskId, wait: waitMs > 0 ? durationToPb(waitMs) : undefined };
+      const response = await this.context.call(this.rpc.getTask, request, waitMs + this.context.defaultTimeoutMs);
+      const task = taskFromPb(response.task);
+      if (task.finished || Date.now() >= waitUntil) {
+        return task;
+      }
+    }
+  }
+
+  /** Cancels a task (and its unfinished descendants); answers the task. A finished task is returned unchanged. */
+  async cancel(taskId: string, options: CancelOptions = {}): Promise<Task> {
+    const request = { taskId, terminate: options.terminate ?? false };
+    const response = await this.context.call(this.rpc.cancelTask, request);
+    return taskFromPb(response.task);
+  }
+
+  /**
+   * Cancels every pending and scheduled task of a queue; answers how many. (After a retry on
+   * UNAVAILABLE the count covers the last try only.)
+   */
+  async purge(queue: string): Promise<number> {
+    const response = await this.context.call(this.rpc.purgeQueue, { queue });
+    return response.cancelled;
+  }
+
+  /**
+   * Follows a task tree: yields its events until the tree finishes, then ends. `taskId` must be a
+   * root (a child's id throws `FailedPreconditionError` naming the root). A broken stream is
+   * resumed after the last event yielded, so no event is lost or repeated.
+   *
+   * ```ts
+   * for await (const event of client.streamProgress(taskId)) {
+   *   console.log(event.aggregate.tasksFinished, "/", event.aggregate.tasksTotal);
+   * }
+   * ```
+   */
+  streamProgress(taskId: string, options: StreamProgressOptions = {}): AsyncGenerator<ProgressEvent, void, undefined> {
+    const open = this.tasks.streamProgress.bind(this.tasks);
+    return followProgress((request, metadata) => open(request, metadata), this.context, taskId, options);
+  }
+
+  /** Every record a task emitted (or its whole tree, with `wholeTree`), oldest first, page after page. */
+  async *listRecords(taskId: string, options: ListRecordsOptions = {}): AsyncGenerator<TaskRecord, void, undefined> {
+    let pageToken: string | undefined;
+    do {
+      const page = await this.listRecordsPage(taskId, { ...options, pageToken });
+      yield* page.records;
+      pageToken = page.nextPageToken;
+    } while (pageToken !== undefined);
+  }
+
+  /** One page of records; pass its `nextPageToken` back for the next. */
+  async listRecordsPage(taskId: string, options: ListRecordsPageOptions = {}): Promise<RecordPage> {
+    const request = {
+      taskId,
+      wholeTree: options.wholeTree ?? false,
+      kind: options.kind ?? "",
+      status: options.status ?? "",
+      pageSize: options.pageSize ?? 0,
+      pageToken: options.pageToken ?? "",
+    };
+    const response = await this.context.call(this.rpc.listRecords, request);
+    return {
+      records: response.records.map(recordFromPb),
+      nextPageToken: response.nextPageToken === "" ? undefined : response.nextPageToken,
+    };
+  }
+
+  /**
+   * Asks the coordinator's gRPC health service (SERVING while its store answers). Tried once, not
+   * retried: an unreachable coordinator throws `UnavailableError` at once.
+   */
+  async health(options: HealthOptions = {}): Promise<HealthStatus> {
+    const response = await this.context.callOnce(this.rpc.healthCheck, { service: options.service ?? "" });
+    return healthStatusNames.get(response.status) ?? "UNKNOWN";
+  }
+
+  /** Closes the channel; calls in flight fail with CANCELLED or UNAVAILABLE. */
+  close(): void {
+    this.tasks.close();
+  }
+}
+
+/** The defaults, overridden by what the caller set (an explicit `undefined` keeps the default). */
+function retryOptions(overrides: Partial<RetryOptions> = {}): RetryOptions {
+  const defined = Object.entries(overrides).filter(([, value]) => value !== undefined);
+  return { ...defaultRetryOptions, ...Object.fromEntries(defined) };
+}
+
+/** The (request, metadata, options, callback) form of a generated unary method: its last overload. */
+type UnaryForm<Method> = Method extends (
+  request: infer Request,
+  metadata: Metadata,
+  options: Partial<CallOptions>,
+  callback: (error: ServiceError | null, response: infer Response) => void,
+) => ClientUnaryCall
+  ? UnaryMethod<Request, Response>
+  : never;
+
+/** A generated unary method bound to its client, typed in the form `CallContext` calls. */
+function bind<Method extends (...args: never[]) => ClientUnaryCall>(client: object, method: Method): UnaryForm<Method> {
+  return method.bind(client) as UnaryForm<Method>;
+}

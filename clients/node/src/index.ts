@@ -1,0 +1,56 @@
+// The celeritas client for Node. Everything a caller needs is exported from here; the generated
+// protobuf code stays internal (its types are not part of the API).
+
+export {
+  Client,
+  type CancelOptions,
+  type ClientOptions,
+  type GetOptions,
+  type HealthOptions,
+  type ListRecordsPageOptions,
+} from "./client";
+export {
+  CancelledError,
+  CeleritasError,
+  DeadlineExceededError,
+  FailedPreconditionError,
+  InternalError,
+  InvalidArgumentError,
+  NotFoundError,
+  PermissionDeniedError,
+  UnauthenticatedError,
+  UnavailableError,
+  UnimplementedError,
+} from "./errors";
+export type {
+  Inspector,
+  QueueDepth,
+  QueueRef,
+  ScheduledWork,
+  WorkerPing,
+  WorkerQueues,
+  WorkerStats,
+  WorkerTaskNames,
+  WorkerTasks,
+} from "./inspect";
+export type { StreamProgressOptions } from "./progress";
+export type { Schedule, ScheduleDefinition, ScheduledTask, Schedules } from "./schedules";
+export { defaultRetryOptions, type RetryOptions } from "./retry";
+export {
+  terminalStates,
+  type Aggregate,
+  type AttemptFailure,
+  type HealthStatus,
+  type ListRecordsOptions,
+  type Progress,
+  type ProgressChange,
+  type ProgressEvent,
+  type RecordPage,
+  type SubmitOptions,
+  type Submitted,
+  type Task,
+  type TaskError,
+  type TaskRecord,
+  type TaskState,
+  type TaskSubmission,
+} from "./types";

@@ -1,0 +1,112 @@
+"""The Python client of celeritas, a task-execution platform.
+
+>>> import celeritas
+>>> client = celeritas.Client("http://127.0.0.1:50051")
+>>> task_id = client.submit("noop", {"hello": "world"}).task_id
+>>> client.result(task_id, timeout=10)
+{'hello': 'world'}
+
+``Client`` blocks; ``AsyncClient`` (``celeritas.aio``) is its asyncio twin. Results are the
+plain dataclasses of ``celeritas.models``; failed calls raise the exceptions of
+``celeritas.errors``. ``celeritas.django`` integrates with Django, and ``celeritas.v1`` holds
+the generated gRPC code the client is built on.
+"""
+
+from celeritas._version import __version__
+from celeritas.aio import AsyncClient, AsyncInspect
+from celeritas.client import Client, Inspect
+from celeritas.errors import (
+    AlreadyExists,
+    Cancelled,
+    CeleritasError,
+    DeadlineExceeded,
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    TaskFailed,
+    TaskTimeout,
+    Unauthenticated,
+    Unavailable,
+    Unimplemented,
+)
+from celeritas.handle import TaskHandle
+from celeritas.models import (
+    Aggregate,
+    AttemptFailure,
+    Event,
+    HealthStatus,
+    Progress,
+    ProgressUpdated,
+    QueueDepth,
+    QueueRef,
+    Record,
+    Schedule,
+    ScheduledWork,
+    StateChanged,
+    SubmittedTask,
+    Task,
+    TaskError,
+    TaskSpec,
+    TaskState,
+    TreeFinished,
+    TreeUpdated,
+    WorkerPing,
+    WorkerQueues,
+    WorkerStats,
+    WorkerTaskNames,
+    WorkerTasks,
+)
+from celeritas.retry import NO_RETRIES, RetryPolicy
+
+__all__ = [
+    "NO_RETRIES",
+    "Aggregate",
+    "AlreadyExists",
+    "AsyncClient",
+    "AsyncInspect",
+    "AttemptFailure",
+    "Cancelled",
+    "CeleritasError",
+    "Client",
+    "DeadlineExceeded",
+    "Event",
+    "FailedPrecondition",
+    "HealthStatus",
+    "Inspect",
+    "Internal",
+    "InvalidArgument",
+    "NotFound",
+    "PermissionDenied",
+    "Progress",
+    "ProgressUpdated",
+    "QueueDepth",
+    "QueueRef",
+    "Record",
+    "ResourceExhausted",
+    "RetryPolicy",
+    "Schedule",
+    "ScheduledWork",
+    "StateChanged",
+    "SubmittedTask",
+    "Task",
+    "TaskError",
+    "TaskFailed",
+    "TaskHandle",
+    "TaskSpec",
+    "TaskState",
+    "TaskTimeout",
+    "TreeFinished",
+    "TreeUpdated",
+    "Unauthenticated",
+    "Unavailable",
+    "Unimplemented",
+    "WorkerPing",
+    "WorkerQueues",
+    "WorkerStats",
+    "WorkerTaskNames",
+    "WorkerTasks",
+    "__version__",
+]

@@ -1,0 +1,430 @@
+"""Conversions between the generated protobuf messages and the client's plain values.
+
+This module and the two transports (``client.py``, ``aio.py``) are the only code that touches
+the generated ``celeritas.v1`` types; everything above them sees ``celeritas.models``. The sync
+and asyncio clients build their requests and read their answers here, so they cannot drift
+apart.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from google.protobuf import duration_pb2, timestamp_pb2
+from grpc_health.v1 import health_pb2
+
+from celeritas import models
+from celeritas.v1 import inspect_pb2, schedules_pb2, tasks_pb2
+
+_STATE_BY_NUMBER: dict[int, models.TaskState] = {
+    tasks_pb2.TASK_STATE_PENDING: models.TaskState.PENDING,
+    tasks_pb2.TASK_STATE_SCHEDULED: models.TaskState.SCHEDULED,
+    tasks_pb2.TASK_STATE_LEASED: models.TaskState.LEASED,
+    tasks_pb2.TASK_STATE_RUNNING: models.TaskState.RUNNING,
+    tasks_pb2.TASK_STATE_SUCCEEDED: models.TaskState.SUCCEEDED,
+    tasks_pb2.TASK_STATE_FAILED: models.TaskState.FAILED,
+    tasks_pb2.TASK_STATE_CANCELLED: models.TaskState.CANCELLED,
+    tasks_pb2.TASK_STATE_EXPIRED: models.TaskState.EXPIRED,
+    tasks_pb2.TASK_STATE_WAITING: models.TaskState.WAITING,
+}
+
+_HEALTH_BY_NUMBER: dict[int, models.HealthStatus] = {
+    health_pb2.HealthCheckResponse.SERVING: models.HealthStatus.SERVING,
+    health_pb2.HealthCheckResponse.NOT_SERVING: models.HealthStatus.NOT_SERVING,
+    health_pb2.HealthCheckResponse.SERVICE_UNKNOWN: models.HealthStatus.SERVICE_UNKNOWN,
+}
+
+# The longest GetTask long poll the server grants; longer waits are made of several polls.
+MAX_SERVER_WAIT_SECONDS = 60.0
+
+
+# Scalars.
+
+
+def seconds_of(value: models.Seconds, field_name: str) -> float:
+    """A duration argument (seconds or timedelta) as float seconds."""
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{field_name}: expected seconds or a timedelta, got {value!r}")
+    return float(value)
+
+
+def duration_pb(value: models.Seconds, field_name: str) -> duration_pb2.Duration:
+    message = duration_pb2.Duration()
+    # Negative values go to the server as they are: it is the one validator of specs, and its
+    # message names the field.
+    message.FromTimedelta(timedelta(seconds=seconds_of(value, field_name)))
+    return message
+
+
+def timestamp_pb(value: datetime, field_name: str) -> timestamp_pb2.Timestamp:
+    if not isinstance(value, datetime):
+        raise TypeError(f"{field_name}: expected a datetime, got {value!r}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        # A naive datetime means local time to some callers and UTC to others; refusing it is
+        # kinder than running a task hours early or late.
+        raise ValueError(f"{field_name}: a naive datetime is ambiguous; give one with a tzinfo")
+    message = timestamp_pb2.Timestamp()
+    message.FromDatetime(value)
+    return message
+
+
+def datetime_of(parent: Any, field_name: str) -> datetime | None:
+    """An optional Timestamp field as an aware UTC datetime, None when unset."""
+    if not parent.HasField(field_name):
+        return None
+    moment: datetime = getattr(parent, field_name).ToDatetime(tzinfo=timezone.utc)
+    return moment
+
+
+def timedelta_of(parent: Any, field_name: str) -> timedelta | None:
+    """An optional Duration field as a timedelta, None when unset."""
+    if not parent.HasField(field_name):
+        return None
+    duration: timedelta = getattr(parent, field_name).ToTimedelta()
+    return duration
+
+
+def json_text(value: Any, field_name: str) -> str:
+    """Arguments as the JSON text the server takes; None becomes empty (the server's `{}`)."""
+    if value is None:
+        return ""
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"{field_name}: not JSON-serializable: {error}") from error
+
+
+def json_value(text: str) -> Any:
+    """JSON text from the server, decoded; empty text is None. Text that does not parse is
+    returned as it is rather than failing the whole answer over one field."""
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def optional_text(text: str) -> str | None:
+    """Proto3 strings are empty when unset; the models say None."""
+    return text or None
+
+
+def task_state_of(number: int) -> models.TaskState:
+    return _STATE_BY_NUMBER.get(number, models.TaskState.UNKNOWN)
+
+
+def new_idempotency_key() -> str:
+    """A key for a submission whose caller gave none, so that retrying it is safe."""
+    return f"auto-{uuid.uuid4()}"
+
+
+# Requests.
+
+
+def task_spec_pb(spec: models.TaskSpec, field_prefix: str) -> tasks_pb2.TaskSpec:
+    """A TaskSpec message; ``field_prefix`` (``task``, ``tasks[3]``) names it in errors."""
+    message = tasks_pb2.TaskSpec(
+        name=spec.name,
+        args_json=json_text(spec.args, f"{field_prefix}.args"),
+        priority=spec.priority,
+        idempotency_key=spec.idempotency_key or new_idempotency_key(),
+    )
+    if spec.queue is not None:
+        message.queue = spec.queue
+    if spec.max_retries is not None:
+        message.max_retries = spec.max_retries
+    if spec.countdown is not None:
+        message.countdown.CopyFrom(duration_pb(spec.countdown, f"{field_prefix}.countdown"))
+    if spec.eta is not None:
+        message.eta.CopyFrom(timestamp_pb(spec.eta, f"{field_prefix}.eta"))
+    if isinstance(spec.expires, datetime):
+        message.expires_at.CopyFrom(timestamp_pb(spec.expires, f"{field_prefix}.expires"))
+    elif spec.expires is not None:
+        message.expires_in.CopyFrom(duration_pb(spec.expires, f"{field_prefix}.expires"))
+    if spec.soft_time_limit is not None:
+        message.soft_time_limit.CopyFrom(
+            duration_pb(spec.soft_time_limit, f"{field_prefix}.soft_time_limit")
+        )
+    if spec.hard_time_limit is not None:
+        message.hard_time_limit.CopyFrom(
+            duration_pb(spec.hard_time_limit, f"{field_prefix}.hard_time_limit")
+        )
+    return message
+
+
+def submit_task_request(spec: models.TaskSpec) -> tasks_pb2.SubmitTaskRequest:
+    return tasks_pb2.SubmitTaskRequest(task=task_spec_pb(spec, "task"))
+
+
+def submit_tasks_request(specs: Iterable[models.TaskSpec]) -> tasks_pb2.SubmitTasksRequest:
+    messages = []
+    for index, spec in enumerate(specs):
+        if not isinstance(spec, models.TaskSpec):
+            raise TypeError(f"tasks[{index}]: expected a celeritas.TaskSpec, got {spec!r}")
+        messages.append(task_spec_pb(spec, f"tasks[{index}]"))
+    return tasks_pb2.SubmitTasksRequest(tasks=messages)
+
+
+def get_task_request(task_id: str, wait: models.Seconds | None) -> tasks_pb2.GetTaskRequest:
+    request = tasks_pb2.GetTaskRequest(task_id=task_id)
+    if wait is not None:
+        request.wait.CopyFrom(duration_pb(wait, "wait"))
+    return request
+
+
+def stream_progress_request(
+    task_id: str, from_sequence: int | None
+) -> tasks_pb2.StreamProgressRequest:
+    request = tasks_pb2.StreamProgressRequest(task_id=task_id)
+    if from_sequence is not None:
+        request.from_sequence = from_sequence
+    return request
+
+
+def list_records_request(
+    task_id: str,
+    whole_tree: bool,
+    kind: str | None,
+    status: str | None,
+    page_size: int | None,
+    page_token: str,
+) -> tasks_pb2.ListRecordsRequest:
+    return tasks_pb2.ListRecordsRequest(
+        task_id=task_id,
+        whole_tree=whole_tree,
+        kind=kind or "",
+        status=status or "",
+        page_size=page_size or 0,
+        page_token=page_token,
+    )
+
+
+def ping_request(timeout: models.Seconds | None) -> inspect_pb2.PingRequest:
+    request = inspect_pb2.PingRequest()
+    if timeout is not None:
+        request.timeout.CopyFrom(duration_pb(timeout, "timeout"))
+    return request
+
+
+# Answers.
+
+
+def submitted_task(message: Any) -> models.SubmittedTask:
+    """From a SubmitTaskResponse or a SubmittedTask (they share their fields)."""
+    return models.SubmittedTask(task_id=message.task_id, created=message.created)
+
+
+def task_error(message: tasks_pb2.TaskError) -> models.TaskError:
+    return models.TaskError(kind=message.kind, message=message.message)
+
+
+def task(message: tasks_pb2.Task) -> models.Task:
+    return models.Task(
+        id=message.id,
+        name=message.name,
+        queue=message.queue,
+        priority=message.priority,
+        state=task_state_of(message.state),
+        args=json_value(message.args_json),
+        result=json_value(message.result_json),
+        error=task_error(message.error) if message.HasField("error") else None,
+        attempt=message.attempt,
+        retries=message.retries,
+        max_retries=message.max_retries,
+        created_at=datetime_of(message, "created_at"),
+        run_at=datetime_of(message, "run_at"),
+        started_at=datetime_of(message, "started_at"),
+        finished_at=datetime_of(message, "finished_at"),
+        expires_at=datetime_of(message, "expires_at"),
+        worker_id=optional_text(message.worker_id),
+        parent_id=optional_text(message.parent_id),
+        root_id=message.root_id,
+        idempotency_key=optional_text(message.idempotency_key),
+        failures=[
+            models.AttemptFailure(
+                attempt=failure.attempt,
+                worker_id=failure.worker_id,
+                kind=failure.kind,
+                message=failure.message,
+                at=datetime_of(failure, "at"),
+            )
+            for failure in message.failures
+        ],
+        progress=progress(message.progress) if message.HasField("progress") else None,
+    )
+
+
+def progress(message: tasks_pb2.Progress) -> models.Progress:
+    return models.Progress(done=message.done, total=message.total, message=message.message)
+
+
+def aggregate(message: tasks_pb2.Aggregate) -> models.Aggregate:
+    return models.Aggregate(
+        tasks_total=message.tasks_total,
+        tasks_finished=message.tasks_finished,
+        tasks_by_state=dict(message.tasks_by_state),
+        records_by_status=dict(message.records_by_status),
+        progress=progress(message.progress),
+    )
+
+
+def event(message: tasks_pb2.StreamProgressResponse) -> models.Event:
+    which = message.WhichOneof("event")
+    state_changed = progress_updated = tree_updated = tree_finished = None
+    if which == "state_changed":
+        change = message.state_changed
+        state_changed = models.StateChanged(
+            task_id=change.task_id,
+            state=task_state_of(change.state),
+            error=task_error(change.error) if change.HasField("error") else None,
+        )
+    elif which == "progress_updated":
+        progress_updated = models.ProgressUpdated(
+            task_id=message.progress_updated.task_id,
+            progress=progress(message.progress_updated.progress),
+        )
+    elif which == "tree_updated":
+        update = message.tree_updated
+        tree_updated = models.TreeUpdated(
+            tasks_submitted=update.tasks_submitted,
+            tasks_finished=update.tasks_finished,
+            records_added=update.records_added,
+            message=update.message,
+        )
+    elif which == "tree_finished":
+        tree_finished = models.TreeFinished(
+            root_state=task_state_of(message.tree_finished.root_state)
+        )
+    return models.Event(
+        sequence=message.sequence,
+        root_id=message.root_id,
+        at=datetime_of(message, "at"),
+        aggregate=aggregate(message.aggregate),
+        state_changed=state_changed,
+        progress_updated=progress_updated,
+        tree_updated=tree_updated,
+        tree_finished=tree_finished,
+    )
+
+
+def record(message: tasks_pb2.Record) -> models.Record:
+    return models.Record(
+        task_id=message.task_id,
+        root_id=message.root_id,
+        kind=message.kind,
+        key=message.key,
+        status=message.status,
+        data=json_value(message.data_json),
+        created_at=datetime_of(message, "created_at"),
+        updated_at=datetime_of(message, "updated_at"),
+    )
+
+
+def health_status(message: health_pb2.HealthCheckResponse) -> models.HealthStatus:
+    return _HEALTH_BY_NUMBER.get(message.status, models.HealthStatus.UNKNOWN)
+
+
+# Inspection answers.
+
+
+def worker_ping(message: inspect_pb2.WorkerPing) -> models.WorkerPing:
+    return models.WorkerPing(
+        worker_id=message.worker_id,
+        hostname=message.hostname,
+        answered=message.answered,
+        round_trip=timedelta_of(message, "round_trip"),
+        coordinator_id=message.coordinator_id,
+        detail=message.detail,
+    )
+
+
+def worker_tasks(message: inspect_pb2.WorkerTasks) -> models.WorkerTasks:
+    return models.WorkerTasks(
+        worker_id=message.worker_id, tasks=[task(entry) for entry in message.tasks]
+    )
+
+
+def task_spec(message: tasks_pb2.TaskSpec) -> models.TaskSpec:
+    """A TaskSpec as the server shows it inside a schedule (timing fields are not used there)."""
+    return models.TaskSpec(
+        name=message.name,
+        args=json_value(message.args_json),
+        queue=message.queue if message.HasField("queue") else None,
+        priority=message.priority,
+        max_retries=message.max_retries if message.HasField("max_retries") else None,
+        idempotency_key=optional_text(message.idempotency_key),
+        soft_time_limit=timedelta_of(message, "soft_time_limit"),
+        hard_time_limit=timedelta_of(message, "hard_time_limit"),
+    )
+
+
+def schedule(message: schedules_pb2.Schedule) -> models.Schedule:
+    timing = message.WhichOneof("timing")
+    return models.Schedule(
+        name=message.name,
+        task=task_spec(message.task),
+        every=message.every.ToTimedelta() if timing == "every" else None,
+        cron=message.cron if timing == "cron" else None,
+        timezone=message.timezone or "UTC",
+        paused=message.paused,
+        next_run_at=datetime_of(message, "next_run_at"),
+        last_run_at=datetime_of(message, "last_run_at"),
+        last_task_id=optional_text(message.last_task_id),
+    )
+
+
+def scheduled_work(message: inspect_pb2.ScheduledResponse) -> models.ScheduledWork:
+    return models.ScheduledWork(
+        tasks=[task(entry) for entry in message.tasks],
+        schedules=[schedule(entry) for entry in message.schedules],
+    )
+
+
+def worker_stats(message: inspect_pb2.WorkerStatsEntry) -> models.WorkerStats:
+    return models.WorkerStats(
+        worker_id=message.worker_id,
+        hostname=message.hostname,
+        pid=message.pid,
+        uptime=timedelta_of(message, "uptime"),
+        concurrency=message.concurrency,
+        prefetch_multiplier=message.prefetch_multiplier,
+        processed=dict(message.processed),
+        failed=dict(message.failed),
+        memory_rss_bytes=message.memory_rss_bytes,
+        connected=message.connected,
+        coordinator_id=message.coordinator_id,
+        version=message.version,
+    )
+
+
+def worker_queues(message: inspect_pb2.WorkerQueues) -> models.WorkerQueues:
+    return models.WorkerQueues(
+        worker_id=message.worker_id,
+        queues=[models.QueueRef(name=queue.name, priority=queue.priority) for queue in message.queues],
+        connected=message.connected,
+    )
+
+
+def worker_task_names(message: inspect_pb2.WorkerTaskNames) -> models.WorkerTaskNames:
+    return models.WorkerTaskNames(
+        worker_id=message.worker_id,
+        task_names=list(message.task_names),
+        connected=message.connected,
+    )
+
+
+def queue_depth(message: inspect_pb2.QueueDepth) -> models.QueueDepth:
+    return models.QueueDepth(
+        name=message.name,
+        priority=message.priority,
+        tasks_by_state=dict(message.tasks_by_state),
+        oldest_pending_age=timedelta_of(message, "oldest_pending_age"),
+        consumers=message.consumers,
+    )

@@ -1,0 +1,318 @@
+"""The asyncio client: :class:`AsyncClient`, the twin of :class:`celeritas.Client` on grpc.aio.
+
+Every method has the same name, arguments and answer as its blocking twin, as a coroutine;
+``stream_progress`` and ``list_records`` are async iterators. Create the client inside the event
+loop that uses it (grpc.aio channels belong to one loop), and close it with ``await
+client.close()`` or ``async with``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from datetime import datetime
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from celeritas import _wire
+from celeritas._connection import async_channel, call_metadata, parse_url
+from celeritas.client import DEFAULT_TIMEOUT
+from celeritas.errors import TaskFailed, TaskTimeout, Unavailable, error_from_rpc_error
+from celeritas.models import (
+    Event,
+    HealthStatus,
+    QueueDepth,
+    Record,
+    ScheduledWork,
+    Seconds,
+    SubmittedTask,
+    Task,
+    TaskSpec,
+    TaskState,
+    WorkerPing,
+    WorkerQueues,
+    WorkerStats,
+    WorkerTaskNames,
+    WorkerTasks,
+)
+from celeritas.retry import RetryPolicy
+from celeritas.v1 import inspect_pb2, inspect_pb2_grpc, tasks_pb2, tasks_pb2_grpc
+
+__all__ = ["AsyncClient", "AsyncInspect"]
+
+
+class AsyncClient:
+    """A connection to a celeritas coordinator for asyncio code.
+
+    >>> async with AsyncClient("http://127.0.0.1:50051") as client:
+    ...     submitted = await client.submit("send_campaign", {"campaign_id": "c-42"})
+    ...     async for event in client.stream_progress(submitted.task_id):
+    ...         print(event.sequence, event.kind)
+
+    Arguments, errors and retries are those of :class:`celeritas.Client`.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.url = url
+        self.timeout = timeout
+        self.retry = retry if retry is not None else RetryPolicy()
+        self._metadata = call_metadata(token)
+        self._channel = async_channel(parse_url(url))
+        self._tasks = tasks_pb2_grpc.TaskServiceStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+        #: The ``celery inspect`` questions: ``await client.inspect.active()`` and so on.
+        self.inspect = AsyncInspect(self, inspect_pb2_grpc.InspectServiceStub(self._channel))
+
+    # Lifecycle.
+
+    async def close(self) -> None:
+        """Closes the channel; calls in flight are cancelled."""
+        await self._channel.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exception_info: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"AsyncClient({self.url!r})"
+
+    # Submitting.
+
+    async def submit(
+        self,
+        name: str,
+        args: Any = None,
+        *,
+        queue: str | None = None,
+        priority: int = 0,
+        countdown: Seconds | None = None,
+        eta: datetime | None = None,
+        expires: Seconds | datetime | None = None,
+        max_retries: int | None = None,
+        idempotency_key: str | None = None,
+        soft_time_limit: Seconds | None = None,
+        hard_time_limit: Seconds | None = None,
+    ) -> SubmittedTask:
+        """Submits one task; see :meth:`celeritas.Client.submit`."""
+        spec = TaskSpec(
+            name=name,
+            args=args,
+            queue=queue,
+            priority=priority,
+            countdown=countdown,
+            eta=eta,
+            expires=expires,
+            max_retries=max_retries,
+            idempotency_key=idempotency_key,
+            soft_time_limit=soft_time_limit,
+            hard_time_limit=hard_time_limit,
+        )
+        request = _wire.submit_task_request(spec)
+        return _wire.submitted_task(await self._call(self._tasks.SubmitTask, request))
+
+    async def submit_many(self, specs: Iterable[TaskSpec]) -> list[SubmittedTask]:
+        """Submits tasks in one durable write; see :meth:`celeritas.Client.submit_many`."""
+        request = _wire.submit_tasks_request(specs)
+        response = await self._call(self._tasks.SubmitTasks, request)
+        return [_wire.submitted_task(entry) for entry in response.tasks]
+
+    # Reading and waiting.
+
+    async def get(self, task_id: str, wait: Seconds | None = None) -> Task:
+        """Returns a task, long-polling up to ``wait``; see :meth:`celeritas.Client.get`."""
+        request = _wire.get_task_request(task_id, wait)
+        extra = _wire.seconds_of(wait, "wait") if wait is not None else 0.0
+        response = await self._call(self._tasks.GetTask, request, timeout=self.timeout + extra)
+        return _wire.task(response.task)
+
+    async def wait(self, task_id: str, timeout: Seconds | None = None) -> Task:
+        """Waits until the task finishes; see :meth:`celeritas.Client.wait`."""
+        deadline = None if timeout is None else time.monotonic() + _wire.seconds_of(timeout, "timeout")
+        while True:
+            remaining = _wire.MAX_SERVER_WAIT_SECONDS
+            if deadline is not None:
+                remaining = min(remaining, max(0.0, deadline - time.monotonic()))
+            task = await self.get(task_id, wait=remaining)
+            if task.is_finished:
+                return task
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TaskTimeout(task, _wire.seconds_of(timeout, "timeout"))  # type: ignore[arg-type]
+
+    async def result(self, task_id: str, timeout: Seconds | None = None) -> Any:
+        """Waits for the task and returns its result; see :meth:`celeritas.Client.result`."""
+        task = await self.wait(task_id, timeout)
+        if task.state is not TaskState.SUCCEEDED:
+            raise TaskFailed(task)
+        return task.result
+
+    # Changing.
+
+    async def cancel(self, task_id: str, terminate: bool = False) -> Task:
+        """Cancels a task; see :meth:`celeritas.Client.cancel`."""
+        request = tasks_pb2.CancelTaskRequest(task_id=task_id, terminate=terminate)
+        return _wire.task((await self._call(self._tasks.CancelTask, request)).task)
+
+    async def purge(self, queue: str) -> int:
+        """Cancels a queue's waiting tasks; see :meth:`celeritas.Client.purge`."""
+        request = tasks_pb2.PurgeQueueRequest(queue=queue)
+        return int((await self._call(self._tasks.PurgeQueue, request)).cancelled)
+
+    # Progress and records.
+
+    async def stream_progress(
+        self, task_id: str, from_sequence: int | None = None
+    ) -> AsyncIterator[Event]:
+        """Iterates over a tree's events, resuming across reconnections; see
+        :meth:`celeritas.Client.stream_progress`."""
+        last_sequence = from_sequence
+        retries_done = 0
+        while True:
+            request = _wire.stream_progress_request(task_id, last_sequence)
+            call = self._tasks.StreamProgress(request, metadata=self._metadata)
+            try:
+                async for message in call:
+                    event = _wire.event(message)
+                    last_sequence = event.sequence
+                    retries_done = 0
+                    yield event
+                    if event.is_last:
+                        return
+                interruption: Unavailable = Unavailable(
+                    "the progress stream ended before the tree finished"
+                )
+            except grpc.RpcError as rpc_error:
+                error = error_from_rpc_error(rpc_error)
+                if not isinstance(error, Unavailable):
+                    raise error from None
+                interruption = error
+            finally:
+                call.cancel()
+            if not self.retry.allows_retry(retries_done):
+                raise interruption
+            await asyncio.sleep(self.retry.backoff(retries_done))
+            retries_done += 1
+
+    async def list_records(
+        self,
+        task_id: str,
+        whole_tree: bool = False,
+        kind: str | None = None,
+        status: str | None = None,
+        *,
+        page_size: int | None = None,
+    ) -> AsyncIterator[Record]:
+        """Iterates over a task's records, page after page; see
+        :meth:`celeritas.Client.list_records`."""
+        page_token = ""
+        while True:
+            request = _wire.list_records_request(
+                task_id, whole_tree, kind, status, page_size, page_token
+            )
+            response = await self._call(self._tasks.ListRecords, request)
+            for message in response.records:
+                yield _wire.record(message)
+            if not response.next_page_token:
+                return
+            page_token = response.next_page_token
+
+    # Health.
+
+    async def health(self, service: str = "") -> HealthStatus:
+        """Asks the gRPC health service, without retries; see :meth:`celeritas.Client.health`."""
+        request = health_pb2.HealthCheckRequest(service=service)
+        try:
+            response = await self._health.Check(
+                request, timeout=self.timeout, metadata=self._metadata
+            )
+        except grpc.RpcError as rpc_error:
+            raise error_from_rpc_error(rpc_error) from None
+        return _wire.health_status(response)
+
+    # The one place calls are made, converted and retried.
+
+    async def _call(
+        self,
+        method: Callable[..., Any],
+        request: Any,
+        *,
+        timeout: float | None = None,
+    ) -> Any:
+        retries_done = 0
+        while True:
+            try:
+                return await method(
+                    request,
+                    timeout=self.timeout if timeout is None else timeout,
+                    metadata=self._metadata,
+                )
+            except grpc.RpcError as rpc_error:
+                error = error_from_rpc_error(rpc_error)
+                if not isinstance(error, Unavailable) or not self.retry.allows_retry(retries_done):
+                    raise error from None
+            await asyncio.sleep(self.retry.backoff(retries_done))
+            retries_done += 1
+
+
+class AsyncInspect:
+    """The ``celery inspect`` questions for asyncio code (``client.inspect``); see
+    :class:`celeritas.client.Inspect`."""
+
+    def __init__(self, client: AsyncClient, stub: inspect_pb2_grpc.InspectServiceStub) -> None:
+        self._client = client
+        self._stub = stub
+
+    async def ping(self, timeout: Seconds | None = None) -> list[WorkerPing]:
+        """A round trip to each connected worker."""
+        request = _wire.ping_request(timeout)
+        call_timeout = self._client.timeout + (_wire.seconds_of(timeout, "timeout") if timeout else 0)
+        response = await self._client._call(self._stub.Ping, request, timeout=call_timeout)
+        return [_wire.worker_ping(entry) for entry in response.workers]
+
+    async def active(self) -> list[WorkerTasks]:
+        """The tasks running now, by worker."""
+        response = await self._client._call(self._stub.Active, inspect_pb2.ActiveRequest())
+        return [_wire.worker_tasks(entry) for entry in response.workers]
+
+    async def reserved(self) -> list[WorkerTasks]:
+        """The tasks leased but not started, by worker."""
+        response = await self._client._call(self._stub.Reserved, inspect_pb2.ReservedRequest())
+        return [_wire.worker_tasks(entry) for entry in response.workers]
+
+    async def scheduled(self, limit: int | None = None) -> ScheduledWork:
+        """Tasks waiting for their ETA or a retry, and the periodic schedules."""
+        request = inspect_pb2.ScheduledRequest(limit=limit or 0)
+        return _wire.scheduled_work(await self._client._call(self._stub.Scheduled, request))
+
+    async def stats(self) -> list[WorkerStats]:
+        """Each known worker's process and counters."""
+        response = await self._client._call(self._stub.Stats, inspect_pb2.StatsRequest())
+        return [_wire.worker_stats(entry) for entry in response.workers]
+
+    async def active_queues(self) -> list[WorkerQueues]:
+        """The queues each known worker consumes."""
+        response = await self._client._call(
+            self._stub.ActiveQueues, inspect_pb2.ActiveQueuesRequest()
+        )
+        return [_wire.worker_queues(entry) for entry in response.workers]
+
+    async def registered(self) -> list[WorkerTaskNames]:
+        """The task names each known worker runs."""
+        response = await self._client._call(self._stub.Registered, inspect_pb2.RegisteredRequest())
+        return [_wire.worker_task_names(entry) for entry in response.workers]
+
+    async def queues(self) -> list[QueueDepth]:
+        """Each configured queue's depth."""
+        response = await self._client._call(self._stub.Queues, inspect_pb2.QueuesRequest())
+        return [_wire.queue_depth(entry) for entry in response.queues]

@@ -1,0 +1,375 @@
+"""The blocking client: :class:`Client` and its :class:`Inspect` namespace.
+
+One ``Client`` holds one gRPC channel; it is thread-safe and meant to be shared (create it once
+per process, not per request). ``celeritas.aio.AsyncClient`` is its asyncio twin with the same
+methods.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
+from typing import Any, TypeVar
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from celeritas import _wire
+from celeritas._connection import call_metadata, parse_url, sync_channel
+from celeritas.errors import TaskFailed, TaskTimeout, Unavailable, error_from_rpc_error
+from celeritas.models import (
+    Event,
+    HealthStatus,
+    QueueDepth,
+    Record,
+    ScheduledWork,
+    Seconds,
+    SubmittedTask,
+    Task,
+    TaskSpec,
+    TaskState,
+    WorkerPing,
+    WorkerQueues,
+    WorkerStats,
+    WorkerTaskNames,
+    WorkerTasks,
+)
+from celeritas.retry import RetryPolicy
+from celeritas.v1 import inspect_pb2, inspect_pb2_grpc, tasks_pb2, tasks_pb2_grpc
+
+__all__ = ["Client", "Inspect"]
+
+_Answer = TypeVar("_Answer")
+
+#: The deadline of a call that is not a long poll or a stream, in seconds.
+DEFAULT_TIMEOUT = 30.0
+
+
+class Client:
+    """A connection to a celeritas coordinator.
+
+    >>> client = Client("http://127.0.0.1:50051")
+    >>> submitted = client.submit("send_campaign", {"campaign_id": "c-42"})
+    >>> for event in client.stream_progress(submitted.task_id):
+    ...     print(event.sequence, event.kind, event.aggregate.tasks_finished)
+
+    ``url`` is ``http://host:port`` (plaintext), ``https://host[:port]`` (TLS) or ``host:port``.
+    ``token``, when given, travels with every call as ``authorization: Bearer <token>``.
+    ``timeout`` is each call's deadline in seconds (a long poll adds its wait to it; progress
+    streams have none). ``retry`` decides how calls that find the coordinator UNAVAILABLE are
+    retried (see :class:`celeritas.RetryPolicy`).
+
+    Every failed call raises a :class:`celeritas.CeleritasError` subclass named for its gRPC
+    status code (``InvalidArgument``, ``NotFound``, ...).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.url = url
+        self.timeout = timeout
+        self.retry = retry if retry is not None else RetryPolicy()
+        self._metadata = call_metadata(token)
+        self._channel = sync_channel(parse_url(url))
+        self._tasks = tasks_pb2_grpc.TaskServiceStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+        #: The ``celery inspect`` questions: ``client.inspect.active()`` and so on.
+        self.inspect = Inspect(self, inspect_pb2_grpc.InspectServiceStub(self._channel))
+
+    # Lifecycle.
+
+    def close(self) -> None:
+        """Closes the channel; calls in flight are cancelled."""
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exception_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Client({self.url!r})"
+
+    # Submitting.
+
+    def submit(
+        self,
+        name: str,
+        args: Any = None,
+        *,
+        queue: str | None = None,
+        priority: int = 0,
+        countdown: Seconds | None = None,
+        eta: datetime | None = None,
+        expires: Seconds | datetime | None = None,
+        max_retries: int | None = None,
+        idempotency_key: str | None = None,
+        soft_time_limit: Seconds | None = None,
+        hard_time_limit: Seconds | None = None,
+    ) -> SubmittedTask:
+        """Submits one task and returns its id once it is durably stored.
+
+        ``args`` is any JSON-serializable value (usually a dict). ``queue`` defaults to the
+        coordinator's route for ``name``. ``countdown`` (seconds or timedelta) and ``eta`` (an
+        aware datetime) delay the start; ``expires`` is a duration after submission or an aware
+        datetime after which an unstarted task never runs. ``max_retries`` and the time limits
+        override the task's configured policy.
+
+        Without an ``idempotency_key`` the client generates one, so that its own retries after
+        a lost answer cannot create the task twice. Give your own to make *your* retries safe
+        too: a second submission with the same key returns the first task (``created=False``).
+        """
+        spec = TaskSpec(
+            name=name,
+            args=args,
+            queue=queue,
+            priority=priority,
+            countdown=countdown,
+            eta=eta,
+            expires=expires,
+            max_retries=max_retries,
+            idempotency_key=idempotency_key,
+            soft_time_limit=soft_time_limit,
+            hard_time_limit=hard_time_limit,
+        )
+        request = _wire.submit_task_request(spec)
+        return _wire.submitted_task(self._call(self._tasks.SubmitTask, request))
+
+    def submit_many(self, specs: Iterable[TaskSpec]) -> list[SubmittedTask]:
+        """Submits up to 10,000 tasks in one durable write: all are accepted or none is.
+
+        The answer is in the order of ``specs``. Errors name the spec by index
+        (``tasks[7].queue: ...``). Specs without an idempotency key get a generated one, as in
+        :meth:`submit`.
+        """
+        request = _wire.submit_tasks_request(specs)
+        response = self._call(self._tasks.SubmitTasks, request)
+        return [_wire.submitted_task(entry) for entry in response.tasks]
+
+    # Reading and waiting.
+
+    def get(self, task_id: str, wait: Seconds | None = None) -> Task:
+        """Returns a task. With ``wait``, the server holds the answer until the task finishes or
+        ``wait`` runs out (at most 60 seconds), then answers with the task as it is."""
+        request = _wire.get_task_request(task_id, wait)
+        extra = _wire.seconds_of(wait, "wait") if wait is not None else 0.0
+        response = self._call(self._tasks.GetTask, request, timeout=self.timeout + extra)
+        return _wire.task(response.task)
+
+    def wait(self, task_id: str, timeout: Seconds | None = None) -> Task:
+        """Waits until the task finishes and returns it, whatever its final state.
+
+        Long-polls in slices of up to 60 seconds; ``timeout`` None waits as long as it takes.
+        Raises :class:`celeritas.TaskTimeout` if the task has not finished within ``timeout``.
+        """
+        deadline = None if timeout is None else time.monotonic() + _wire.seconds_of(timeout, "timeout")
+        while True:
+            remaining = _wire.MAX_SERVER_WAIT_SECONDS
+            if deadline is not None:
+                remaining = min(remaining, max(0.0, deadline - time.monotonic()))
+            task = self.get(task_id, wait=remaining)
+            if task.is_finished:
+                return task
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TaskTimeout(task, _wire.seconds_of(timeout, "timeout"))  # type: ignore[arg-type]
+
+    def result(self, task_id: str, timeout: Seconds | None = None) -> Any:
+        """Waits for the task and returns its result (decoded JSON).
+
+        Raises :class:`celeritas.TaskFailed` when it failed, was cancelled or expired, and
+        :class:`celeritas.TaskTimeout` when it has not finished within ``timeout``.
+        """
+        task = self.wait(task_id, timeout)
+        if task.state is not TaskState.SUCCEEDED:
+            raise TaskFailed(task)
+        return task.result
+
+    # Changing.
+
+    def cancel(self, task_id: str, terminate: bool = False) -> Task:
+        """Cancels a task: a pending or scheduled one never starts; a running one is asked to
+        stop, or aborted at once with ``terminate``. Unfinished descendants are cancelled too.
+        Returns the task after the cancellation was recorded (a finished task is unchanged)."""
+        request = tasks_pb2.CancelTaskRequest(task_id=task_id, terminate=terminate)
+        return _wire.task(self._call(self._tasks.CancelTask, request).task)
+
+    def purge(self, queue: str) -> int:
+        """Cancels every pending and scheduled task of ``queue`` and returns how many. Tasks
+        already leased or running are not touched."""
+        request = tasks_pb2.PurgeQueueRequest(queue=queue)
+        return int(self._call(self._tasks.PurgeQueue, request).cancelled)
+
+    # Progress and records.
+
+    def stream_progress(self, task_id: str, from_sequence: int | None = None) -> Iterator[Event]:
+        """Iterates over the events of a task tree until the whole tree has finished.
+
+        ``task_id`` must be a root task (a child answers ``FailedPrecondition`` naming its
+        root). Iteration starts after ``from_sequence`` (from the beginning when None) and ends
+        after the event with ``tree_finished``.
+
+        The iterator survives coordinator restarts: when the stream breaks with UNAVAILABLE it
+        reconnects (following the client's retry policy, reset by every event received) and
+        resumes after the last event it yielded, so the caller sees every event exactly once.
+        Errors are raised when iteration reaches them, not when this method is called.
+        """
+        last_sequence = from_sequence
+        retries_done = 0
+        while True:
+            request = _wire.stream_progress_request(task_id, last_sequence)
+            call = self._tasks.StreamProgress(request, metadata=self._metadata)
+            try:
+                for message in call:
+                    event = _wire.event(message)
+                    last_sequence = event.sequence
+                    retries_done = 0
+                    yield event
+                    if event.is_last:
+                        return
+                # The server closed the stream before the tree finished (a coordinator on its
+                # way down may do that): resume like after UNAVAILABLE.
+                interruption: Unavailable = Unavailable(
+                    "the progress stream ended before the tree finished"
+                )
+            except grpc.RpcError as rpc_error:
+                error = error_from_rpc_error(rpc_error)
+                if not isinstance(error, Unavailable):
+                    raise error from None
+                interruption = error
+            finally:
+                # Also reached when the caller stops iterating early: end the server's stream.
+                call.cancel()
+            if not self.retry.allows_retry(retries_done):
+                raise interruption
+            time.sleep(self.retry.backoff(retries_done))
+            retries_done += 1
+
+    def list_records(
+        self,
+        task_id: str,
+        whole_tree: bool = False,
+        kind: str | None = None,
+        status: str | None = None,
+        *,
+        page_size: int | None = None,
+    ) -> Iterator[Record]:
+        """Iterates over the records a task emitted, oldest first, fetching page after page.
+
+        ``whole_tree`` lists the records of the task's whole tree (the task must be a root);
+        ``kind`` and ``status`` filter. ``page_size`` (1 to 10,000; default 1,000 on the server)
+        only changes how many records each round trip carries.
+        """
+        page_token = ""
+        while True:
+            request = _wire.list_records_request(
+                task_id, whole_tree, kind, status, page_size, page_token
+            )
+            response = self._call(self._tasks.ListRecords, request)
+            for message in response.records:
+                yield _wire.record(message)
+            if not response.next_page_token:
+                return
+            page_token = response.next_page_token
+
+    # Health.
+
+    def health(self, service: str = "") -> HealthStatus:
+        """Asks the coordinator's gRPC health service; ``SERVING`` while its store answers.
+
+        Not retried, so that an outage shows at once: a coordinator that cannot be reached
+        raises :class:`celeritas.Unavailable`.
+        """
+        request = health_pb2.HealthCheckRequest(service=service)
+        try:
+            response = self._health.Check(request, timeout=self.timeout, metadata=self._metadata)
+        except grpc.RpcError as rpc_error:
+            raise error_from_rpc_error(rpc_error) from None
+        return _wire.health_status(response)
+
+    # The one place calls are made, converted and retried.
+
+    def _call(
+        self,
+        method: Callable[..., _Answer],
+        request: Any,
+        *,
+        timeout: float | None = None,
+    ) -> _Answer:
+        retries_done = 0
+        while True:
+            try:
+                return method(
+                    request,
+                    timeout=self.timeout if timeout is None else timeout,
+                    metadata=self._metadata,
+                )
+            except grpc.RpcError as rpc_error:
+                error = error_from_rpc_error(rpc_error)
+                if not isinstance(error, Unavailable) or not self.retry.allows_retry(retries_done):
+                    raise error from None
+            time.sleep(self.retry.backoff(retries_done))
+            retries_done += 1
+
+
+class Inspect:
+    """What ``celery inspect`` answers, asked of the coordinator (``client.inspect``).
+
+    Worker-level answers cover every worker the store knows; ``ping`` reaches the workers
+    connected to the coordinator that answers.
+    """
+
+    def __init__(self, client: Client, stub: inspect_pb2_grpc.InspectServiceStub) -> None:
+        self._client = client
+        self._stub = stub
+
+    def ping(self, timeout: Seconds | None = None) -> list[WorkerPing]:
+        """A round trip to each connected worker over its stream; ``timeout`` is how long to
+        wait for answers (server default 2 seconds, at most 30)."""
+        request = _wire.ping_request(timeout)
+        call_timeout = self._client.timeout + (_wire.seconds_of(timeout, "timeout") if timeout else 0)
+        response = self._client._call(self._stub.Ping, request, timeout=call_timeout)
+        return [_wire.worker_ping(entry) for entry in response.workers]
+
+    def active(self) -> list[WorkerTasks]:
+        """The tasks running now, by worker."""
+        response = self._client._call(self._stub.Active, inspect_pb2.ActiveRequest())
+        return [_wire.worker_tasks(entry) for entry in response.workers]
+
+    def reserved(self) -> list[WorkerTasks]:
+        """The tasks leased but not started (prefetched), by worker."""
+        response = self._client._call(self._stub.Reserved, inspect_pb2.ReservedRequest())
+        return [_wire.worker_tasks(entry) for entry in response.workers]
+
+    def scheduled(self, limit: int | None = None) -> ScheduledWork:
+        """Tasks waiting for their ETA or a retry's backoff (soonest first, at most ``limit``;
+        server default 100), and the periodic schedules."""
+        request = inspect_pb2.ScheduledRequest(limit=limit or 0)
+        return _wire.scheduled_work(self._client._call(self._stub.Scheduled, request))
+
+    def stats(self) -> list[WorkerStats]:
+        """Each known worker's process and counters."""
+        response = self._client._call(self._stub.Stats, inspect_pb2.StatsRequest())
+        return [_wire.worker_stats(entry) for entry in response.workers]
+
+    def active_queues(self) -> list[WorkerQueues]:
+        """The queues each known worker consumes."""
+        response = self._client._call(self._stub.ActiveQueues, inspect_pb2.ActiveQueuesRequest())
+        return [_wire.worker_queues(entry) for entry in response.workers]
+
+    def registered(self) -> list[WorkerTaskNames]:
+        """The task names each known worker runs."""
+        response = self._client._call(self._stub.Registered, inspect_pb2.RegisteredRequest())
+        return [_wire.worker_task_names(entry) for entry in response.workers]
+
+    def queues(self) -> list[QueueDepth]:
+        """Each configured queue's depth by state and the age of its oldest pending task,
+        highest priority first."""
+        response = self._client._call(self._stub.Queues, inspect_pb2.QueuesRequest())
+        return [_wire.queue_depth(entry) for entry in response.queues]

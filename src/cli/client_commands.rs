@@ -1,0 +1,338 @@
+//! The commands that talk to a coordinator: `submit` and `status`.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use clap::Args;
+use serde_json::{Value, json};
+
+use super::{CoordinatorAddress, parse_duration};
+use crate::domain::{
+    ExpiresAt, JsonText, Priority, QueueName, StartAt, TaskId, TaskName, TaskRecord, TaskSpec,
+    TaskState, parse_idempotency_key, parse_max_retries,
+};
+use crate::grpc::CoordinatorClient;
+
+/// `celeritas submit`.
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// The task's name.
+    pub name: String,
+    #[command(flatten)]
+    pub coordinator: CoordinatorAddress,
+    /// The arguments, as JSON; `@FILE` reads them from a file, `@-` from standard input.
+    #[arg(long, default_value = "{}", value_name = "JSON")]
+    pub args: String,
+    /// The queue (default: the task's route).
+    #[arg(long, value_name = "QUEUE")]
+    pub queue: Option<String>,
+    /// Priority within the queue, 0 to 255; higher runs first.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub priority: u32,
+    /// Run no earlier than this long from now (seconds, or `2m`).
+    #[arg(long, value_parser = parse_duration, conflicts_with = "eta", value_name = "DURATION")]
+    pub countdown: Option<Duration>,
+    /// Run no earlier than this moment (RFC 3339).
+    #[arg(long, value_name = "TIME")]
+    pub eta: Option<DateTime<Utc>>,
+    /// Give up if not started within this long.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub expires: Option<Duration>,
+    /// Retries allowed (default: the task's policy).
+    #[arg(long, value_name = "N")]
+    pub max_retries: Option<u32>,
+    /// A key that makes repeated submissions return the first task.
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
+    /// The soft time limit.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub soft_time_limit: Option<Duration>,
+    /// The hard time limit.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub time_limit: Option<Duration>,
+    /// Wait for the task to finish, print its result, and exit non-zero unless it succeeded.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up after this long (exit code 3).
+    #[arg(long, value_parser = parse_duration, requires = "wait", value_name = "DURATION")]
+    pub timeout: Option<Duration>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `celeritas status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The task's id.
+    pub id: String,
+    #[command(flatten)]
+    pub coordinator: CoordinatorAddress,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `celeritas cancel`.
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// The task's id.
+    pub id: String,
+    #[command(flatten)]
+    pub coordinator: CoordinatorAddress,
+    /// Abort a running task at once instead of asking it to stop.
+    #[arg(long)]
+    pub terminate: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `celeritas purge`.
+#[derive(Debug, Args)]
+pub struct PurgeArgs {
+    /// The queue.
+    pub queue: String,
+    #[command(flatten)]
+    pub coordinator: CoordinatorAddress,
+    /// Confirm: every pending and scheduled task of the queue is cancelled.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+/// `celeritas health`.
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    #[command(flatten)]
+    pub coordinator: CoordinatorAddress,
+    /// The service to ask about (default: the whole server).
+    #[arg(long, default_value = "", value_name = "NAME")]
+    pub service: String,
+}
+
+/// The exit code of a task that ended without succeeding.
+const EXIT_TASK_FAILED: u8 = 1;
+/// The exit code when --timeout passed.
+const EXIT_TIMEOUT: u8 = 3;
+
+/// `--args`: JSON text, or `@FILE`, or `@-` for standard input.
+fn read_args(args: &str) -> anyhow::Result<String> {
+    use anyhow::Context;
+    match args.strip_prefix('@') {
+        None => Ok(args.to_owned()),
+        Some("-") => std::io::read_to_string(std::io::stdin()).context("--args: reading stdin"),
+        Some(path) => std::fs::read_to_string(path).with_context(|| format!("--args: {path}")),
+    }
+}
+
+impl SubmitArgs {
+    fn spec(&self) -> anyhow::Result<TaskSpec> {
+        let mut spec = TaskSpec::new(
+            TaskName::parse("NAME", &self.name)?,
+            JsonText::parse("--args", &read_args(&self.args)?, usize::MAX)?,
+        );
+        spec.queue = self
+            .queue
+            .as_deref()
+            .map(|queue| QueueName::parse("--queue", queue))
+            .transpose()?;
+        spec.priority = Priority::parse("--priority", self.priority)?;
+        spec.start = match (self.countdown, self.eta) {
+            (Some(countdown), _) => StartAt::After(countdown),
+            (None, Some(eta)) => StartAt::At(eta),
+            (None, None) => StartAt::Now,
+        };
+        spec.expires = self.expires.map_or(ExpiresAt::Never, ExpiresAt::After);
+        spec.max_retries = self
+            .max_retries
+            .map(|retries| parse_max_retries("--max-retries", retries))
+            .transpose()?;
+        spec.idempotency_key = match &self.idempotency_key {
+            Some(key) => parse_idempotency_key("--idempotency-key", key)?,
+            None => None,
+        };
+        spec.soft_time_limit = self.soft_time_limit;
+        spec.hard_time_limit = self.time_limit;
+        Ok(spec)
+    }
+}
+
+pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
+    let spec = args.spec()?;
+    let mut client = CoordinatorClient::connect(&args.coordinator.url).await?;
+    let submitted = client.submit(&spec).await?;
+    if !args.wait {
+        if args.json {
+            println!(
+                "{}",
+                json!({"task_id": submitted.id.to_string(), "created": submitted.created})
+            );
+        } else {
+            println!("{}", submitted.id);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let deadline = args
+        .timeout
+        .map(|timeout| tokio::time::Instant::now() + timeout);
+    let mut pause = Duration::from_millis(20);
+    let task = loop {
+        let task = client.task(submitted.id).await?;
+        if task.state.is_terminal() {
+            break task;
+        }
+        if deadline.is_some_and(|deadline| tokio::time::Instant::now() + pause > deadline) {
+            eprintln!("task {} is still {} after the timeout", task.id, task.state);
+            return Ok(ExitCode::from(EXIT_TIMEOUT));
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(500));
+    };
+    if args.json {
+        println!("{}", task_json(&task));
+    } else if let Some(result) = &task.result {
+        println!("{result}");
+    } else {
+        eprintln!("{}", describe(&task));
+    }
+    Ok(exit_code_for(task.state))
+}
+
+pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let id = TaskId::parse("ID", &args.id)?;
+    let mut client = CoordinatorClient::connect(&args.coordinator.url).await?;
+    let task = client.task(id).await?;
+    if args.json {
+        println!("{}", task_json(&task));
+    } else {
+        println!("{}", describe(&task));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn cancel(args: CancelArgs) -> anyhow::Result<ExitCode> {
+    let id = TaskId::parse("ID", &args.id)?;
+    let mut client = CoordinatorClient::connect(&args.coordinator.url).await?;
+    let task = client.cancel(id, args.terminate).await?;
+    if args.json {
+        println!("{}", task_json(&task));
+    } else if task.state == TaskState::Cancelled {
+        println!("task {} cancelled", task.id);
+    } else {
+        println!("task {} had already finished: {}", task.id, task.state);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn purge(args: PurgeArgs) -> anyhow::Result<ExitCode> {
+    let queue = QueueName::parse("QUEUE", &args.queue)?;
+    if !args.yes {
+        anyhow::bail!(
+            "purge cancels every pending and scheduled task of queue {queue}; pass --yes to confirm"
+        );
+    }
+    let mut client = CoordinatorClient::connect(&args.coordinator.url).await?;
+    let cancelled = client.purge(&queue).await?;
+    println!("{cancelled} tasks of queue {queue} cancelled");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn health(args: HealthArgs) -> anyhow::Result<ExitCode> {
+    let serving = crate::grpc::client::check_health(&args.coordinator.url, &args.service).await?;
+    println!("{}", if serving { "SERVING" } else { "NOT_SERVING" });
+    Ok(if serving {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn exit_code_for(state: TaskState) -> ExitCode {
+    if state == TaskState::Succeeded {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_TASK_FAILED)
+    }
+}
+
+fn task_json(task: &TaskRecord) -> Value {
+    let moment = |value: Option<DateTime<Utc>>| value.map(|value| value.to_rfc3339());
+    json!({
+        "id": task.id.to_string(),
+        "name": task.name.as_str(),
+        "queue": task.queue.as_str(),
+        "priority": task.priority.value(),
+        "state": task.state.as_str(),
+        "args": task.args.to_value(),
+        "result": task.result.as_ref().map(JsonText::to_value),
+        "error": task.error.as_ref().map(|(kind, message)| json!({"kind": kind, "message": message})),
+        "attempt": task.attempt,
+        "retries": task.retries,
+        "max_retries": task.max_retries,
+        "created_at": task.created_at.to_rfc3339(),
+        "run_at": task.run_at.to_rfc3339(),
+        "started_at": moment(task.started_at),
+        "finished_at": moment(task.finished_at),
+        "expires_at": moment(task.expires_at),
+        "worker_id": task.worker_id.as_ref().map(ToString::to_string),
+        "parent_id": task.parent_id.map(|id| id.to_string()),
+        "root_id": task.root_id.to_string(),
+        "idempotency_key": task.idempotency_key,
+        "failures": task.failures.iter().map(|failure| json!({
+            "attempt": failure.attempt,
+            "worker_id": failure.worker_id,
+            "kind": failure.kind,
+            "message": failure.message,
+            "at": failure.at.to_rfc3339(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn describe(task: &TaskRecord) -> String {
+    let moment = |value: Option<DateTime<Utc>>| {
+        value.map_or_else(|| "-".to_owned(), |value| value.to_rfc3339())
+    };
+    let mut lines = vec![
+        format!("id:        {}", task.id),
+        format!("name:      {}", task.name),
+        format!(
+            "queue:     {} (priority {})",
+            task.queue,
+            task.priority.value()
+        ),
+        format!("state:     {}", task.state),
+        format!(
+            "attempt:   {} (retries used {} of {})",
+            task.attempt, task.retries, task.max_retries
+        ),
+        format!(
+            "worker:    {}",
+            task.worker_id
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), ToString::to_string)
+        ),
+        format!("created:   {}", task.created_at.to_rfc3339()),
+        format!("runs at:   {}", task.run_at.to_rfc3339()),
+        format!("started:   {}", moment(task.started_at)),
+        format!("finished:  {}", moment(task.finished_at)),
+        format!("args:      {}", task.args),
+    ];
+    if let Some(result) = &task.result {
+        lines.push(format!("result:    {result}"));
+    }
+    if let Some((kind, message)) = &task.error {
+        lines.push(format!("error:     {kind}: {message}"));
+    }
+    for failure in &task.failures {
+        lines.push(format!(
+            "failed:    attempt {} on {} at {}: {}: {}",
+            failure.attempt,
+            failure.worker_id.as_deref().unwrap_or("-"),
+            failure.at.to_rfc3339(),
+            failure.kind,
+            failure.message
+        ));
+    }
+    lines.join("\n")
+}

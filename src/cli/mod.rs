@@ -1,0 +1,164 @@
+//! The `celeritas` command line: Celery's vocabulary over the coordinator's API.
+
+mod client_commands;
+mod inspect_commands;
+mod serve_commands;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+
+/// The coordinator address client commands use by default.
+pub const DEFAULT_COORDINATOR: &str = "http://127.0.0.1:50051";
+
+/// celeritas: a task-execution platform with a gRPC coordinator on Postgres and remote workers.
+#[derive(Debug, Parser)]
+#[command(name = "celeritas", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// The configuration file; `celeritas.toml` in the working directory is read when it exists.
+    #[arg(long, global = true, env = "CELERITAS_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Runs a coordinator: the gRPC API, the dispatcher and the store's migrations.
+    Coordinator(serve_commands::CoordinatorArgs),
+    /// Runs a worker that connects to a coordinator and runs tasks from its queues.
+    Worker(serve_commands::WorkerArgs),
+    /// Runs a coordinator and a worker on every queue in one process, for development.
+    Dev(serve_commands::DevArgs),
+    /// Applies the database migrations and exits.
+    Migrate(serve_commands::MigrateArgs),
+    /// Submits a task and prints its id (or, with --wait, its result).
+    Submit(client_commands::SubmitArgs),
+    /// Shows a task.
+    Status(client_commands::StatusArgs),
+    /// Cancels a task: a pending one never starts, a running one is told to stop.
+    Cancel(client_commands::CancelArgs),
+    /// Cancels every pending and scheduled task of a queue.
+    Purge(client_commands::PurgeArgs),
+    /// Checks a coordinator's health (grpc.health.v1); exits 0 when it is serving.
+    Health(client_commands::HealthArgs),
+    /// Shows what workers and queues are doing, as `celery inspect` does.
+    Inspect(inspect_commands::InspectArgs),
+    /// Shows a task tree's progress live until it finishes.
+    Follow(inspect_commands::FollowArgs),
+    /// Manages periodic schedules.
+    Schedules(inspect_commands::SchedulesArgs),
+}
+
+/// How client commands reach a coordinator.
+#[derive(Debug, Clone, Args)]
+pub struct CoordinatorAddress {
+    /// The coordinator's URL.
+    #[arg(long = "coordinator", env = "CELERITAS_COORDINATOR", default_value = DEFAULT_COORDINATOR, value_name = "URL", global = true)]
+    pub url: String,
+}
+
+/// Runs the command; the exit code says whether it (or the task it waited for) succeeded.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Coordinator(args) => serve_commands::coordinator(args, config).await,
+        Command::Worker(args) => serve_commands::worker(args, config).await,
+        Command::Dev(args) => serve_commands::dev(args, config).await,
+        Command::Migrate(args) => serve_commands::migrate(args, config).await,
+        Command::Submit(args) => client_commands::submit(args).await,
+        Command::Status(args) => client_commands::status(args).await,
+        Command::Cancel(args) => client_commands::cancel(args).await,
+        Command::Purge(args) => client_commands::purge(args).await,
+        Command::Health(args) => client_commands::health(args).await,
+        Command::Inspect(args) => inspect_commands::inspect(args).await,
+        Command::Follow(args) => inspect_commands::follow(args).await,
+        Command::Schedules(args) => inspect_commands::schedules(args).await,
+    }
+}
+
+/// A token that fires on SIGINT or SIGTERM.
+pub fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let fired = token.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("stop requested; finishing gracefully (signal again to force)");
+        fired.cancel();
+        wait_for_signal().await;
+        tracing::warn!("second signal: exiting now");
+        std::process::exit(130);
+    });
+    token
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut terminate), Ok(mut interrupt)) => {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = interrupt.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Parses a duration given as seconds (`5`, `0.5`) or in words (`2m`, `1h 30m`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    if let Ok(seconds) = text.parse::<f64>() {
+        if seconds.is_sign_negative() {
+            return Err(format!("{text} is negative"));
+        }
+        return Duration::try_from_secs_f64(seconds).map_err(|error| error.to_string());
+    }
+    humantime::parse_duration(text).map_err(|error| format!("{text:?}: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_seconds_or_words() {
+        assert_eq!(parse_duration("5").unwrap(), Duration::from_secs(5));
+        assert_eq!(parse_duration("0.25").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("-3").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn the_command_line_parses_the_seed_layout() {
+        Cli::try_parse_from([
+            "celeritas",
+            "worker",
+            "-Q",
+            "default,email,campaigns,import",
+            "-c",
+            "4",
+        ])
+        .unwrap();
+        Cli::try_parse_from(["celeritas", "submit", "noop", "--args", "{}", "--wait"]).unwrap();
+    }
+}

@@ -1,0 +1,132 @@
+//! Inspection, as `celery inspect` answers it. Worker-level answers come from the store, so any
+//! coordinator answers for every worker; pings are round trips over this coordinator's streams.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use super::{Coordinator, CoordinatorError};
+use crate::domain::{PingResult, QueueDepth, TaskRecord, TaskState, WorkerInfo};
+
+/// The most tasks one inspection lists.
+pub const MAX_LISTED: u32 = 10_000;
+/// The longest a ping waits.
+pub const MAX_PING_WAIT: Duration = Duration::from_secs(30);
+
+impl Coordinator {
+    /// Every known worker; `connected` for those connected here or heard from recently by any
+    /// coordinator; the counters of those connected here are the latest.
+    pub async fn workers(&self) -> Result<Vec<WorkerInfo>, CoordinatorError> {
+        let now = self.clock.now();
+        let liveness = self.settings.heartbeat_interval * super::worker_stream::MISSED_HEARTBEATS;
+        let sessions = self.sessions.snapshot();
+        let mut workers = self.store.workers().await?;
+        for worker in &mut workers {
+            let local = sessions
+                .iter()
+                .find(|session| session.worker().as_str() == worker.id);
+            worker.connected = local.is_some()
+                || worker.last_seen_at.is_some_and(|seen| {
+                    (now - seen).to_std().unwrap_or(Duration::ZERO) < liveness
+                        && worker.coordinator_id != self.id
+                });
+            if let Some(stats) = local.and_then(|session| session.stats()) {
+                worker.stats = Some(stats);
+            }
+            for (queue, priority) in &mut worker.queues {
+                *priority = self.routing.queue_priority(queue).unwrap_or(0);
+            }
+            worker
+                .queues
+                .sort_by_key(|(_, priority)| std::cmp::Reverse(*priority));
+        }
+        Ok(workers)
+    }
+
+    /// Pings every connected worker: a round trip for those connected here, a note for those
+    /// connected to another coordinator.
+    pub async fn ping_workers(&self, wait: Duration) -> Result<Vec<PingResult>, CoordinatorError> {
+        let wait = wait.min(MAX_PING_WAIT);
+        let sessions = self.sessions.snapshot();
+        let round_trips =
+            futures::future::join_all(sessions.iter().map(|session| session.ping(wait))).await;
+        let mut results: Vec<PingResult> = sessions
+            .iter()
+            .zip(round_trips)
+            .map(|(session, round_trip)| PingResult {
+                worker_id: session.worker().to_string(),
+                hostname: session.hello.hostname.clone(),
+                coordinator_id: self.id.clone(),
+                detail: if round_trip.is_some() {
+                    String::new()
+                } else {
+                    format!("no answer within {}", humantime::format_duration(wait))
+                },
+                round_trip,
+            })
+            .collect();
+        let here: HashSet<String> = results
+            .iter()
+            .map(|result| result.worker_id.clone())
+            .collect();
+        for worker in self.workers().await? {
+            if worker.connected && !here.contains(&worker.id) {
+                results.push(PingResult {
+                    detail: format!("connected to coordinator {}", worker.coordinator_id),
+                    worker_id: worker.id,
+                    hostname: worker.hostname,
+                    coordinator_id: worker.coordinator_id,
+                    round_trip: None,
+                });
+            }
+        }
+        Ok(results)
+    }
+
+    /// Tasks in a state, oldest first, at most `limit` (and at most 10,000).
+    pub async fn tasks_in_state(
+        &self,
+        state: TaskState,
+        limit: u32,
+    ) -> Result<Vec<TaskRecord>, CoordinatorError> {
+        Ok(self
+            .store
+            .tasks_in_state(state, limit.clamp(1, MAX_LISTED))
+            .await?)
+    }
+
+    /// Each configured queue's unfinished tasks by state, oldest pending age and consumers here.
+    pub async fn queue_depths(&self) -> Result<Vec<QueueDepth>, CoordinatorError> {
+        let counts = self.store.queue_counts().await?;
+        let now = self.clock.now();
+        let sessions = self.sessions.snapshot();
+        Ok(self
+            .routing
+            .queues()
+            .into_iter()
+            .map(|(queue, priority)| {
+                let by_state: BTreeMap<String, u64> = counts
+                    .by_state
+                    .iter()
+                    .filter(|(name, _, _)| name == queue.as_str())
+                    .map(|(_, state, count)| (state.clone(), *count))
+                    .collect();
+                let oldest_pending_age = counts
+                    .oldest_pending
+                    .iter()
+                    .find(|(name, _)| name == queue.as_str())
+                    .map(|(_, created)| (now - *created).to_std().unwrap_or(Duration::ZERO));
+                let consumers = sessions
+                    .iter()
+                    .filter(|session| session.queues.iter().any(|(name, _)| *name == queue))
+                    .count() as u32;
+                QueueDepth {
+                    queue,
+                    priority,
+                    by_state,
+                    oldest_pending_age,
+                    consumers,
+                }
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,366 @@
+//! The coordinator: accepts tasks, grants leases to connected workers, records what they report.
+//!
+//! Invariants:
+//! - All durable state is in the store. What is held here (sessions, credit, the dispatcher's
+//!   next due time) is rebuilt from worker hellos and the store after a restart.
+//! - Every background loop is spawned on the coordinator's `TaskTracker` and ends when its stop
+//!   token fires (or, for the batchers, when the last handle is dropped after the queue drains).
+//! - Nothing here knows the wire format; `grpc/` converts at the edge.
+
+mod background;
+pub mod batcher;
+mod beat;
+mod cancel;
+pub mod dispatcher;
+mod inspect;
+mod leases;
+mod progress;
+pub mod sessions;
+mod submit;
+mod trees;
+pub mod waiters;
+pub mod worker_stream;
+
+pub use progress::{RecordsPage, RecordsRequest};
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use self::batcher::Batcher;
+use self::dispatcher::{Dispatcher, DispatcherSignal};
+use self::leases::LeaseKeeper;
+use self::sessions::Sessions;
+use self::trees::{DirtyTrees, TreeFlusher};
+use self::waiters::Waiters;
+use crate::clock::SharedClock;
+use crate::config::{Config, CoordinatorSettings, Routing};
+use crate::domain::{TaskId, TaskName, TaskRecord, ValidationError};
+use crate::store::{
+    AttemptBatch, Completion, ProgressWrite, RecordWrite, Start, Store, StoreError,
+};
+
+/// The most items one start or completion statement writes.
+const MAX_WRITE_BATCH: usize = 1024;
+/// How long shutdown waits for background work to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// What went wrong, in the terms a client is told.
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    /// The request does not make sense; the error names the field.
+    #[error("{0}")]
+    Invalid(ValidationError),
+    /// Something the request names does not exist; the error names the field.
+    #[error("{0}")]
+    NotFound(ValidationError),
+    /// The request is valid but cannot be done in the current state.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The store cannot be reached; the request may be retried.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug or a broken store; the detail is logged, not shown.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl CoordinatorError {
+    /// The same error, with its field seen from an enclosing message.
+    pub fn within(self, prefix: &str) -> Self {
+        match self {
+            CoordinatorError::Invalid(error) => CoordinatorError::Invalid(error.within(prefix)),
+            CoordinatorError::NotFound(error) => CoordinatorError::NotFound(error.within(prefix)),
+            other => other,
+        }
+    }
+}
+
+impl From<ValidationError> for CoordinatorError {
+    fn from(error: ValidationError) -> Self {
+        CoordinatorError::Invalid(error)
+    }
+}
+
+impl From<StoreError> for CoordinatorError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Unavailable(cause) => CoordinatorError::Unavailable(format!(
+                "the database is unavailable ({cause}); retry, with an idempotency key to be safe"
+            )),
+            other => CoordinatorError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// What running attempts report, written by the one attempts batcher so the writes never race
+/// and a task's records always land before its result.
+#[derive(Debug, Clone)]
+pub enum AttemptUpdate {
+    /// An attempt started.
+    Started(Start),
+    /// An attempt reported progress.
+    Progress(ProgressWrite),
+    /// An attempt emitted records.
+    Records(RecordWrite),
+    /// An attempt ended.
+    Ended(Completion),
+    /// Nothing to write: answers once everything queued before it is written.
+    Barrier,
+}
+
+/// Writes a batch of attempt updates; answers, per update, whether it applied (everything but
+/// an end answers true: a stale start, progress or record changes nothing and is not worth
+/// reporting).
+async fn record_attempts(
+    store: &dyn Store,
+    updates: Vec<AttemptUpdate>,
+) -> Result<Vec<bool>, StoreError> {
+    let mut batch = AttemptBatch::default();
+    let mut slots = Vec::with_capacity(updates.len());
+    for update in updates {
+        match update {
+            AttemptUpdate::Started(start) => {
+                batch.starts.push(start);
+                slots.push(None);
+            }
+            AttemptUpdate::Progress(write) => {
+                batch.progress.push(write);
+                slots.push(None);
+            }
+            AttemptUpdate::Records(write) => {
+                batch.records.push(write);
+                slots.push(None);
+            }
+            AttemptUpdate::Ended(completion) => {
+                slots.push(Some(batch.completions.len()));
+                batch.completions.push(completion);
+            }
+            AttemptUpdate::Barrier => slots.push(None),
+        }
+    }
+    let applied = store.record_attempts(&batch).await?;
+    Ok(slots
+        .into_iter()
+        .map(|slot| slot.is_none_or(|index| applied.get(index).copied().unwrap_or(false)))
+        .collect())
+}
+
+/// One coordinator process's shared state.
+pub struct Coordinator {
+    id: String,
+    store: Arc<dyn Store>,
+    routing: Routing,
+    settings: CoordinatorSettings,
+    clock: SharedClock,
+    sessions: Arc<Sessions>,
+    signal: Arc<DispatcherSignal>,
+    attempts: Batcher<AttemptUpdate, bool>,
+    announcements: Arc<Notify>,
+    known_task_names: Mutex<HashSet<TaskName>>,
+    healthy: watch::Receiver<bool>,
+    waiters: Arc<Waiters>,
+    dirty_trees: Arc<DirtyTrees>,
+    page_secret: std::sync::OnceLock<String>,
+    tracker: TaskTracker,
+    stop: CancellationToken,
+}
+
+/// The coordinator's background work, to stop it.
+#[derive(Debug)]
+pub struct Background {
+    tracker: TaskTracker,
+    stop: CancellationToken,
+}
+
+impl Background {
+    /// The token that stops everything.
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    /// Stops the loops and waits (bounded) for them and for open streams to finish.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("background work did not finish within the grace period");
+        }
+    }
+}
+
+impl Coordinator {
+    /// Starts a coordinator on `store`: its dispatcher, batchers, health watch and the
+    /// announcements between coordinators.
+    pub fn start(
+        store: Arc<dyn Store>,
+        config: &Config,
+        clock: SharedClock,
+    ) -> Result<(Arc<Self>, Background), ValidationError> {
+        let routing = config.routing()?;
+        let id = format!("coordinator-{}", uuid::Uuid::new_v4());
+        let tracker = TaskTracker::new();
+        let stop = CancellationToken::new();
+        let sessions = Arc::new(Sessions::default());
+        let signal = Arc::new(DispatcherSignal::default());
+        let announcements = Arc::new(Notify::new());
+
+        let attempts = {
+            let store = store.clone();
+            Batcher::spawn(
+                "attempts",
+                MAX_WRITE_BATCH,
+                &tracker,
+                stop.clone(),
+                move |updates: Vec<AttemptUpdate>| {
+                    let store = store.clone();
+                    async move { record_attempts(store.as_ref(), updates).await }
+                },
+            )
+        };
+        let healthy = background::spawn_health_watch(&tracker, store.clone(), stop.clone());
+        background::spawn_announcer(
+            &tracker,
+            store.clone(),
+            id.clone(),
+            announcements.clone(),
+            stop.clone(),
+        );
+        background::spawn_listener(
+            &tracker,
+            store.clone(),
+            id.clone(),
+            signal.clone(),
+            sessions.clone(),
+            stop.clone(),
+        );
+        let announce: Arc<dyn Fn() + Send + Sync> = {
+            let announcements = announcements.clone();
+            Arc::new(move || announcements.notify_one())
+        };
+        let dispatcher = Dispatcher {
+            signal: signal.clone(),
+            sessions: sessions.clone(),
+            store: store.clone(),
+            clock: clock.clone(),
+            poll_interval: config.coordinator.poll_interval,
+            lease_ttl: config.coordinator.lease_ttl,
+            announce: announce.clone(),
+        };
+        tracker.spawn(dispatcher.run(stop.clone()));
+        let keeper = LeaseKeeper {
+            sessions: sessions.clone(),
+            store: store.clone(),
+            clock: clock.clone(),
+            lease_ttl: config.coordinator.lease_ttl,
+            liveness: config.coordinator.heartbeat_interval * worker_stream::MISSED_HEARTBEATS,
+            reap_interval: config.coordinator.reap_interval,
+            signal: signal.clone(),
+            announce: announce.clone(),
+        };
+        tracker.spawn(keeper.run(stop.clone()));
+        let waiters = Arc::new(Waiters::default());
+        let dirty_trees = Arc::new(DirtyTrees::default());
+        let flusher = TreeFlusher {
+            dirty: dirty_trees.clone(),
+            store: store.clone(),
+            clock: clock.clone(),
+            waiters: waiters.clone(),
+            signal: signal.clone(),
+            announce: announce.clone(),
+        };
+        tracker.spawn(flusher.run(stop.clone()));
+        if config.coordinator.metrics_listen.is_some() {
+            background::spawn_gauges(&tracker, store.clone(), sessions.clone(), stop.clone());
+        }
+
+        let coordinator = Arc::new(Self {
+            id,
+            store,
+            routing,
+            settings: config.coordinator.clone(),
+            clock,
+            sessions,
+            signal,
+            attempts,
+            announcements,
+            known_task_names: Mutex::new(HashSet::new()),
+            healthy,
+            waiters,
+            dirty_trees,
+            page_secret: std::sync::OnceLock::new(),
+            tracker: tracker.clone(),
+            stop: stop.clone(),
+        });
+        tracker.spawn(coordinator.clone().run_beat(stop.clone()));
+        Ok((coordinator, Background { tracker, stop }))
+    }
+
+    /// This coordinator's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The coordinator's settings.
+    pub fn settings(&self) -> &CoordinatorSettings {
+        &self.settings
+    }
+
+    /// Whether the store answered its last health check.
+    pub fn health(&self) -> watch::Receiver<bool> {
+        self.healthy.clone()
+    }
+
+    /// Fires when the coordinator is stopping.
+    pub fn stopping(&self) -> &CancellationToken {
+        &self.stop
+    }
+
+    /// One task.
+    pub async fn task(&self, id: TaskId) -> Result<TaskRecord, CoordinatorError> {
+        self.store.task(id).await?.ok_or_else(|| {
+            CoordinatorError::NotFound(ValidationError::new("task_id", format!("no task {id}")))
+        })
+    }
+
+    /// Serves a worker stream in the background; its replies arrive on the returned receiver.
+    pub fn spawn_worker_stream(
+        self: &Arc<Self>,
+        inbound: worker_stream::Inbound,
+    ) -> tokio::sync::mpsc::Receiver<Result<crate::domain::CoordinatorMessage, CoordinatorError>>
+    {
+        // Room for a full batch of leases, their acknowledgements and control messages, so the
+        // dispatcher never waits on a slow reader.
+        let (outbound, receiver) = worker_stream::outbound_channel(2 * MAX_WRITE_BATCH + 64);
+        self.tracker
+            .spawn(worker_stream::serve(self.clone(), inbound, outbound));
+        receiver
+    }
+
+    /// Runs `work` in the background until it ends; shutdown waits for it (bounded).
+    pub fn spawn(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.tracker.spawn(work);
+    }
+
+    /// Tells other coordinators there is work (coalesced).
+    fn announce(&self) {
+        self.announcements.notify_one();
+    }
+
+    /// The configured queues, for error messages.
+    fn queue_list(&self) -> String {
+        self.routing
+            .queues()
+            .iter()
+            .map(|(queue, _)| format!("{:?}", queue.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}

@@ -1,0 +1,433 @@
+//! The workers connected to this coordinator, one session per open stream, and what each holds.
+//!
+//! A session is rebuilt entirely from a worker's hello and the store, so nothing here needs to
+//! survive a coordinator restart.
+//!
+//! Capacity: the dispatcher may send a worker `min(credit, capacity − outstanding)` more leases,
+//! where credit is what the worker granted and outstanding counts leases sent and not yet
+//! settled. A lease is settled only once its completion is durable (or it was released), so the
+//! store never shows a worker holding more than its capacity either.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::CoordinatorError;
+use crate::domain::{
+    CoordinatorMessage, Hello, Lease, LeaseToken, ProgressReport, QueueName, TaskId, TaskName,
+    WorkerId, WorkerStats,
+};
+
+/// Where a session's messages to its worker go; an `Err` ends the stream with that error.
+pub type Outbound = mpsc::Sender<Result<CoordinatorMessage, CoordinatorError>>;
+
+/// What the coordinator remembers about a lease it handed out.
+#[derive(Debug, Clone)]
+pub struct HeldLease {
+    /// The task's name, for its retry policy.
+    pub name: TaskName,
+    /// Retries already used.
+    pub retries: u32,
+    /// Retries allowed.
+    pub max_retries: u32,
+    /// The hard time limit, for the running lease's expiry.
+    pub hard_time_limit: Duration,
+    /// When the worker said it started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// Whether its result is being written.
+    pub completing: bool,
+    /// The last progress reported.
+    pub progress: Option<ProgressReport>,
+    /// The root of the task's tree.
+    pub root_id: TaskId,
+    /// The task's queue, for metrics.
+    pub queue: QueueName,
+    /// When the task became due, for the queue wait.
+    pub run_at: DateTime<Utc>,
+    /// Whether the task's tree is open (it is a child, or it opened its tree): its changes
+    /// make tree events.
+    pub in_tree: bool,
+}
+
+impl HeldLease {
+    fn from_lease(lease: &Lease) -> Self {
+        Self {
+            name: lease.name.clone(),
+            retries: lease.retries,
+            max_retries: lease.max_retries,
+            hard_time_limit: lease.time_limits.hard,
+            started_at: None,
+            completing: false,
+            progress: None,
+            root_id: lease.root_id,
+            queue: lease.queue.clone(),
+            run_at: lease.run_at,
+            in_tree: lease.root_id != lease.token.task_id,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct SessionState {
+    credit: u32,
+    leases: HashMap<LeaseToken, HeldLease>,
+    last_seen: Instant,
+    stats: Option<WorkerStats>,
+}
+
+/// One worker's open stream.
+#[derive(Debug)]
+pub struct Session {
+    /// This stream's id; the store fences releases on it.
+    pub id: Uuid,
+    /// The worker's hello.
+    pub hello: Hello,
+    /// The worker's queues with their priorities, highest first.
+    pub queues: Vec<(QueueName, u8)>,
+    /// When the stream opened.
+    pub connected_at: DateTime<Utc>,
+    outbound: Outbound,
+    replaced: CancellationToken,
+    state: Mutex<SessionState>,
+    controls: Mutex<HashMap<u64, tokio::sync::oneshot::Sender<String>>>,
+    next_control: std::sync::atomic::AtomicU64,
+}
+
+impl Session {
+    /// A session for a worker that said `hello`, keeping `kept` leases from its last stream.
+    pub fn new(
+        id: Uuid,
+        hello: Hello,
+        queues: Vec<(QueueName, u8)>,
+        kept: &[Lease],
+        outbound: Outbound,
+        connected_at: DateTime<Utc>,
+    ) -> Self {
+        let leases = kept
+            .iter()
+            .map(|lease| (lease.token, HeldLease::from_lease(lease)))
+            .collect();
+        Self {
+            id,
+            hello,
+            queues,
+            connected_at,
+            outbound,
+            replaced: CancellationToken::new(),
+            state: Mutex::new(SessionState {
+                credit: 0,
+                leases,
+                last_seen: Instant::now(),
+                stats: None,
+            }),
+            controls: Mutex::new(HashMap::new()),
+            next_control: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// A round trip to the worker over its stream; `None` when it did not answer in time.
+    pub async fn ping(&self, timeout: Duration) -> Option<Duration> {
+        let request_id = self
+            .next_control
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.controls
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(request_id, reply);
+        let started = Instant::now();
+        let sent = self
+            .send(CoordinatorMessage::Control {
+                request_id,
+                command: crate::domain::ControlCommand::Ping,
+            })
+            .await;
+        let answered = sent && matches!(tokio::time::timeout(timeout, answer).await, Ok(Ok(_)));
+        self.controls
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&request_id);
+        answered.then(|| started.elapsed())
+    }
+
+    /// The worker answered a control request.
+    pub fn resolve_control(&self, request_id: u64, detail: String) {
+        let reply = self
+            .controls
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&request_id);
+        if let Some(reply) = reply {
+            let _ = reply.send(detail);
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, SessionState> {
+        // The state stays consistent at every await-free step, so a poisoned lock is usable.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The worker's id.
+    pub fn worker(&self) -> &WorkerId {
+        &self.hello.worker_id
+    }
+
+    /// How many more leases the worker may be sent now.
+    pub fn available(&self) -> u32 {
+        let state = self.state();
+        let outstanding = u32::try_from(state.leases.len()).unwrap_or(u32::MAX);
+        state
+            .credit
+            .min(self.hello.capacity().saturating_sub(outstanding))
+    }
+
+    /// The worker granted room for `grant` more leases.
+    pub fn grant(&self, grant: u32) {
+        let mut state = self.state();
+        state.credit = state
+            .credit
+            .saturating_add(grant)
+            .min(self.hello.capacity());
+    }
+
+    /// The worker spoke; it is alive.
+    pub fn touch(&self) {
+        self.state().last_seen = Instant::now();
+    }
+
+    /// How long since the worker last spoke.
+    pub fn silent_for(&self) -> Duration {
+        self.state().last_seen.elapsed()
+    }
+
+    /// Sends leases to the worker. Returns the tokens that could not be sent (the stream is
+    /// gone or stopped reading), which the caller must release.
+    pub fn deliver(&self, leases: Vec<Lease>) -> Vec<LeaseToken> {
+        let mut undelivered = Vec::new();
+        for lease in leases {
+            let token = lease.token;
+            {
+                let mut state = self.state();
+                state.credit = state.credit.saturating_sub(1);
+                state.leases.insert(token, HeldLease::from_lease(&lease));
+            }
+            if self
+                .outbound
+                .try_send(Ok(CoordinatorMessage::Lease(lease)))
+                .is_err()
+            {
+                self.state().leases.remove(&token);
+                undelivered.push(token);
+            }
+        }
+        undelivered
+    }
+
+    /// Sends a message to the worker; false when the stream is gone.
+    pub async fn send(&self, message: CoordinatorMessage) -> bool {
+        self.outbound.send(Ok(message)).await.is_ok()
+    }
+
+    /// Ends the stream with an error.
+    pub async fn fail(&self, error: CoordinatorError) {
+        let _ = self.outbound.send(Err(error)).await;
+    }
+
+    /// The worker started a lease at `at`; returns what is known of it, or `None` for a lease
+    /// this session does not hold.
+    pub fn mark_running(&self, token: &LeaseToken, at: DateTime<Utc>) -> Option<HeldLease> {
+        let mut state = self.state();
+        let lease = state.leases.get_mut(token)?;
+        lease.started_at = Some(at);
+        Some(lease.clone())
+    }
+
+    /// Records a lease's latest progress; `None` for a lease this session does not hold.
+    pub fn record_progress(&self, token: &LeaseToken, report: ProgressReport) -> Option<HeldLease> {
+        let mut state = self.state();
+        let lease = state.leases.get_mut(token)?;
+        lease.progress = Some(report);
+        Some(lease.clone())
+    }
+
+    /// What is known of a lease this session holds.
+    pub fn lease(&self, token: &LeaseToken) -> Option<HeldLease> {
+        self.state().leases.get(token).cloned()
+    }
+
+    /// The lease's tree is open now.
+    pub fn mark_in_tree(&self, token: &LeaseToken) {
+        if let Some(lease) = self.state().leases.get_mut(token) {
+            lease.in_tree = true;
+        }
+    }
+
+    /// The worker's latest counters.
+    pub fn set_stats(&self, stats: WorkerStats) {
+        self.state().stats = Some(stats);
+    }
+
+    /// The worker's latest counters, if it reported any.
+    pub fn stats(&self) -> Option<WorkerStats> {
+        self.state().stats.clone()
+    }
+
+    /// Starts settling a lease whose result arrived. `None` when the session does not hold it,
+    /// or its result is already being written.
+    pub fn begin_completion(&self, token: &LeaseToken) -> Option<HeldLease> {
+        let mut state = self.state();
+        let lease = state.leases.get_mut(token)?;
+        if lease.completing {
+            return None;
+        }
+        lease.completing = true;
+        Some(lease.clone())
+    }
+
+    /// Forgets a lease whose result is durable, freeing its place.
+    pub fn settle(&self, token: &LeaseToken) {
+        self.state().leases.remove(token);
+    }
+
+    /// A completion could not be written: the lease stays held (and counted) until the worker's
+    /// next stream reports it again or it expires.
+    pub fn abandon_completion(&self, token: &LeaseToken) {
+        if let Some(lease) = self.state().leases.get_mut(token) {
+            lease.completing = false;
+        }
+    }
+
+    /// Removes and returns the given leases that can be released now (held, result not being
+    /// written).
+    pub fn take_releasable(&self, tokens: &[LeaseToken]) -> Vec<LeaseToken> {
+        let mut state = self.state();
+        let releasable: Vec<LeaseToken> = tokens
+            .iter()
+            .filter(|token| {
+                state
+                    .leases
+                    .get(token)
+                    .is_some_and(|lease| !lease.completing)
+            })
+            .copied()
+            .collect();
+        for token in &releasable {
+            state.leases.remove(token);
+        }
+        releasable
+    }
+
+    /// Removes and returns every lease whose result is not being written: the stream ended.
+    pub fn take_all_releasable(&self) -> Vec<LeaseToken> {
+        let mut state = self.state();
+        let tokens: Vec<LeaseToken> = state
+            .leases
+            .iter()
+            .filter(|(_, lease)| !lease.completing)
+            .map(|(token, _)| *token)
+            .collect();
+        for token in &tokens {
+            state.leases.remove(token);
+        }
+        tokens
+    }
+
+    /// The leases held, with what is known of each.
+    pub fn leases(&self) -> Vec<(LeaseToken, HeldLease)> {
+        self.state()
+            .leases
+            .iter()
+            .map(|(token, lease)| (*token, lease.clone()))
+            .collect()
+    }
+
+    /// Fires when a newer stream of the same worker replaced this one.
+    pub fn replaced(&self) -> &CancellationToken {
+        &self.replaced
+    }
+}
+
+/// The sessions of this coordinator, by worker.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    by_worker: RwLock<HashMap<WorkerId, Arc<Session>>>,
+}
+
+impl Sessions {
+    /// Registers a session; a previous session of the same worker is told it was replaced.
+    pub fn insert(&self, session: Arc<Session>) {
+        let previous = self
+            .by_worker
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(session.worker().clone(), session);
+        if let Some(previous) = previous {
+            previous.replaced.cancel();
+        }
+    }
+
+    /// Unregisters a session, unless a newer one of the same worker took its place.
+    pub fn remove(&self, session: &Session) {
+        let mut by_worker = self
+            .by_worker
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if by_worker
+            .get(session.worker())
+            .is_some_and(|current| current.id == session.id)
+        {
+            by_worker.remove(session.worker());
+        }
+    }
+
+    /// Every session, in a stable order.
+    pub fn snapshot(&self) -> Vec<Arc<Session>> {
+        let mut sessions: Vec<_> = self
+            .by_worker
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        sessions.sort_by(|a, b| a.worker().cmp(b.worker()));
+        sessions
+    }
+
+    /// Tells the worker holding `token`, if it is connected here, to stop that task. True when
+    /// a worker here held it.
+    pub async fn tell_holder_to_cancel(&self, token: LeaseToken, terminate: bool) -> bool {
+        let holder = self
+            .by_worker
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .values()
+            .find(|session| session.state().leases.contains_key(&token))
+            .cloned();
+        let Some(holder) = holder else {
+            return false;
+        };
+        let cancel = CoordinatorMessage::Cancel {
+            token,
+            terminate,
+            reason: "cancelled on request".to_owned(),
+        };
+        holder.send(cancel).await
+    }
+
+    /// Whether a connected worker runs this task name.
+    pub fn runs_task(&self, name: &TaskName) -> bool {
+        self.by_worker
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .values()
+            .any(|session| session.hello.task_names.contains(name))
+    }
+}

@@ -1,0 +1,69 @@
+//! What inspection answers, in domain terms.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::{QueueName, WorkerStats};
+
+/// A worker as the store and this coordinator know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerInfo {
+    /// Its id.
+    pub id: String,
+    /// Its host.
+    pub hostname: String,
+    /// Its process id.
+    pub pid: u32,
+    /// Its queues, with their priorities (highest first).
+    pub queues: Vec<(QueueName, u8)>,
+    /// The task names it runs.
+    pub task_names: Vec<String>,
+    /// Tasks it runs at once.
+    pub concurrency: u32,
+    /// Its prefetch multiplier.
+    pub prefetch_multiplier: u32,
+    /// Its software version.
+    pub version: String,
+    /// The coordinator it is (or was last) connected to.
+    pub coordinator_id: String,
+    /// When it connected.
+    pub connected_at: DateTime<Utc>,
+    /// When it was last heard from.
+    pub last_seen_at: Option<DateTime<Utc>>,
+    /// Its latest counters.
+    pub stats: Option<WorkerStats>,
+    /// Whether it is connected now.
+    pub connected: bool,
+}
+
+/// One worker's answer to a ping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PingResult {
+    /// The worker.
+    pub worker_id: String,
+    /// Its host.
+    pub hostname: String,
+    /// The coordinator it is connected to.
+    pub coordinator_id: String,
+    /// The round trip, when it answered.
+    pub round_trip: Option<Duration>,
+    /// Why there is none.
+    pub detail: String,
+}
+
+/// A queue's unfinished work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueDepth {
+    /// The queue.
+    pub queue: QueueName,
+    /// Its priority.
+    pub priority: u8,
+    /// Unfinished tasks by state name.
+    pub by_state: BTreeMap<String, u64>,
+    /// How long the oldest pending task has waited.
+    pub oldest_pending_age: Option<Duration>,
+    /// Workers connected to this coordinator that consume it.
+    pub consumers: u32,
+}

@@ -1,0 +1,72 @@
+//! The domain: the values celeritas reasons about, each created by a parser so that holding one
+//! proves it is valid. Nothing here knows about protobuf, SQL or serde.
+
+mod ids;
+mod inspect;
+mod json;
+mod lease;
+mod names;
+mod protocol;
+mod record;
+mod schedule;
+mod spec;
+mod task;
+mod tree;
+
+pub use ids::{TaskId, WorkerId};
+pub use inspect::{PingResult, QueueDepth, WorkerInfo};
+pub use json::JsonText;
+pub use lease::LeaseToken;
+pub use names::{QueueName, TaskName};
+pub use protocol::{
+    ControlCommand, CoordinatorMessage, Hello, Lease, ProgressReport, RequestError, WorkerMessage,
+};
+pub use record::{
+    MAX_RECORD_DATA_BYTES, MAX_RECORD_KEY_BYTES, RecordEntry, StoredRecord, WorkerStats,
+    parse_short_name,
+};
+pub use schedule::{MIN_INTERVAL, Schedule, ScheduleSource, Timing, parse_schedule_name};
+pub use spec::{
+    ExpiresAt, MAX_BATCH_SUBMIT, MAX_IDEMPOTENCY_KEY_LENGTH, MAX_RETRIES_LIMIT, StartAt, TaskSpec,
+    parse_idempotency_key, parse_max_retries,
+};
+pub use task::{
+    AttemptFailure, Failure, NewTask, Outcome, Priority, RetryPolicy, TaskRecord, TaskState,
+    TimeLimits,
+};
+pub use tree::{
+    Aggregate, Observed, Plan, Reported, TreeEvent, TreeEventKind, opening, plan_events,
+    single_task_aggregate, synthesized_events,
+};
+
+/// An input that does not make sense, named by the field it came from.
+///
+/// The field is a path a client can find in its own request, such as `tasks[3].queue`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ValidationError {
+    /// Where the bad value was, as a path into the request.
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl ValidationError {
+    /// An error about `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The same error, seen from an enclosing message: `queue` becomes `tasks[3].queue`.
+    pub fn within(mut self, prefix: &str) -> Self {
+        self.field = if self.field.is_empty() {
+            prefix.to_owned()
+        } else {
+            format!("{prefix}.{}", self.field)
+        };
+        self
+    }
+}

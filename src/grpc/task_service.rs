@@ -1,0 +1,190 @@
+//! `celeritas.v1.TaskService`: thin handlers that parse, delegate to the coordinator and convert
+//! the answer.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::convert::{record_to_pb, task_spec_from_pb, task_to_pb, tree_event_to_pb, wait_from_pb};
+use super::pb;
+use super::status::invalid;
+use crate::coordinator::{Coordinator, RecordsRequest};
+use crate::domain::{MAX_BATCH_SUBMIT, QueueName, TaskId, ValidationError, parse_short_name};
+
+/// The task API of one coordinator.
+pub struct TaskApi {
+    coordinator: Arc<Coordinator>,
+}
+
+impl TaskApi {
+    /// Serves `coordinator`.
+    pub fn new(coordinator: Arc<Coordinator>) -> Self {
+        Self { coordinator }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::task_service_server::TaskService for TaskApi {
+    #[tracing::instrument(skip_all, fields(rpc = "SubmitTask"))]
+    async fn submit_task(
+        &self,
+        request: Request<pb::SubmitTaskRequest>,
+    ) -> Result<Response<pb::SubmitTaskResponse>, Status> {
+        let spec = request
+            .into_inner()
+            .task
+            .ok_or_else(|| invalid(ValidationError::new("task", "is required")))?;
+        let spec = task_spec_from_pb(spec, self.coordinator.settings().max_args_bytes)
+            .map_err(|error| invalid(error.within("task")))?;
+        let inserted = self
+            .coordinator
+            .submit(vec![spec], |_| "task".to_owned())
+            .await?;
+        let inserted = inserted
+            .first()
+            .ok_or_else(|| Status::internal("the store answered no task"))?;
+        Ok(Response::new(pb::SubmitTaskResponse {
+            task_id: inserted.id.to_string(),
+            created: inserted.created,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "SubmitTasks", count))]
+    async fn submit_tasks(
+        &self,
+        request: Request<pb::SubmitTasksRequest>,
+    ) -> Result<Response<pb::SubmitTasksResponse>, Status> {
+        let specs = request.into_inner().tasks;
+        tracing::Span::current().record("count", specs.len());
+        if specs.is_empty() {
+            return Err(invalid(ValidationError::new(
+                "tasks",
+                "at least one task is required",
+            )));
+        }
+        if specs.len() > MAX_BATCH_SUBMIT {
+            return Err(invalid(ValidationError::new(
+                "tasks",
+                format!(
+                    "{} tasks is more than the limit of {MAX_BATCH_SUBMIT} per call",
+                    specs.len()
+                ),
+            )));
+        }
+        let max_args_bytes = self.coordinator.settings().max_args_bytes;
+        let specs = specs
+            .into_iter()
+            .enumerate()
+            .map(|(index, spec)| {
+                task_spec_from_pb(spec, max_args_bytes)
+                    .map_err(|error| invalid(error.within(&format!("tasks[{index}]"))))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let inserted = self
+            .coordinator
+            .submit(specs, |index| format!("tasks[{index}]"))
+            .await?;
+        Ok(Response::new(pb::SubmitTasksResponse {
+            tasks: inserted
+                .into_iter()
+                .map(|inserted| pb::SubmittedTask {
+                    task_id: inserted.id.to_string(),
+                    created: inserted.created,
+                })
+                .collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "GetTask"))]
+    async fn get_task(
+        &self,
+        request: Request<pb::GetTaskRequest>,
+    ) -> Result<Response<pb::GetTaskResponse>, Status> {
+        let request = request.into_inner();
+        let id = TaskId::parse("task_id", &request.task_id).map_err(invalid)?;
+        let wait = wait_from_pb(request.wait).map_err(invalid)?;
+        let task = if wait.is_zero() {
+            self.coordinator.task(id).await?
+        } else {
+            self.coordinator.task_waiting(id, wait).await?
+        };
+        Ok(Response::new(pb::GetTaskResponse {
+            task: Some(task_to_pb(task)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "CancelTask"))]
+    async fn cancel_task(
+        &self,
+        request: Request<pb::CancelTaskRequest>,
+    ) -> Result<Response<pb::CancelTaskResponse>, Status> {
+        let request = request.into_inner();
+        let id = TaskId::parse("task_id", &request.task_id).map_err(invalid)?;
+        let task = self.coordinator.cancel(id, request.terminate).await?;
+        Ok(Response::new(pb::CancelTaskResponse {
+            task: Some(task_to_pb(task)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "PurgeQueue"))]
+    async fn purge_queue(
+        &self,
+        request: Request<pb::PurgeQueueRequest>,
+    ) -> Result<Response<pb::PurgeQueueResponse>, Status> {
+        let queue = QueueName::parse("queue", &request.into_inner().queue).map_err(invalid)?;
+        let cancelled = self.coordinator.purge(&queue).await?;
+        Ok(Response::new(pb::PurgeQueueResponse { cancelled }))
+    }
+
+    type StreamProgressStream =
+        Pin<Box<dyn Stream<Item = Result<pb::StreamProgressResponse, Status>> + Send>>;
+
+    #[tracing::instrument(skip_all, fields(rpc = "StreamProgress"))]
+    async fn stream_progress(
+        &self,
+        request: Request<pb::StreamProgressRequest>,
+    ) -> Result<Response<Self::StreamProgressStream>, Status> {
+        let request = request.into_inner();
+        let id = TaskId::parse("task_id", &request.task_id).map_err(invalid)?;
+        let events = self
+            .coordinator
+            .stream_progress(id, request.from_sequence)
+            .await?;
+        let stream = ReceiverStream::new(events)
+            .map(|event| event.map(tree_event_to_pb).map_err(Status::from));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "ListRecords"))]
+    async fn list_records(
+        &self,
+        request: Request<pb::ListRecordsRequest>,
+    ) -> Result<Response<pb::ListRecordsResponse>, Status> {
+        let request = request.into_inner();
+        let optional_name = |field: &str, text: &str| {
+            if text.is_empty() {
+                Ok(None)
+            } else {
+                parse_short_name(field, text).map(Some).map_err(invalid)
+            }
+        };
+        let page = self
+            .coordinator
+            .list_records(RecordsRequest {
+                task: TaskId::parse("task_id", &request.task_id).map_err(invalid)?,
+                whole_tree: request.whole_tree,
+                kind: optional_name("kind", &request.kind)?,
+                status: optional_name("status", &request.status)?,
+                page_size: request.page_size,
+                page_token: Some(request.page_token).filter(|token| !token.is_empty()),
+            })
+            .await?;
+        Ok(Response::new(pb::ListRecordsResponse {
+            records: page.records.into_iter().map(record_to_pb).collect(),
+            next_page_token: page.next_page_token.unwrap_or_default(),
+        }))
+    }
+}

@@ -1,0 +1,49 @@
+//! `celeritas.v1.WorkerService`: converts a worker's stream at the edge and hands it to the
+//! coordinator.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::convert::{coordinator_message_to_pb, worker_message_from_pb};
+use super::pb;
+use crate::coordinator::Coordinator;
+use crate::coordinator::worker_stream::InboundError;
+
+/// The worker API of one coordinator.
+pub struct WorkerApi {
+    coordinator: Arc<Coordinator>,
+}
+
+impl WorkerApi {
+    /// Serves `coordinator`.
+    pub fn new(coordinator: Arc<Coordinator>) -> Self {
+        Self { coordinator }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::worker_service_server::WorkerService for WorkerApi {
+    type ConnectStream = Pin<Box<dyn Stream<Item = Result<pb::ConnectResponse, Status>> + Send>>;
+
+    #[tracing::instrument(skip_all, fields(rpc = "Connect"))]
+    async fn connect(
+        &self,
+        request: Request<Streaming<pb::ConnectRequest>>,
+    ) -> Result<Response<Self::ConnectStream>, Status> {
+        let inbound = request
+            .into_inner()
+            .map(|message| match message {
+                Ok(message) => worker_message_from_pb(message).map_err(InboundError::Invalid),
+                Err(status) => Err(InboundError::Broken(status.to_string())),
+            })
+            .boxed();
+        let replies = self.coordinator.spawn_worker_stream(inbound);
+        let outbound = ReceiverStream::new(replies)
+            .map(|reply| reply.map(coordinator_message_to_pb).map_err(Status::from));
+        Ok(Response::new(Box::pin(outbound)))
+    }
+}

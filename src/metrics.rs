@@ -1,0 +1,75 @@
+//! Metrics, for Prometheus: a global recorder the coordinator reports to, and `/metrics` on an
+//! HTTP port.
+//!
+//! What is reported (names and labels):
+//! - `celeritas_tasks_submitted_total{queue}`: tasks created.
+//! - `celeritas_tasks_finished_total{queue, outcome}`: attempts ended: `succeeded`, `failed`
+//!   (for good) or `retried`.
+//! - `celeritas_task_retries_total{queue}`: attempts that will be retried.
+//! - `celeritas_task_queue_wait_seconds{queue}`: from due to started (histogram).
+//! - `celeritas_task_run_seconds{name}`: from started to ended (histogram).
+//! - `celeritas_lease_expiries_total`: leases settled by the reaper.
+//! - `celeritas_workers_connected`: workers connected to this coordinator.
+//! - `celeritas_tasks{queue, state}`: unfinished tasks, refreshed every ten seconds.
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio_util::sync::CancellationToken;
+
+/// Seconds: from a millisecond to half an hour, the seed's hard time limit.
+const BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    300.0, 1800.0,
+];
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the process' recorder once; later calls return the same handle. `None` when
+/// another recorder was installed first.
+pub fn install() -> Option<PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new().set_buckets(BUCKETS).ok()?;
+            match builder.install_recorder() {
+                Ok(handle) => Some(handle),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot install the metrics recorder");
+                    None
+                }
+            }
+        })
+        .clone()
+}
+
+/// Serves `/metrics` on `address` until `stop` fires. A port that is taken is logged, not
+/// fatal: the coordinator serves without metrics.
+pub async fn serve(address: SocketAddr, stop: CancellationToken) -> Option<SocketAddr> {
+    let handle = install()?;
+    let listener = match tokio::net::TcpListener::bind(address).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::warn!(%address, %error, "cannot serve metrics there; serving none");
+            return None;
+        }
+    };
+    let bound = listener.local_addr().ok()?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let handle = handle.clone();
+            async move { handle.render() }
+        }),
+    );
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        if let Err(error) = served {
+            tracing::warn!(%error, "the metrics server stopped");
+        }
+    });
+    tracing::info!(address = %bound, "metrics served at /metrics");
+    Some(bound)
+}

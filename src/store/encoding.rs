@@ -1,0 +1,373 @@
+//! Encodings both stores share: durations as milliseconds, counts, the failure history's JSON.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+use crate::domain::{
+    Aggregate, AttemptFailure, ProgressReport, Reported, TaskId, TaskState, TreeEventKind,
+};
+
+/// A tree root as `observe_tree` reads it: state, error kind and message, progress done, total
+/// and message.
+pub type RootRow = (
+    String,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+);
+
+pub fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+pub fn duration_from_millis(millis: i64) -> Duration {
+    Duration::from_millis(u64::try_from(millis).unwrap_or(0))
+}
+
+pub fn count(value: impl Into<i64>) -> u32 {
+    u32::try_from(value.into()).unwrap_or(0)
+}
+
+/// Reads the failure history; entries that do not parse (a broken database) are skipped.
+pub fn failures_of(text: &str) -> Vec<AttemptFailure> {
+    let Ok(serde_json::Value::Array(entries)) = serde_json::from_str(text) else {
+        return Vec::new();
+    };
+    entries
+        .iter()
+        .filter_map(|entry| {
+            Some(AttemptFailure {
+                attempt: u32::try_from(entry.get("attempt")?.as_u64()?).ok()?,
+                worker_id: entry
+                    .get("worker_id")
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::to_owned),
+                kind: entry.get("kind")?.as_str()?.to_owned(),
+                message: entry.get("message")?.as_str()?.to_owned(),
+                at: entry.get("at")?.as_str()?.parse::<DateTime<Utc>>().ok()?,
+            })
+        })
+        .collect()
+}
+
+fn counts_to_json(counts: &BTreeMap<String, u64>) -> Value {
+    Value::Object(
+        counts
+            .iter()
+            .map(|(name, count)| (name.clone(), json!(count)))
+            .collect(),
+    )
+}
+
+fn counts_from_json(value: Option<&Value>) -> BTreeMap<String, u64> {
+    value
+        .and_then(Value::as_object)
+        .map(|object| {
+            object
+                .iter()
+                .filter_map(|(name, count)| Some((name.clone(), count.as_u64()?)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn progress_to_json(progress: &ProgressReport) -> Value {
+    json!({"done": progress.done, "total": progress.total, "message": progress.message})
+}
+
+fn progress_from_json(value: Option<&Value>) -> Option<ProgressReport> {
+    let value = value?.as_object()?;
+    Some(ProgressReport {
+        done: value.get("done").and_then(Value::as_u64).unwrap_or(0),
+        total: value.get("total").and_then(Value::as_u64).unwrap_or(0),
+        message: value
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+    })
+}
+
+pub fn aggregate_to_json(aggregate: &Aggregate) -> Value {
+    json!({
+        "tasks_total": aggregate.tasks_total,
+        "tasks_finished": aggregate.tasks_finished,
+        "tasks_by_state": counts_to_json(&aggregate.tasks_by_state),
+        "records_by_status": counts_to_json(&aggregate.records_by_status),
+        "progress": progress_to_json(&aggregate.progress),
+    })
+}
+
+pub fn aggregate_from_json(value: &Value) -> Aggregate {
+    Aggregate {
+        tasks_total: value["tasks_total"].as_u64().unwrap_or(0),
+        tasks_finished: value["tasks_finished"].as_u64().unwrap_or(0),
+        tasks_by_state: counts_from_json(value.get("tasks_by_state")),
+        records_by_status: counts_from_json(value.get("records_by_status")),
+        progress: progress_from_json(value.get("progress")).unwrap_or_default(),
+    }
+}
+
+pub fn reported_to_json(reported: &Reported) -> Value {
+    json!({
+        "root_state": reported.root_state.map(|state| state.as_str()),
+        "root_progress": reported.root_progress.as_ref().map(progress_to_json),
+        "aggregate": aggregate_to_json(&reported.aggregate),
+    })
+}
+
+pub fn reported_from_json(value: &Value) -> Reported {
+    Reported {
+        root_state: value["root_state"].as_str().and_then(TaskState::from_name),
+        root_progress: progress_from_json(value.get("root_progress")),
+        aggregate: aggregate_from_json(&value["aggregate"]),
+    }
+}
+
+pub fn event_to_json(event: &TreeEventKind) -> Value {
+    match event {
+        TreeEventKind::StateChanged {
+            task_id,
+            state,
+            error,
+        } => json!({
+            "kind": "state_changed",
+            "task_id": task_id.to_string(),
+            "state": state.as_str(),
+            "error": error.as_ref().map(|(kind, message)| json!({"kind": kind, "message": message})),
+        }),
+        TreeEventKind::ProgressUpdated { task_id, progress } => json!({
+            "kind": "progress_updated",
+            "task_id": task_id.to_string(),
+            "progress": progress_to_json(progress),
+        }),
+        TreeEventKind::TreeUpdated {
+            tasks_submitted,
+            tasks_finished,
+            records_added,
+            message,
+        } => json!({
+            "kind": "tree_updated",
+            "tasks_submitted": tasks_submitted,
+            "tasks_finished": tasks_finished,
+            "records_added": records_added,
+            "message": message,
+        }),
+        TreeEventKind::TreeFinished { root_state } => json!({
+            "kind": "tree_finished",
+            "root_state": root_state.as_str(),
+        }),
+    }
+}
+
+pub fn event_from_json(value: &Value) -> Option<TreeEventKind> {
+    let task_id = || -> Option<TaskId> {
+        value["task_id"]
+            .as_str()
+            .and_then(|id| TaskId::parse("task_id", id).ok())
+    };
+    Some(match value["kind"].as_str()? {
+        "state_changed" => TreeEventKind::StateChanged {
+            task_id: task_id()?,
+            state: TaskState::from_name(value["state"].as_str()?)?,
+            error: value["error"].as_object().map(|error| {
+                (
+                    error["kind"].as_str().unwrap_or_default().to_owned(),
+                    error["message"].as_str().unwrap_or_default().to_owned(),
+                )
+            }),
+        },
+        "progress_updated" => TreeEventKind::ProgressUpdated {
+            task_id: task_id()?,
+            progress: progress_from_json(value.get("progress"))?,
+        },
+        "tree_updated" => TreeEventKind::TreeUpdated {
+            tasks_submitted: value["tasks_submitted"].as_u64().unwrap_or(0),
+            tasks_finished: value["tasks_finished"].as_u64().unwrap_or(0),
+            records_added: value["records_added"].as_u64().unwrap_or(0),
+            message: value["message"].as_str().unwrap_or_default().to_owned(),
+        },
+        "tree_finished" => TreeEventKind::TreeFinished {
+            root_state: TaskState::from_name(value["root_state"].as_str()?)?,
+        },
+        _ => return None,
+    })
+}
+
+/// Builds an aggregate from the store's counts: tasks by state with their progress sums,
+/// records by status, and the latest progress message.
+pub fn aggregate_of(
+    tasks: &[(String, i64, i64, i64)],
+    records: &[(String, i64)],
+    latest_message: Option<String>,
+) -> Aggregate {
+    let mut aggregate = Aggregate::default();
+    for (state, count, done, total) in tasks {
+        let count = u64::try_from(*count).unwrap_or(0);
+        aggregate.tasks_total += count;
+        if TaskState::from_name(state).is_some_and(|state| state.is_terminal()) {
+            aggregate.tasks_finished += count;
+        }
+        aggregate.tasks_by_state.insert(state.clone(), count);
+        aggregate.progress.done += u64::try_from(*done).unwrap_or(0);
+        aggregate.progress.total += u64::try_from(*total).unwrap_or(0);
+    }
+    for (status, count) in records {
+        aggregate
+            .records_by_status
+            .insert(status.clone(), u64::try_from(*count).unwrap_or(0));
+    }
+    aggregate.progress.message = latest_message.unwrap_or_default();
+    aggregate
+}
+
+/// A task's last progress, from its columns.
+pub fn progress_of(
+    done: Option<i64>,
+    total: Option<i64>,
+    message: Option<String>,
+) -> Option<ProgressReport> {
+    done.map(|done| ProgressReport {
+        done: u64::try_from(done).unwrap_or(0),
+        total: u64::try_from(total.unwrap_or(0)).unwrap_or(0),
+        message: message.unwrap_or_default(),
+    })
+}
+
+pub fn worker_stats_to_json(stats: &crate::domain::WorkerStats) -> Value {
+    json!({
+        "processed": counts_to_json(&stats.processed),
+        "failed": counts_to_json(&stats.failed),
+        "memory_rss_bytes": stats.memory_rss_bytes,
+        "started_at": stats.started_at.map(|at| at.to_rfc3339()),
+    })
+}
+
+pub fn worker_stats_from_json(value: &Value) -> crate::domain::WorkerStats {
+    crate::domain::WorkerStats {
+        processed: counts_from_json(value.get("processed")),
+        failed: counts_from_json(value.get("failed")),
+        memory_rss_bytes: value["memory_rss_bytes"].as_u64().unwrap_or(0),
+        started_at: value["started_at"]
+            .as_str()
+            .and_then(|at| at.parse::<DateTime<Utc>>().ok()),
+    }
+}
+
+/// What a schedule's tick submits, as stored.
+pub fn schedule_task_to_json(spec: &crate::domain::TaskSpec) -> Value {
+    json!({
+        "name": spec.name.as_str(),
+        "args": spec.args.to_value(),
+        "queue": spec.queue.as_ref().map(|queue| queue.as_str()),
+        "priority": spec.priority.value(),
+        "max_retries": spec.max_retries,
+        "soft_time_limit_ms": spec.soft_time_limit.map(millis),
+        "hard_time_limit_ms": spec.hard_time_limit.map(millis),
+    })
+}
+
+/// Reads what a schedule's tick submits; `None` for a value celeritas did not write.
+pub fn schedule_task_from_json(value: &Value) -> Option<crate::domain::TaskSpec> {
+    use crate::domain::{JsonText, Priority, QueueName, TaskName, TaskSpec};
+    let name = TaskName::parse("name", value["name"].as_str()?).ok()?;
+    let mut spec = TaskSpec::new(name, JsonText::from_value(&value["args"]));
+    spec.queue = value["queue"]
+        .as_str()
+        .and_then(|queue| QueueName::parse("queue", queue).ok());
+    spec.priority = Priority::parse(
+        "priority",
+        u32::try_from(value["priority"].as_u64().unwrap_or(0)).unwrap_or(0),
+    )
+    .unwrap_or_default();
+    spec.max_retries = value["max_retries"]
+        .as_u64()
+        .and_then(|retries| u32::try_from(retries).ok());
+    spec.soft_time_limit = value["soft_time_limit_ms"]
+        .as_i64()
+        .map(duration_from_millis);
+    spec.hard_time_limit = value["hard_time_limit_ms"]
+        .as_i64()
+        .map(duration_from_millis);
+    Some(spec)
+}
+
+/// A schedule's timing from its columns.
+pub fn timing_of(
+    every_ms: Option<i64>,
+    cron: Option<&str>,
+    timezone: &str,
+) -> Option<crate::domain::Timing> {
+    use crate::domain::Timing;
+    match (every_ms, cron) {
+        (Some(every), None) => Some(Timing::Every(duration_from_millis(every))),
+        (None, Some(expression)) => Timing::cron("cron", expression, "timezone", timezone).ok(),
+        _ => None,
+    }
+}
+
+/// A schedule's timing as columns: every in milliseconds, or a cron expression; and the zone.
+pub fn timing_columns(timing: &crate::domain::Timing) -> (Option<i64>, Option<&str>, &str) {
+    use crate::domain::Timing;
+    match timing {
+        Timing::Every(interval) => (Some(millis(*interval)), None, "UTC"),
+        Timing::Cron { expression, .. } => {
+            (None, Some(expression.as_str()), timing.timezone_name())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_and_reports_round_trip_through_json() {
+        let root = TaskId::generate();
+        let events = [
+            TreeEventKind::StateChanged {
+                task_id: root,
+                state: TaskState::Failed,
+                error: Some(("smtp".into(), "550".into())),
+            },
+            TreeEventKind::ProgressUpdated {
+                task_id: root,
+                progress: ProgressReport {
+                    done: 3,
+                    total: 9,
+                    message: "m".into(),
+                },
+            },
+            TreeEventKind::TreeUpdated {
+                tasks_submitted: 1,
+                tasks_finished: 2,
+                records_added: 3,
+                message: "x".into(),
+            },
+            TreeEventKind::TreeFinished {
+                root_state: TaskState::Succeeded,
+            },
+        ];
+        for event in events {
+            assert_eq!(event_from_json(&event_to_json(&event)), Some(event));
+        }
+        let aggregate = aggregate_of(
+            &[("running".into(), 2, 5, 10), ("succeeded".into(), 3, 0, 0)],
+            &[("delivered".into(), 7)],
+            Some("halfway".into()),
+        );
+        assert_eq!(aggregate.tasks_total, 5);
+        assert_eq!(aggregate.tasks_finished, 3);
+        let reported = Reported {
+            root_state: Some(TaskState::Running),
+            root_progress: None,
+            aggregate,
+        };
+        assert_eq!(reported_from_json(&reported_to_json(&reported)), reported);
+    }
+}

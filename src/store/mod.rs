@@ -1,0 +1,536 @@
+//! Durable state behind one narrow interface shaped by what the coordinator does: insert, claim,
+//! start, complete, release. Every method is one short transaction; none is held while a worker
+//! runs a task. Methods take batches, because a commit is the expensive part.
+//!
+//! `postgres` is the implementation for production and for several coordinators on one database.
+
+mod encoding;
+mod postgres;
+mod sqlite;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use uuid::Uuid;
+
+use crate::domain::{
+    JsonText, Lease, LeaseToken, NewTask, ProgressReport, QueueName, RecordEntry, Schedule,
+    StoredRecord, TaskId, TaskName, TaskRecord, TaskState, TreeEvent, WorkerId, WorkerInfo,
+    WorkerStats,
+};
+
+pub use postgres::PostgresStore;
+pub use sqlite::{OpenError, SqliteStore};
+
+/// The embedded store's default file, for `celeritas dev`.
+pub const DEFAULT_EMBEDDED_URL: &str = "sqlite://.celeritas/celeritas.db";
+
+/// Opens the store a URL names: `sqlite://PATH` (or `sqlite:PATH`) for the embedded store,
+/// `postgres://…` or `postgresql://…` for Postgres.
+pub async fn open(url: &str, pool_size: u32) -> Result<std::sync::Arc<dyn Store>, OpenError> {
+    if let Some(rest) = url.strip_prefix("sqlite:") {
+        let path = rest.strip_prefix("//").unwrap_or(rest);
+        let path = path.split('?').next().unwrap_or(path);
+        return Ok(std::sync::Arc::new(
+            SqliteStore::open(std::path::Path::new(path)).await?,
+        ));
+    }
+    Ok(std::sync::Arc::new(PostgresStore::connect_lazy(
+        url, pool_size,
+    )?))
+}
+
+/// Why the store could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached, dropped the connection, or rolled the transaction back
+    /// (a deadlock, a serialization failure): nothing was written, or the outcome is unknown.
+    /// The caller may retry.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    /// Anything else: a bug or a broken database.
+    #[error("database error: {0}")]
+    Internal(#[source] sqlx::Error),
+    /// The schema could not be brought up to date.
+    #[error("cannot apply migrations: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+}
+
+/// The outcome of inserting one task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Inserted {
+    /// The task's id: the new one, or the existing task's for a repeated idempotency key.
+    pub id: TaskId,
+    /// False when the idempotency key matched an existing task.
+    pub created: bool,
+}
+
+/// A request for leases for one worker.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    /// The worker the leases go to.
+    pub worker: WorkerId,
+    /// The worker's stream the leases travel on; only that session may release them.
+    pub session: Uuid,
+    /// Its queues with their priorities; higher priorities are served first.
+    pub queues: Vec<(QueueName, u8)>,
+    /// The most leases to hand out.
+    pub limit: u32,
+    /// The claim's moment; tasks expired by then are marked expired instead of leased.
+    pub now: DateTime<Utc>,
+    /// When the leases expire unless renewed.
+    pub lease_expires_at: DateTime<Utc>,
+}
+
+/// The outcome of a claim.
+#[derive(Debug, Clone, Default)]
+pub struct Claimed {
+    /// The new leases, in service order.
+    pub tasks: Vec<Lease>,
+    /// Tasks that were due but had expired; they will never run.
+    pub expired: u32,
+}
+
+impl Claimed {
+    /// How many pending tasks the claim consumed; fewer than asked means the queues ran dry.
+    pub fn consumed(&self) -> u32 {
+        self.tasks.len() as u32 + self.expired
+    }
+}
+
+/// What becomes of a task whose attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    /// It succeeded with this result.
+    Succeeded(JsonText),
+    /// It failed and runs again at `run_at`.
+    Retry {
+        /// The failure's kind.
+        kind: String,
+        /// The failure's message.
+        message: String,
+        /// When to run again.
+        run_at: DateTime<Utc>,
+    },
+    /// It failed for good.
+    Failed {
+        /// The failure's kind.
+        kind: String,
+        /// The failure's message.
+        message: String,
+    },
+}
+
+/// An attempt's end, fenced by its lease: it applies only if the lease is still current and held
+/// by `worker`.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    /// The lease the attempt ran under.
+    pub token: LeaseToken,
+    /// The worker reporting it.
+    pub worker: WorkerId,
+    /// When it started, if the worker said so; the start's own write may not have landed yet.
+    pub started_at: Option<DateTime<Utc>>,
+    /// What becomes of the task.
+    pub resolution: Resolution,
+    /// When it ended.
+    pub at: DateTime<Utc>,
+}
+
+/// An attempt's start, fenced like a completion.
+#[derive(Debug, Clone)]
+pub struct Start {
+    /// The lease.
+    pub token: LeaseToken,
+    /// The worker reporting it.
+    pub worker: WorkerId,
+    /// When it started.
+    pub at: DateTime<Utc>,
+    /// When the lease expires unless renewed: the hard limit plus a margin.
+    pub lease_expires_at: DateTime<Utc>,
+}
+
+/// What the coordinator records about a connected worker.
+#[derive(Debug, Clone)]
+pub struct WorkerRegistration {
+    /// Its id.
+    pub id: WorkerId,
+    /// Its host.
+    pub hostname: String,
+    /// Its process id.
+    pub pid: u32,
+    /// Its queues.
+    pub queues: Vec<QueueName>,
+    /// The task names it runs.
+    pub task_names: Vec<TaskName>,
+    /// How many tasks it runs at once.
+    pub concurrency: u32,
+    /// Its prefetch multiplier.
+    pub prefetch_multiplier: u32,
+    /// Its software version.
+    pub version: String,
+    /// The coordinator it is connected to.
+    pub coordinator_id: String,
+    /// When it connected.
+    pub connected_at: DateTime<Utc>,
+}
+
+/// The outcome of adopting a reconnecting worker's leases.
+#[derive(Debug, Clone, Default)]
+pub struct Adopted {
+    /// The leases the worker keeps.
+    pub kept: Vec<Lease>,
+    /// Leases the store showed the worker holding that it no longer has; now pending again.
+    pub released: u64,
+}
+
+/// What a reaping pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reaped {
+    /// Tasks whose lease expired and that became pending again.
+    pub requeued: u64,
+    /// Tasks whose lease expired and that failed (time limit, or no retries left).
+    pub failed: u64,
+    /// Tasks that expired before they started.
+    pub expired: u64,
+}
+
+/// What a cancellation found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cancelled {
+    /// The task's state before; a terminal state means the task itself did not change.
+    pub previous: TaskState,
+    /// The current leases of the cancelled tasks that were leased or running, so their workers
+    /// can be told.
+    pub leases: Vec<LeaseToken>,
+    /// How many tasks were cancelled, descendants included.
+    pub cancelled: u64,
+}
+
+/// A running task's progress report, fenced by its lease.
+#[derive(Debug, Clone)]
+pub struct ProgressWrite {
+    /// The lease.
+    pub token: LeaseToken,
+    /// The reporting worker.
+    pub worker: WorkerId,
+    /// The report.
+    pub report: ProgressReport,
+    /// When it arrived.
+    pub at: DateTime<Utc>,
+}
+
+/// Records a running task emitted, fenced by its lease.
+#[derive(Debug, Clone)]
+pub struct RecordWrite {
+    /// The lease.
+    pub token: LeaseToken,
+    /// The emitting worker.
+    pub worker: WorkerId,
+    /// The records.
+    pub records: Vec<RecordEntry>,
+    /// When they arrived.
+    pub at: DateTime<Utc>,
+}
+
+/// What running attempts reported, to write together.
+#[derive(Debug, Clone, Default)]
+pub struct AttemptBatch {
+    /// Attempts that started.
+    pub starts: Vec<Start>,
+    /// Progress reports.
+    pub progress: Vec<ProgressWrite>,
+    /// Records.
+    pub records: Vec<RecordWrite>,
+    /// Attempts that ended.
+    pub completions: Vec<Completion>,
+}
+
+impl AttemptBatch {
+    /// Every task the batch touches, for locking in one order.
+    pub fn task_ids(&self) -> Vec<TaskId> {
+        let mut ids: Vec<TaskId> = self
+            .starts
+            .iter()
+            .map(|start| start.token.task_id)
+            .chain(self.progress.iter().map(|write| write.token.task_id))
+            .chain(self.records.iter().map(|write| write.token.task_id))
+            .chain(
+                self.completions
+                    .iter()
+                    .map(|completion| completion.token.task_id),
+            )
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
+    /// The latest progress per lease: earlier reports in the same batch are superseded.
+    pub fn latest_progress(&self) -> Vec<&ProgressWrite> {
+        let mut latest: std::collections::HashMap<LeaseToken, &ProgressWrite> =
+            std::collections::HashMap::new();
+        for write in &self.progress {
+            latest.insert(write.token, write);
+        }
+        let mut writes: Vec<&ProgressWrite> = latest.into_values().collect();
+        writes.sort_by_key(|write| write.token.task_id);
+        writes
+    }
+}
+
+/// Unfinished tasks by queue and state, and the oldest pending task's creation per queue.
+#[derive(Debug, Clone, Default)]
+pub struct QueueCounts {
+    /// `(queue, state) → count`.
+    pub by_state: Vec<(String, String, u64)>,
+    /// `queue → oldest pending created_at`.
+    pub oldest_pending: Vec<(String, DateTime<Utc>)>,
+}
+
+/// What updating a tree did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TreeUpdate {
+    /// Events written.
+    pub events: u64,
+    /// Whether the tree finished.
+    pub finished: bool,
+    /// Callbacks made pending.
+    pub callbacks_released: u64,
+}
+
+/// Which records to list.
+#[derive(Debug, Clone)]
+pub struct RecordQuery {
+    /// The task whose records (or, with `whole_tree`, whose tree's records) to list.
+    pub task: TaskId,
+    /// Records of the whole tree rooted at `task`.
+    pub whole_tree: bool,
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// Only this status.
+    pub status: Option<String>,
+    /// After this position.
+    pub after: i64,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// The result of moving due scheduled tasks to pending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Promoted {
+    /// How many tasks became pending.
+    pub count: u64,
+    /// When the next scheduled task is due, if any is left.
+    pub next_due: Option<DateTime<Utc>>,
+}
+
+/// The durable state of celeritas.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Brings the schema up to date.
+    async fn migrate(&self) -> Result<(), StoreError>;
+
+    /// Answers when the database is reachable.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Writes new tasks in one transaction, in order. A task whose idempotency key is already
+    /// taken is not written; its entry names the existing task.
+    async fn insert_tasks(&self, tasks: &[NewTask]) -> Result<Vec<Inserted>, StoreError>;
+
+    /// One task, if it exists.
+    async fn task(&self, id: TaskId) -> Result<Option<TaskRecord>, StoreError>;
+
+    /// The roots of the trees of the given tasks; tasks that do not exist are missing.
+    async fn roots(&self, ids: &[TaskId]) -> Result<HashMap<TaskId, TaskId>, StoreError>;
+
+    /// Leases up to `claim.limit` pending tasks from the worker's queues: higher queue priority
+    /// first, then higher task priority, then oldest. Tasks found expired on the way are marked
+    /// expired and count against the limit.
+    async fn claim(&self, claim: &Claim) -> Result<Claimed, StoreError>;
+
+    /// Makes scheduled tasks due by `now` pending, at most `limit` of them.
+    async fn promote_due(&self, now: DateTime<Utc>, limit: u32) -> Result<Promoted, StoreError>;
+
+    /// Records what running attempts reported, in one transaction and in this order: starts,
+    /// progress, records, ends. Each is fenced by its lease (the task's current attempt, held
+    /// by the reporting worker); stale reports change nothing. Returns, for each completion in
+    /// order, whether it applied.
+    async fn record_attempts(&self, batch: &AttemptBatch) -> Result<Vec<bool>, StoreError>;
+
+    /// Opens the tree of a running root (a no-op when it is open): its first event says the
+    /// root is running.
+    async fn open_tree(&self, root: TaskId, now: DateTime<Utc>) -> Result<(), StoreError>;
+
+    /// Brings a tree's events up to date (see `domain::plan_events`) and releases its callbacks
+    /// whose parent and siblings have all finished. A root without a tree changes nothing.
+    async fn update_tree(&self, root: TaskId, now: DateTime<Utc>)
+    -> Result<TreeUpdate, StoreError>;
+
+    /// Roots of trees that have not finished, oldest first.
+    async fn unfinished_trees(&self, limit: u32) -> Result<Vec<TaskId>, StoreError>;
+
+    /// A tree's events after `after`, at most `limit`; `None` when the root has no tree.
+    async fn tree_events(
+        &self,
+        root: TaskId,
+        after: u64,
+        limit: u32,
+    ) -> Result<Option<Vec<TreeEvent>>, StoreError>;
+
+    /// A page of records, by ascending position, after `query.after`.
+    async fn records(&self, query: &RecordQuery) -> Result<Vec<(i64, StoredRecord)>, StoreError>;
+
+    /// The keys of a tree's records of one kind (and status).
+    async fn recorded_keys(
+        &self,
+        root: TaskId,
+        kind: &str,
+        status: Option<&str>,
+    ) -> Result<Vec<String>, StoreError>;
+
+    /// Records that a worker was heard from, with its latest counters.
+    async fn worker_seen(
+        &self,
+        worker: &WorkerId,
+        stats: Option<&WorkerStats>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// Every worker that ever said hello, by id (queues without priorities; `connected` false).
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, StoreError>;
+
+    /// Tasks in a state, oldest first (by start for running tasks, by run time otherwise).
+    async fn tasks_in_state(
+        &self,
+        state: TaskState,
+        limit: u32,
+    ) -> Result<Vec<TaskRecord>, StoreError>;
+
+    /// Unfinished tasks counted by queue and state, and each queue's oldest pending task's
+    /// creation.
+    async fn queue_counts(&self) -> Result<QueueCounts, StoreError>;
+
+    /// Creates a schedule, or replaces the one with the same name (keeping when it last
+    /// ticked).
+    async fn put_schedule(&self, schedule: &Schedule) -> Result<(), StoreError>;
+
+    /// Every schedule, by name.
+    async fn schedules(&self) -> Result<Vec<Schedule>, StoreError>;
+
+    /// Removes a schedule; false when there was none.
+    async fn delete_schedule(&self, name: &str) -> Result<bool, StoreError>;
+
+    /// Pauses or resumes a schedule, setting its next tick; false when there is none.
+    async fn pause_schedule(
+        &self,
+        name: &str,
+        paused: bool,
+        next_run_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
+    /// Ticks a schedule, exactly once however many coordinators try: in one transaction, moves
+    /// its next tick from `expected` to `next` (a compare-and-set) and submits `task`. False
+    /// when another coordinator ticked it first (or it was paused or removed).
+    async fn fire_schedule(
+        &self,
+        name: &str,
+        expected: DateTime<Utc>,
+        next: DateTime<Utc>,
+        task: Option<&NewTask>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
+    /// A setting of this database, such as the page token secret.
+    async fn setting(&self, key: &str) -> Result<Option<String>, StoreError>;
+
+    /// Makes the leased tasks pending again: unstarted work given back, or work lost with a
+    /// worker's stream. Only leases still held through `session` are released, so a stream that
+    /// was replaced cannot take back what the worker's new stream adopted. Returns how many were
+    /// released.
+    async fn release(&self, session: Uuid, leases: &[LeaseToken]) -> Result<u64, StoreError>;
+
+    /// Moves a reconnecting worker's leases to its new stream `session`: of `held`, those still
+    /// current and the worker's are kept and returned; every other lease the store shows the
+    /// worker holding is released, since the worker no longer has it.
+    async fn adopt_leases(
+        &self,
+        worker: &WorkerId,
+        session: Uuid,
+        held: &[LeaseToken],
+        lease_expires_at: DateTime<Utc>,
+    ) -> Result<Adopted, StoreError>;
+
+    /// Extends the leases held through `sessions` to `now + ttl`, but a running lease never past
+    /// its hard time limit plus `RUNNING_LEASE_MARGIN`. Returns how many were extended.
+    async fn renew_leases(
+        &self,
+        sessions: &[Uuid],
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<u64, StoreError>;
+
+    /// Makes the leases held through `session` expire at `at`: the grace period of a worker
+    /// whose stream broke.
+    async fn expire_session_leases(
+        &self,
+        session: Uuid,
+        at: DateTime<Utc>,
+    ) -> Result<u64, StoreError>;
+
+    /// Settles up to `limit` leases that expired by `now`: an unstarted task becomes pending
+    /// again; a running one past its hard time limit fails with `time_limit`; any other running
+    /// one counts a `worker_lost` failure and is retried while it may be. Also marks tasks whose
+    /// expiry passed before they started as expired.
+    async fn reap(&self, now: DateTime<Utc>, limit: u32) -> Result<Reaped, StoreError>;
+
+    /// Cancels a task that has not finished. `None` when there is no such task.
+    async fn cancel(&self, id: TaskId, now: DateTime<Utc>)
+    -> Result<Option<Cancelled>, StoreError>;
+
+    /// Cancels every pending or scheduled task of a queue; returns how many.
+    async fn purge(&self, queue: &QueueName, now: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    /// Records a worker's hello.
+    async fn register_worker(&self, worker: &WorkerRegistration) -> Result<(), StoreError>;
+
+    /// Whether any worker has ever said it runs this task name.
+    async fn knows_task_name(&self, name: &TaskName) -> Result<bool, StoreError>;
+
+    /// Tells the other coordinators on this database something (coalescing is the caller's).
+    async fn announce(&self, announcement: &Announcement) -> Result<(), StoreError>;
+
+    /// A subscription to announcements, or `None` for a store that only one coordinator uses.
+    async fn listen(&self) -> Result<Option<Box<dyn AnnouncementListener>>, StoreError>;
+}
+
+/// What coordinators sharing a database tell each other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Announcement {
+    /// Work became pending; `from` is the announcing coordinator, which ignores its own.
+    Work {
+        /// The announcing coordinator's id.
+        from: String,
+    },
+    /// A leased task was cancelled: whoever holds the worker's stream tells the worker.
+    Cancel {
+        /// The cancelled lease.
+        token: LeaseToken,
+        /// Abort instead of asking the task to stop.
+        terminate: bool,
+    },
+}
+
+/// Announcements from coordinators sharing a database.
+#[async_trait]
+pub trait AnnouncementListener: Send {
+    /// The next announcement.
+    async fn next(&mut self) -> Result<Announcement, StoreError>;
+}
+
+/// A margin added to the hard time limit for the lease of a running task, so the coordinator's
+/// own deadline fires after the worker's.
+pub const RUNNING_LEASE_MARGIN: Duration = Duration::from_secs(30);

@@ -1,0 +1,501 @@
+//! The email tasks against a real SMTP server on loopback: aiosmtpd, scripted to refuse some
+//! recipients for good (550) and others at first (451). Messages are read back with Python's
+//! email package and the DKIM signature checked with dkimpy (`tests/peers/`).
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use celeritas::grpc::pb;
+use celeritas::grpc::pb::task_service_client::TaskServiceClient;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tonic::transport::Channel;
+
+use crate::health::python;
+use crate::progress::{read_events, submit, tasks_client};
+use crate::support::{
+    CoordinatorProcess, TestDatabase, WorkerProcess, free_port, log_dir, wait_until,
+};
+
+fn peer(script: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/peers")
+        .join(script)
+}
+
+/// One message as the server received it.
+#[derive(Debug, serde::Deserialize)]
+struct Received {
+    to: Vec<String>,
+    data: String,
+}
+
+/// `tests/peers/smtp_server.py` on a free loopback port.
+struct SmtpServer {
+    _process: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl SmtpServer {
+    async fn start(logs: &Path, extra: &[&str]) -> Self {
+        let port = free_port();
+        let log = logs.join("smtp-received.jsonl");
+        let mut process = Command::new(python())
+            .arg(peer("smtp_server.py"))
+            .arg(port.to_string())
+            .arg(&log)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(logs.join("smtp-server.log")).unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the SMTP server");
+        let mut lines = BufReader::new(process.stdout.take().unwrap()).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("the SMTP server starts within 30 s")
+            .unwrap();
+        assert_eq!(ready.as_deref(), Some("ready"), "see {}", logs.display());
+        Self {
+            _process: process,
+            port,
+            log,
+        }
+    }
+
+    fn messages(&self) -> Vec<Received> {
+        let Ok(text) = std::fs::read_to_string(&self.log) else {
+            return Vec::new();
+        };
+        text.lines()
+            .map(|line| serde_json::from_str(line).expect("a JSON line per message"))
+            .collect()
+    }
+
+    /// How many messages each recipient got.
+    fn counts(&self) -> HashMap<String, usize> {
+        let mut counts = HashMap::new();
+        for message in self.messages() {
+            for to in message.to {
+                *counts.entry(to.to_lowercase()).or_default() += 1;
+            }
+        }
+        counts
+    }
+}
+
+/// Writes the `celeritas.toml` that processes started in `logs` read: one relay, the server.
+fn configure(logs: &Path, server: &SmtpServer, extra: &str) {
+    std::fs::write(
+        logs.join("celeritas.toml"),
+        format!(
+            "[smtp]\nretry_deferred_after = \"1s\"\n\n[smtp.relays.default]\nhost = \"127.0.0.1\"\nport = {}\nmax_connections = 4\n\n{extra}",
+            server.port
+        ),
+    )
+    .unwrap();
+}
+
+fn content(campaign: &str) -> Value {
+    json!({
+        "campaign_id": campaign,
+        "from": "News <news@example.com>",
+        "reply_to": "support@example.com",
+        "subject": "Hi {{ name }}",
+        "text": "Hello {{ name }}, this is {{ campaign_id }}.",
+        "html": "<p>Hello {{ name }}</p>",
+        "headers": {"X-Mailer": "celeritas"},
+        "unsubscribe_url": "https://example.com/unsubscribe?c={{ campaign_id }}&e={{ email }}",
+    })
+}
+
+fn campaign(campaign: &str, recipients: Vec<Value>, batch_size: usize) -> Value {
+    let mut args = content(campaign);
+    args["recipients"] = Value::Array(recipients);
+    args["batch_size"] = json!(batch_size);
+    args
+}
+
+fn recipient(email: &str, name: &str) -> Value {
+    json!({"email": email, "vars": {"name": name}})
+}
+
+/// Follows the task's tree to its end and returns the last event.
+async fn finish(
+    client: &mut TaskServiceClient<Channel>,
+    task_id: &str,
+) -> pb::StreamProgressResponse {
+    let events = read_events(client, task_id, None, None).await;
+    let last = events.last().cloned().expect("events");
+    assert!(
+        matches!(
+            last.event,
+            Some(pb::stream_progress_response::Event::TreeFinished(_))
+        ),
+        "the stream ends with the tree's end: {last:?}"
+    );
+    last
+}
+
+async fn task(client: &mut TaskServiceClient<Channel>, task_id: &str) -> pb::Task {
+    client
+        .get_task(pb::GetTaskRequest {
+            task_id: task_id.to_owned(),
+            wait: Some(prost_types::Duration {
+                seconds: 30,
+                nanos: 0,
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap()
+}
+
+/// The delivery records of a tree: status and data by address.
+async fn deliveries(database: &TestDatabase, root_id: &str) -> HashMap<String, (String, Value)> {
+    let rows: Vec<(String, String, Option<Value>)> = sqlx::query_as(
+        "SELECT key, status, data FROM task_records WHERE root_id = $1::uuid AND kind = 'delivery'",
+    )
+    .bind(root_id)
+    .fetch_all(&database.pool)
+    .await
+    .unwrap();
+    rows.into_iter()
+        .map(|(key, status, data)| (key, (status, data.unwrap_or(Value::Null))))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_campaign_reaches_every_deliverable_recipient_once() {
+    let database = TestDatabase::create().await;
+    let logs = log_dir("campaign_1000");
+    let server = SmtpServer::start(&logs, &[]).await;
+    configure(&logs, &server, "");
+    let coordinator = CoordinatorProcess::start(&database, &logs).await;
+    let _worker = WorkerProcess::start(
+        &coordinator,
+        &logs,
+        "worker",
+        &["-Q", "campaigns,email", "-c", "4"],
+    );
+
+    // 1,000 recipients: every 50th refused for good, every 40th deferred once, one with an
+    // address that is not one, and one listed twice.
+    let mut recipients = Vec::new();
+    let mut deliverable = HashMap::new();
+    let mut rejected = HashSet::new();
+    let mut deferred = HashSet::new();
+    for i in 0..999 {
+        let name = format!("Person {i}");
+        let email = if i % 50 == 7 {
+            let email = format!("reject-{i}@example.org");
+            rejected.insert(email.clone());
+            email
+        } else if i % 40 == 3 {
+            let email = format!("defer-{i}@example.org");
+            deferred.insert(email.clone());
+            deliverable.insert(email.clone(), name.clone());
+            email
+        } else {
+            let email = format!("person-{i}@example.org");
+            deliverable.insert(email.clone(), name.clone());
+            email
+        };
+        recipients.push(recipient(&email, &name));
+    }
+    recipients.push(recipient("person-1@EXAMPLE.org", "Person 1 again"));
+    recipients.push(recipient("not-an-address", "Nobody"));
+
+    let mut client = tasks_client(&coordinator).await;
+    let root = submit(
+        &mut client,
+        "send_campaign",
+        campaign("c-1000", recipients, 100),
+    )
+    .await;
+    let last = finish(&mut client, &root).await;
+    let root_task = task(&mut client, &root).await;
+    assert_eq!(root_task.state(), pb::TaskState::Succeeded);
+    let result: Value = serde_json::from_str(&root_task.result_json).unwrap();
+    assert_eq!(result["recipients"], 1000);
+    assert_eq!(result["batches"], 10);
+
+    // The stream's last event has the campaign's counts: total, sent, failed, none deferred.
+    let aggregate = last.aggregate.unwrap();
+    let progress = aggregate.progress.unwrap();
+    assert_eq!((progress.done, progress.total), (1000, 1000));
+    assert_eq!(
+        aggregate.records_by_status.get("delivered").copied(),
+        Some(deliverable.len() as u64)
+    );
+    assert_eq!(
+        aggregate.records_by_status.get("failed").copied(),
+        Some(rejected.len() as u64 + 1)
+    );
+    assert_eq!(aggregate.records_by_status.get("deferred"), None);
+    assert_eq!(aggregate.tasks_by_state.get("succeeded"), Some(&11));
+
+    // Every deliverable recipient got exactly one message, with its own name in it.
+    let counts = server.counts();
+    for email in deliverable.keys() {
+        assert_eq!(counts.get(email), Some(&1), "{email} gets one message");
+    }
+    assert_eq!(counts.len(), deliverable.len(), "nobody else got mail");
+    for message in server.messages() {
+        let name = &deliverable[&message.to[0]];
+        assert!(
+            message.data.contains(&format!("Subject: Hi {name}\r\n")),
+            "{}",
+            message.data
+        );
+        assert!(
+            message
+                .data
+                .contains(&format!("Hello {name}, this is c-1000."))
+        );
+    }
+
+    // One record per recipient, with the server's reply.
+    let records = deliveries(&database, &root).await;
+    assert_eq!(records.len(), 1000);
+    for email in &rejected {
+        let (status, data) = &records[email];
+        assert_eq!(status, "failed");
+        assert!(data["smtp"].as_str().unwrap().contains("550"), "{data}");
+    }
+    for email in &deferred {
+        let (status, data) = &records[email];
+        assert_eq!(status, "delivered");
+        assert!(data["attempt"].as_u64().unwrap() >= 2, "{email}: {data}");
+    }
+    let (status, data) = &records["not-an-address"];
+    assert_eq!(status, "failed");
+    assert!(
+        data["error"].as_str().unwrap().contains("not an address"),
+        "{data}"
+    );
+}
+
+#[tokio::test]
+async fn a_killed_worker_never_mails_a_recorded_recipient_twice() {
+    let database = TestDatabase::create().await;
+    let logs = log_dir("campaign_kill");
+    // Slow enough that the kill lands mid-campaign.
+    let server = SmtpServer::start(&logs, &["--data-delay", "0.02"]).await;
+    configure(&logs, &server, "");
+    let coordinator = CoordinatorProcess::start(&database, &logs).await;
+    let first = WorkerProcess::start(
+        &coordinator,
+        &logs,
+        "first",
+        &["-Q", "campaigns,email", "-c", "2"],
+    );
+    let recipients: Vec<Value> = (0..400)
+        .map(|i| recipient(&format!("person-{i}@example.org"), &format!("Person {i}")))
+        .collect();
+    let mut client = tasks_client(&coordinator).await;
+    let root = submit(
+        &mut client,
+        "send_campaign",
+        campaign("c-kill", recipients, 50),
+    )
+    .await;
+    wait_until("100 messages sent", Duration::from_secs(60), || async {
+        server.messages().len() >= 100
+    })
+    .await;
+    first.kill().await;
+    let recorded_before: Vec<String> = deliveries(&database, &root)
+        .await
+        .into_iter()
+        .filter(|(_, (status, _))| status == "delivered")
+        .map(|(email, _)| email)
+        .collect();
+    assert!(!recorded_before.is_empty());
+    assert!(recorded_before.len() < 400, "the kill came mid-campaign");
+
+    let _second = WorkerProcess::start(
+        &coordinator,
+        &logs,
+        "second",
+        &["-Q", "campaigns,email", "-c", "2"],
+    );
+    let last = finish(&mut client, &root).await;
+    let aggregate = last.aggregate.unwrap();
+    assert_eq!(aggregate.records_by_status.get("delivered"), Some(&400));
+
+    let counts = server.counts();
+    for email in &recorded_before {
+        assert_eq!(
+            counts.get(email),
+            Some(&1),
+            "{email} was recorded as delivered before the kill"
+        );
+    }
+    for i in 0..400 {
+        assert!(counts.contains_key(&format!("person-{i}@example.org")));
+    }
+}
+
+/// Runs `tests/peers/inspect_message.py` on one raw message.
+fn inspect(logs: &Path, raw: &str, dkim_txt: Option<&str>) -> Value {
+    let path = logs.join("message.eml");
+    std::fs::write(&path, raw).unwrap();
+    let mut command = std::process::Command::new(python());
+    command.arg(peer("inspect_message.py")).arg(&path);
+    if let Some(txt) = dkim_txt {
+        command.args(["--dkim-txt", txt]);
+    }
+    let output = command.output().expect("run inspect_message.py");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn openssl(logs: &Path, args: &[&str]) -> Vec<u8> {
+    let output = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(logs)
+        .output()
+        .expect("run openssl");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
+
+#[tokio::test]
+async fn a_message_is_signed_and_reads_cleanly_with_one_click_unsubscribe() {
+    use base64::Engine;
+    let database = TestDatabase::create().await;
+    let logs = log_dir("email_dkim");
+    let server = SmtpServer::start(&logs, &[]).await;
+    openssl(
+        &logs,
+        &["genrsa", "-traditional", "-out", "dkim.pem", "2048"],
+    );
+    let public = openssl(
+        &logs,
+        &["rsa", "-in", "dkim.pem", "-pubout", "-outform", "DER"],
+    );
+    let txt = format!(
+        "v=DKIM1; k=rsa; p={}",
+        base64::engine::general_purpose::STANDARD.encode(public)
+    );
+    configure(
+        &logs,
+        &server,
+        "[smtp.dkim]\ndomain = \"example.com\"\nselector = \"news\"\nkey_file = \"dkim.pem\"\n",
+    );
+    let coordinator = CoordinatorProcess::start(&database, &logs).await;
+    let _worker = WorkerProcess::start(&coordinator, &logs, "worker", &["-Q", "email"]);
+
+    let mut args = content("c-7");
+    args["to"] = json!("anna@example.org");
+    args["vars"] = json!({"name": "Анна"});
+    let mut client = tasks_client(&coordinator).await;
+    let id = submit(&mut client, "send_single_email", args).await;
+    let done = task(&mut client, &id).await;
+    assert_eq!(done.state(), pb::TaskState::Succeeded, "{done:?}");
+
+    let messages = server.messages();
+    assert_eq!(messages.len(), 1);
+    let raw = &messages[0].data;
+    let message = inspect(&logs, raw, Some(&txt));
+    assert_eq!(message["dkim"], true, "{raw}");
+    assert_eq!(message["defects"], json!([]), "{raw}");
+    assert_eq!(message["subject"], "Hi Анна");
+    assert_eq!(message["to"], "anna@example.org");
+    assert_eq!(message["from"], "News <news@example.com>");
+    assert_eq!(message["campaign"], "c-7");
+    assert_eq!(
+        message["list_unsubscribe"],
+        "<https://example.com/unsubscribe?c=c-7&e=anna@example.org>"
+    );
+    assert_eq!(
+        message["list_unsubscribe_post"],
+        "List-Unsubscribe=One-Click"
+    );
+    assert_eq!(message["content_type"], "multipart/alternative");
+    assert_eq!(
+        message["text"].as_str().unwrap().trim_end(),
+        "Hello Анна, this is c-7."
+    );
+    assert_eq!(
+        message["html"].as_str().unwrap().trim_end(),
+        "<p>Hello Анна</p>"
+    );
+    assert!(
+        message["message_id"]
+            .as_str()
+            .unwrap()
+            .ends_with("@example.com>")
+    );
+
+    // The verifier does say no: a changed subject breaks the signature.
+    let tampered = raw.replacen("Subject: ", "Subject: Re: ", 1);
+    assert_eq!(inspect(&logs, &tampered, Some(&txt))["dkim"], false);
+}
+
+#[tokio::test]
+async fn bad_campaigns_are_refused_before_anything_is_sent() {
+    let database = TestDatabase::create().await;
+    let logs = log_dir("email_bad_input");
+    let server = SmtpServer::start(&logs, &[]).await;
+    configure(&logs, &server, "");
+    let coordinator = CoordinatorProcess::start(&database, &logs).await;
+    let _worker = WorkerProcess::start(&coordinator, &logs, "worker", &["-Q", "campaigns,email"]);
+    let good = || campaign("c-bad", vec![recipient("a@example.org", "A")], 10);
+    let mut cases = Vec::new();
+    let mut args = good();
+    args["from"] = json!("News <news@example.com>\r\nBcc: all@example.com");
+    cases.push((args, "from"));
+    let mut args = good();
+    args["headers"] = json!({"X-Tag": "a\nb"});
+    cases.push((args, "headers.X-Tag"));
+    let mut args = good();
+    args["from"] = json!("not an address");
+    cases.push((args, "from"));
+    let mut args = good();
+    args["subject"] = json!("Hi {{ name");
+    cases.push((args, "subject"));
+    let mut args = good();
+    args["recipients"] =
+        json!([{"email": "a@example.org", "vars": {"name": "A"}}, {"email": "b@example.org"}]);
+    cases.push((args, "recipients[1].vars"));
+    let mut args = good();
+    args["relay"] = json!("elsewhere");
+    cases.push((args, "relay"));
+    let mut args = good();
+    args["recipients"] = json!([]);
+    cases.push((args, "recipients"));
+    let mut args = good();
+    args["batch_size"] = json!(0);
+    cases.push((args, "batch_size"));
+
+    let mut client = tasks_client(&coordinator).await;
+    for (args, field) in cases {
+        let id = submit(&mut client, "send_campaign", args).await;
+        let done = task(&mut client, &id).await;
+        assert_eq!(done.state(), pb::TaskState::Failed, "{field}: {done:?}");
+        let error = done.error.unwrap();
+        assert_eq!(error.kind, "invalid_args");
+        assert!(
+            error.message.starts_with(&format!("{field}:")),
+            "{field}: {}",
+            error.message
+        );
+    }
+    assert!(server.messages().is_empty(), "nothing was sent");
+}

@@ -1,0 +1,17 @@
+//! Integration tests: real coordinator and worker processes, real gRPC, real Postgres.
+//!
+//! Each test creates its own database on the server at `DATABASE_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/test`), so tests run in parallel. Process logs are kept
+//! under `target/tmp/logs/`.
+
+mod cli;
+mod email;
+mod guarantees;
+mod health;
+mod one_command;
+mod operations;
+mod platform;
+mod progress;
+mod store_suite;
+mod support;
+mod validation;

@@ -1,0 +1,223 @@
+//! The one-command start: `celeritas dev` with no database server, and the compose file's
+//! commands checked against the real binary (compose itself cannot run on these machines).
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use yaml_rust2::{Yaml, YamlLoader};
+
+use crate::support::{free_port, send_signal};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_celeritas");
+
+/// Starts `celeritas dev` in `directory` with no database configured; returns once it listens.
+async fn start_dev(directory: &std::path::Path, port: u16) -> tokio::process::Child {
+    let log = std::fs::File::create(directory.join(format!("dev-{port}.log"))).unwrap();
+    let mut child = tokio::process::Command::new(BINARY)
+        .args(["dev", "--listen", &format!("127.0.0.1:{port}")])
+        .env_remove("DATABASE_URL")
+        .env_remove("CELERITAS_CONFIG")
+        .current_dir(directory)
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start celeritas dev");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .expect("dev starts within a minute")
+        .unwrap()
+        .expect("dev prints its address");
+    assert_eq!(first, format!("listening on 127.0.0.1:{port}"));
+    let mut banner = Vec::new();
+    while let Ok(Ok(Some(line))) =
+        tokio::time::timeout(Duration::from_millis(500), lines.next_line()).await
+    {
+        banner.push(line);
+    }
+    assert!(
+        banner
+            .iter()
+            .any(|line| line.contains("celeritas submit test_celery")),
+        "dev prints the commands to try next: {banner:?}"
+    );
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    child
+}
+
+fn cli(arguments: &[&str]) -> std::process::Output {
+    Command::new(BINARY)
+        .args(arguments)
+        .env_remove("CELERITAS_COORDINATOR")
+        .output()
+        .expect("run celeritas")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_runs_on_the_embedded_store_and_keeps_tasks_across_restarts() {
+    let directory = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let dev = start_dev(directory.path(), port).await;
+    assert!(directory.path().join(".celeritas/celeritas.db").exists());
+
+    let checked = {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            cli(&["submit", "test_celery", "--wait", "--coordinator", &url])
+        })
+        .await
+        .unwrap()
+    };
+    assert!(checked.status.success(), "{checked:?}");
+    assert!(String::from_utf8_lossy(&checked.stdout).contains("celeritas is working"));
+
+    // A task due in an hour is still there after a restart.
+    let later = {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            cli(&[
+                "submit",
+                "noop",
+                "--countdown",
+                "3600",
+                "--coordinator",
+                &url,
+            ])
+        })
+        .await
+        .unwrap()
+    };
+    assert!(later.status.success(), "{later:?}");
+    let id = String::from_utf8(later.stdout).unwrap().trim().to_owned();
+
+    // A second coordinator on the same file is refused.
+    let second = {
+        let directory = directory.path().to_owned();
+        tokio::task::spawn_blocking(move || {
+            Command::new(BINARY)
+                .args([
+                    "coordinator",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--database-url",
+                    "sqlite://.celeritas/celeritas.db",
+                ])
+                .current_dir(directory)
+                .env("RUST_LOG", "off")
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap()
+    };
+    assert!(!second.status.success());
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("serves one coordinator"),
+        "{second:?}"
+    );
+
+    send_signal(&dev, "TERM");
+    let mut dev = dev;
+    let status = tokio::time::timeout(Duration::from_secs(30), dev.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "dev stops cleanly on SIGTERM: {status:?}");
+
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let _dev = start_dev(directory.path(), port).await;
+    let status =
+        tokio::task::spawn_blocking(move || cli(&["status", &id, "--json", "--coordinator", &url]))
+            .await
+            .unwrap();
+    assert!(status.status.success(), "{status:?}");
+    let task: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(task["state"], "scheduled");
+    assert_eq!(task["name"], "noop");
+}
+
+fn strings(node: &Yaml) -> Vec<String> {
+    node.as_vec()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|item| item.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn every_compose_service_runs_a_command_the_binary_accepts() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docker-compose.yml"))
+        .expect("docker-compose.yml at the top of the project");
+    let document = YamlLoader::load_from_str(&text)
+        .expect("docker-compose.yml is YAML")
+        .remove(0);
+    let services = document["services"].as_hash().expect("a services section");
+    let mut checked = Vec::new();
+    let mut worker_queues = Vec::new();
+    for (name, service) in services {
+        let name = name.as_str().unwrap();
+        let image = service["image"].as_str().unwrap_or_default();
+        if !image.starts_with("celeritas") {
+            continue;
+        }
+        let mut commands = vec![strings(&service["command"])];
+        let health = strings(&service["healthcheck"]["test"]);
+        if health.first().map(String::as_str) == Some("CMD")
+            && health.get(1).map(String::as_str) == Some("celeritas")
+        {
+            commands.push(health[2..].to_vec());
+        }
+        for command in commands {
+            assert!(!command.is_empty(), "service {name} has a command");
+            // clap rejects unknown flags and bad values before it honours --help.
+            let output = Command::new(BINARY)
+                .args(&command)
+                .arg("--help")
+                .env_clear()
+                .output()
+                .unwrap();
+            assert!(
+                output.status.success(),
+                "service {name}: `celeritas {}` is refused: {}",
+                command.join(" "),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            checked.push(format!("{name}: {}", command.join(" ")));
+        }
+        let command = strings(&service["command"]);
+        if command[0] == "coordinator" {
+            let has_database = command.iter().any(|arg| arg == "--database-url")
+                || service["environment"]["DATABASE_URL"].as_str().is_some();
+            assert!(has_database, "the coordinator is given its database");
+        }
+        if command[0] == "worker" {
+            let queue = command
+                .iter()
+                .position(|arg| arg == "-Q")
+                .map(|index| command[index + 1].clone());
+            let concurrency = command
+                .iter()
+                .position(|arg| arg == "-c")
+                .map(|index| command[index + 1].clone());
+            worker_queues.push((queue.unwrap_or_default(), concurrency.unwrap_or_default()));
+        }
+    }
+    worker_queues.sort();
+    assert_eq!(
+        worker_queues,
+        vec![
+            ("campaigns".to_owned(), "2".to_owned()),
+            ("email".to_owned(), "4".to_owned()),
+            ("import".to_owned(), "2".to_owned()),
+        ],
+        "the seed's production workers"
+    );
+    assert!(checked.len() >= 5, "{checked:?}");
+}

@@ -1,0 +1,76 @@
+"""A real SMTP server for the email tests (aiosmtpd), scripted by recipient.
+
+    smtp_server.py PORT LOG [--defer-times N] [--data-delay SECONDS]
+
+Recipients whose local part starts with `reject` get 550; those starting with `defer` get 451 for
+their first N RCPTs (default 1), then are accepted. Every accepted message is appended to LOG as
+one JSON line: {"from": ..., "to": [...], "data": "<the message as received>"}. Prints `ready` once
+it listens; runs until SIGTERM.
+"""
+
+import argparse
+import asyncio
+import collections
+import json
+import signal
+import threading
+
+from aiosmtpd.controller import Controller
+
+
+class Scripted:
+    def __init__(self, log, defer_times, data_delay):
+        self.log = open(log, "a", encoding="utf-8")
+        self.defer_times = defer_times
+        self.data_delay = data_delay
+        self.deferred = collections.Counter()
+        self.lock = threading.Lock()
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        local = address.split("@", 1)[0].lower()
+        if local.startswith("reject"):
+            return f"550 5.1.1 <{address}>: mailbox unavailable"
+        if local.startswith("defer"):
+            with self.lock:
+                self.deferred[address.lower()] += 1
+                if self.deferred[address.lower()] <= self.defer_times:
+                    return "451 4.3.0 try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        if self.data_delay:
+            await asyncio.sleep(self.data_delay)
+        line = json.dumps(
+            {
+                "from": envelope.mail_from,
+                "to": envelope.rcpt_tos,
+                "data": envelope.original_content.decode("utf-8", "replace"),
+            }
+        )
+        with self.lock:
+            self.log.write(line + "\n")
+            self.log.flush()
+        return "250 2.0.0 queued"
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("port", type=int)
+    parser.add_argument("log")
+    parser.add_argument("--defer-times", type=int, default=1)
+    parser.add_argument("--data-delay", type=float, default=0.0)
+    args = parser.parse_args()
+    handler = Scripted(args.log, args.defer_times, args.data_delay)
+    controller = Controller(handler, hostname="127.0.0.1", port=args.port)
+    controller.start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    print("ready", flush=True)
+    stop.wait()
+    controller.stop()
+
+
+if __name__ == "__main__":
+    main()
