@@ -42,6 +42,41 @@ pub struct Config {
     pub schedules: BTreeMap<String, ScheduleSettings>,
     /// How workers send email.
     pub smtp: SmtpSettings,
+    /// What the periodic campaign upkeep tasks treat as stuck, and what they do about it.
+    pub campaigns: CampaignSettings,
+}
+
+/// `[campaigns]`: read by the workers that run `monitor_campaign_progress` and
+/// `cleanup_stuck_campaigns`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CampaignSettings {
+    /// A running batch that reported no progress for this long has stopped moving.
+    #[serde(with = "humantime_serde")]
+    pub stall_after: Duration,
+    /// What `cleanup_stuck_campaigns` does with a stalled batch: `requeue` (abort the attempt
+    /// and run the batch again, counting a retry; recipients already delivered are skipped) or
+    /// `fail`.
+    pub stuck_policy: StuckPolicy,
+}
+
+/// What to do with a stalled batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StuckPolicy {
+    /// Abort the attempt and run the batch again.
+    Requeue,
+    /// Abort the attempt and fail the batch.
+    Fail,
+}
+
+impl Default for CampaignSettings {
+    fn default() -> Self {
+        Self {
+            stall_after: Duration::from_secs(15 * 60),
+            stuck_policy: StuckPolicy::Requeue,
+        }
+    }
 }
 
 /// `[smtp]`: the relays email tasks send through, read by workers.
@@ -383,6 +418,7 @@ impl Default for Config {
             tasks: BTreeMap::new(),
             schedules: seed_schedules(),
             smtp: SmtpSettings::default(),
+            campaigns: CampaignSettings::default(),
         }
     }
 }
@@ -517,6 +553,12 @@ impl Config {
     pub fn validate(&self) -> Result<(), ValidationError> {
         self.routing().map(|_| ())?;
         self.schedules().map(|_| ())?;
+        if self.campaigns.stall_after.is_zero() {
+            return Err(ValidationError::new(
+                "campaigns.stall_after",
+                "must be positive",
+            ));
+        }
         if self.worker.concurrency == 0 {
             return Err(ValidationError::new(
                 "worker.concurrency",

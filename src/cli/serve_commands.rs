@@ -147,12 +147,8 @@ pub async fn worker(args: WorkerArgs, config: Config) -> anyhow::Result<ExitCode
             .filter(|limit| *limit > 0),
         execution_log: args.execution_log,
     };
-    let summary = worker::run(
-        options,
-        builtin_registry(&config.smtp)?,
-        shutdown_on_signal(),
-    )
-    .await?;
+    let registry = builtin_registry(&config, &options.coordinator_url)?;
+    let summary = worker::run(options, registry, shutdown_on_signal()).await?;
     tracing::info!(
         processed = summary.processed,
         failed = summary.failed,
@@ -209,7 +205,8 @@ pub async fn dev(args: DevArgs, mut config: Config) -> anyhow::Result<ExitCode> 
     };
     // The worker drains first, while its coordinator can still take back leases and record
     // results; then the coordinator stops.
-    let drained = worker::run(options, builtin_registry(&config.smtp)?, stop).await;
+    let registry = builtin_registry(&config, &options.coordinator_url)?;
+    let drained = worker::run(options, registry, stop).await;
     coordinator_stop.cancel();
     coordinator.await??;
     drained?;

@@ -1,4 +1,4 @@
-//! Cancelling tasks and purging queues.
+//! Cancelling tasks, purging queues, and ending a stuck attempt from outside (requeue or fail).
 //!
 //! Cancelling a task cancels its unfinished descendants too. A cancelled task is marked
 //! cancelled in the store at once, so it never starts and any later
@@ -6,9 +6,40 @@
 //! connected here, through an announcement otherwise) and stops it; its place is freed when the
 //! worker gives the lease back or reports the (refused) result.
 
+use std::time::Duration;
+
 use super::{Coordinator, CoordinatorError};
-use crate::domain::{QueueName, TaskId, TaskRecord, ValidationError};
-use crate::store::Announcement;
+use crate::domain::{
+    LeaseToken, QueueName, TaskId, TaskName, TaskRecord, TaskState, ValidationError,
+};
+use crate::store::{Announcement, Interruption, TaskFilter};
+
+/// The longest reason an operator may give for a requeue or a failure.
+pub const MAX_REASON_CHARS: usize = 1_000;
+
+/// Which tasks `Coordinator::list_tasks` answers; every filter given must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskQuery {
+    /// Only tasks of this tree.
+    pub root: Option<TaskId>,
+    /// Only these names; any when empty.
+    pub names: Vec<TaskName>,
+    /// Only these states; the unfinished ones when empty.
+    pub states: Vec<TaskState>,
+    /// Only tasks that showed no sign of life (progress, start, submission) for this long.
+    pub quiet_for: Option<Duration>,
+    /// The most tasks to answer, 1 to 10,000.
+    pub limit: u32,
+}
+
+/// What to do with an attempt that is ended from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Intervention {
+    /// Put the task back on its queue (a failed attempt that counts a retry).
+    Requeue,
+    /// Fail the task for good.
+    Fail,
+}
 
 impl Coordinator {
     /// Cancels a task; `terminate` aborts it instead of asking it to stop. A task that already
@@ -40,8 +71,115 @@ impl Coordinator {
         Ok(task)
     }
 
+    /// The tasks `query` asks for, longest quiet first.
+    pub async fn list_tasks(&self, query: TaskQuery) -> Result<Vec<TaskRecord>, CoordinatorError> {
+        let TaskQuery {
+            root,
+            names,
+            states,
+            quiet_for,
+            limit,
+        } = query;
+        let states = if states.is_empty() {
+            TaskState::ALL
+                .into_iter()
+                .filter(|state| !state.is_terminal())
+                .collect()
+        } else {
+            states
+        };
+        let quiet_since = quiet_for
+            .map(|quiet| {
+                chrono::Duration::from_std(quiet)
+                    .ok()
+                    .and_then(|quiet| self.clock.now().checked_sub_signed(quiet))
+                    .ok_or_else(|| ValidationError::new("quiet_for", "is too long"))
+            })
+            .transpose()?;
+        let filter = TaskFilter {
+            root,
+            names,
+            states,
+            quiet_since,
+            limit: limit.clamp(1, super::inspect::MAX_LISTED),
+        };
+        Ok(self.store.list_tasks(&filter).await?)
+    }
+
+    /// Ends a leased or running task's attempt (`attempt`, or its current one): the worker is
+    /// told to abort it, the attempt is recorded as failed with `reason`, and the task is
+    /// requeued (while it has retries left) or failed as `intervention` says.
+    pub async fn intervene(
+        &self,
+        id: TaskId,
+        attempt: Option<u32>,
+        intervention: Intervention,
+        reason: &str,
+    ) -> Result<TaskRecord, CoordinatorError> {
+        if reason.trim().is_empty() || reason.chars().count() > MAX_REASON_CHARS {
+            return Err(ValidationError::new(
+                "reason",
+                format!("must be 1 to {MAX_REASON_CHARS} characters"),
+            )
+            .into());
+        }
+        let task = self.task(id).await?;
+        let attempt = attempt.unwrap_or(task.attempt);
+        if !matches!(task.state, TaskState::Leased | TaskState::Running) {
+            return Err(CoordinatorError::FailedPrecondition(format!(
+                "task_id: task {id} is {}, not leased or running",
+                task.state.as_str()
+            )));
+        }
+        let token = LeaseToken {
+            task_id: id,
+            attempt,
+        };
+        let interruption = Interruption {
+            requeue: intervention == Intervention::Requeue,
+            kind: match intervention {
+                Intervention::Requeue => "requeued",
+                Intervention::Fail => "failed_by_request",
+            }
+            .to_owned(),
+            message: reason.to_owned(),
+        };
+        let Some(state) = self
+            .store
+            .interrupt(token, &interruption, self.clock.now())
+            .await?
+        else {
+            return Err(CoordinatorError::FailedPrecondition(format!(
+                "attempt: task {id} is not leased or running on attempt {attempt} any more"
+            )));
+        };
+        tracing::info!(task = %id, attempt, state = state.as_str(), %reason, "ended an attempt from outside");
+        if !self.sessions.tell_holder_to_cancel(token, true).await {
+            let announcement = Announcement::Cancel {
+                token,
+                terminate: true,
+            };
+            if let Err(error) = self.store.announce(&announcement).await {
+                tracing::warn!(%error, task = %id, "cannot tell other coordinators to abort an attempt; its result will be refused");
+            }
+        }
+        if state == TaskState::Pending {
+            self.signal.wake();
+            self.announce();
+        }
+        self.dirty_trees.mark(task.root_id);
+        self.waiters.wake(id);
+        self.task(id).await
+    }
+
     /// Cancels every pending and scheduled task of a queue; returns how many.
     pub async fn purge(&self, queue: &QueueName) -> Result<u64, CoordinatorError> {
+        self.known_queue(queue)?;
+        Ok(self.store.purge(queue, self.clock.now()).await?)
+    }
+
+    /// Refuses a queue the coordinator is not configured with.
+    pub(super) fn known_queue(&self, queue: &QueueName) -> Result<(), CoordinatorError> {
         if self.routing.queue_priority(queue).is_none() {
             return Err(ValidationError::new(
                 "queue",
@@ -53,6 +191,6 @@ impl Coordinator {
             )
             .into());
         }
-        Ok(self.store.purge(queue, self.clock.now()).await?)
+        Ok(())
     }
 }

@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use super::{Coordinator, CoordinatorError};
-use crate::domain::{PingResult, QueueDepth, TaskRecord, TaskState, WorkerInfo};
+use crate::domain::{
+    ControlCommand, PingResult, QueueDepth, QueueName, TaskRecord, TaskState, WorkerInfo,
+};
 
 /// The most tasks one inspection lists.
 pub const MAX_LISTED: u32 = 10_000;
@@ -80,6 +82,45 @@ impl Coordinator {
             }
         }
         Ok(results)
+    }
+
+    /// Tells every worker connected here that consumes `queue` (every one, without a queue) to
+    /// close its idle pooled connections; each worker's answer, or why there is none.
+    pub async fn close_idle_connections(
+        &self,
+        queue: Option<&QueueName>,
+        wait: Duration,
+    ) -> Result<Vec<PingResult>, CoordinatorError> {
+        if let Some(queue) = queue {
+            self.known_queue(queue)?;
+        }
+        let wait = wait.min(MAX_PING_WAIT);
+        let sessions: Vec<_> = self
+            .sessions
+            .snapshot()
+            .into_iter()
+            .filter(|session| queue.is_none_or(|queue| session.hello.queues.contains(queue)))
+            .collect();
+        let answers = futures::future::join_all(
+            sessions
+                .iter()
+                .map(|session| session.control(ControlCommand::CloseIdleConnections, wait)),
+        )
+        .await;
+        Ok(sessions
+            .iter()
+            .zip(answers)
+            .map(|(session, answer)| PingResult {
+                worker_id: session.worker().to_string(),
+                hostname: session.hello.hostname.clone(),
+                coordinator_id: self.id.clone(),
+                round_trip: answer.as_ref().map(|(round_trip, _)| *round_trip),
+                detail: match answer {
+                    Some((_, detail)) => detail,
+                    None => format!("no answer within {}", humantime::format_duration(wait)),
+                },
+            })
+            .collect())
     }
 
     /// Tasks in a state, oldest first, at most `limit` (and at most 10,000).

@@ -12,7 +12,7 @@ pub mod batcher;
 mod beat;
 mod cancel;
 pub mod dispatcher;
-mod inspect;
+pub(crate) mod inspect;
 mod leases;
 mod progress;
 pub mod sessions;
@@ -21,6 +21,7 @@ mod trees;
 pub mod waiters;
 pub mod worker_stream;
 
+pub use cancel::{Intervention, MAX_REASON_CHARS, TaskQuery};
 pub use progress::{RecordsPage, RecordsRequest};
 
 use std::collections::HashSet;

@@ -133,6 +133,18 @@ impl Session {
 
     /// A round trip to the worker over its stream; `None` when it did not answer in time.
     pub async fn ping(&self, timeout: Duration) -> Option<Duration> {
+        self.control(crate::domain::ControlCommand::Ping, timeout)
+            .await
+            .map(|(round_trip, _)| round_trip)
+    }
+
+    /// Sends a control request; the round trip and the worker's answer, or `None` when it did
+    /// not answer in time.
+    pub async fn control(
+        &self,
+        command: crate::domain::ControlCommand,
+        timeout: Duration,
+    ) -> Option<(Duration, String)> {
         let request_id = self
             .next_control
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -145,15 +157,22 @@ impl Session {
         let sent = self
             .send(CoordinatorMessage::Control {
                 request_id,
-                command: crate::domain::ControlCommand::Ping,
+                command,
             })
             .await;
-        let answered = sent && matches!(tokio::time::timeout(timeout, answer).await, Ok(Ok(_)));
+        let answer = if sent {
+            tokio::time::timeout(timeout, answer)
+                .await
+                .ok()
+                .and_then(Result::ok)
+        } else {
+            None
+        };
         self.controls
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .remove(&request_id);
-        answered.then(|| started.elapsed())
+        answer.map(|detail| (started.elapsed(), detail))
     }
 
     /// The worker answered a control request.

@@ -167,6 +167,8 @@ pub enum ControlCommand {
     Ping,
     /// Stop taking leases, finish running tasks, give back the rest and close.
     Drain,
+    /// Close idle pooled connections (the SMTP relays').
+    CloseIdleConnections,
 }
 
 /// Coordinator → worker.

@@ -6,12 +6,13 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::convert::{
     duration_to_pb, ping_from_pb, queue_depth_from_pb, schedule_from_stored_pb, schedule_to_pb,
-    task_from_pb, task_spec_to_pb, tree_event_from_pb, worker_stats_from_pb,
+    state_to_pb, task_from_pb, task_spec_to_pb, tree_event_from_pb, worker_stats_from_pb,
 };
 use super::pb;
 use super::pb::inspect_service_client::InspectServiceClient;
 use super::pb::schedule_service_client::ScheduleServiceClient;
 use super::pb::task_service_client::TaskServiceClient;
+use crate::coordinator::TaskQuery;
 use crate::domain::{
     PingResult, QueueDepth, QueueName, Schedule, TaskId, TaskRecord, TaskSpec, TreeEvent,
     ValidationError, WorkerInfo,
@@ -174,6 +175,86 @@ impl CoordinatorClient {
             .task
             .ok_or_else(|| ValidationError::new("task", "is missing"))?;
         Ok(task_from_pb(task)?)
+    }
+
+    /// The tasks `query` asks for, longest quiet first.
+    pub async fn list_tasks(&mut self, query: &TaskQuery) -> Result<Vec<TaskRecord>, ClientError> {
+        let response = self
+            .tasks
+            .list_tasks(pb::ListTasksRequest {
+                names: query.names.iter().map(ToString::to_string).collect(),
+                states: query
+                    .states
+                    .iter()
+                    .map(|state| state_to_pb(*state) as i32)
+                    .collect(),
+                quiet_for: query.quiet_for.map(duration_to_pb),
+                limit: query.limit,
+                root_id: query.root.map(|root| root.to_string()).unwrap_or_default(),
+            })
+            .await?
+            .into_inner();
+        Ok(response
+            .tasks
+            .into_iter()
+            .map(task_from_pb)
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// Ends attempt `attempt` of a leased or running task and requeues the task (or fails it,
+    /// with `fail`), recording `reason`.
+    pub async fn intervene(
+        &mut self,
+        id: TaskId,
+        attempt: u32,
+        fail: bool,
+        reason: &str,
+    ) -> Result<TaskRecord, ClientError> {
+        let task = if fail {
+            self.tasks
+                .fail_task(pb::FailTaskRequest {
+                    task_id: id.to_string(),
+                    attempt,
+                    reason: reason.to_owned(),
+                })
+                .await?
+                .into_inner()
+                .task
+        } else {
+            self.tasks
+                .requeue_task(pb::RequeueTaskRequest {
+                    task_id: id.to_string(),
+                    attempt,
+                    reason: reason.to_owned(),
+                })
+                .await?
+                .into_inner()
+                .task
+        };
+        let task = task.ok_or_else(|| ValidationError::new("task", "is missing"))?;
+        Ok(task_from_pb(task)?)
+    }
+
+    /// Tells the workers consuming `queue` (all, without one) to close their idle pooled
+    /// connections; their answers.
+    pub async fn close_idle_connections(
+        &mut self,
+        queue: Option<&QueueName>,
+        timeout: Duration,
+    ) -> Result<Vec<PingResult>, ClientError> {
+        let response = self
+            .inspect
+            .close_idle_connections(pb::CloseIdleConnectionsRequest {
+                queue: queue.map(ToString::to_string).unwrap_or_default(),
+                timeout: Some(duration_to_pb(timeout)),
+            })
+            .await?
+            .into_inner();
+        Ok(response
+            .workers
+            .into_iter()
+            .map(ping_from_pb)
+            .collect::<Result<_, _>>()?)
     }
 
     /// Cancels every pending and scheduled task of a queue; returns how many.

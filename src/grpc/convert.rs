@@ -97,7 +97,7 @@ pub fn state_to_pb(state: TaskState) -> pb::TaskState {
     }
 }
 
-fn state_from_pb(field: &str, state: i32) -> Result<TaskState, ValidationError> {
+pub fn state_from_pb(field: &str, state: i32) -> Result<TaskState, ValidationError> {
     match pb::TaskState::try_from(state) {
         Ok(pb::TaskState::Pending) => Ok(TaskState::Pending),
         Ok(pb::TaskState::Scheduled) => Ok(TaskState::Scheduled),
@@ -999,6 +999,9 @@ pub fn coordinator_message_to_pb(message: CoordinatorMessage) -> pb::ConnectResp
             command: Some(match command {
                 ControlCommand::Ping => pb::control::Command::Ping(pb::Ping {}),
                 ControlCommand::Drain => pb::control::Command::Drain(pb::Drain {}),
+                ControlCommand::CloseIdleConnections => {
+                    pb::control::Command::CloseIdleConnections(pb::CloseIdleConnections {})
+                }
             }),
         }),
         CoordinatorMessage::ResultAck {
@@ -1116,6 +1119,9 @@ pub fn coordinator_message_from_pb(
             command: match control.command {
                 Some(pb::control::Command::Ping(_)) => ControlCommand::Ping,
                 Some(pb::control::Command::Drain(_)) => ControlCommand::Drain,
+                Some(pb::control::Command::CloseIdleConnections(_)) => {
+                    ControlCommand::CloseIdleConnections
+                }
                 None => return Err(ValidationError::new("control.command", "is required")),
             },
         },

@@ -12,12 +12,23 @@ use super::convert::{
 use super::pb;
 use super::status::invalid;
 use crate::coordinator::Coordinator;
-use crate::domain::{TaskState, ValidationError};
+use crate::domain::{QueueName, TaskState, ValidationError};
 
 /// How long a ping waits unless told otherwise.
 const DEFAULT_PING_WAIT: Duration = Duration::from_secs(2);
 /// How many scheduled tasks are listed unless told otherwise.
 const DEFAULT_SCHEDULED_LIMIT: u32 = 100;
+
+/// A request's `timeout`: how long to wait for workers' answers.
+fn wait_from_timeout(timeout: Option<prost_types::Duration>) -> Result<Duration, Status> {
+    match timeout {
+        None => Ok(DEFAULT_PING_WAIT),
+        Some(timeout) => Duration::try_from(timeout)
+            .ok()
+            .filter(|timeout| !timeout.is_zero())
+            .ok_or_else(|| invalid(ValidationError::new("timeout", "must be positive"))),
+    }
+}
 
 /// The inspection API of one coordinator.
 pub struct InspectApi {
@@ -38,16 +49,30 @@ impl pb::inspect_service_server::InspectService for InspectApi {
         &self,
         request: Request<pb::PingRequest>,
     ) -> Result<Response<pb::PingResponse>, Status> {
-        let wait = match request.into_inner().timeout {
-            None => DEFAULT_PING_WAIT,
-            Some(timeout) => Duration::try_from(timeout)
-                .ok()
-                .filter(|timeout| !timeout.is_zero())
-                .ok_or_else(|| invalid(ValidationError::new("timeout", "must be positive")))?,
-        };
+        let wait = wait_from_timeout(request.into_inner().timeout)?;
         let pings = self.coordinator.ping_workers(wait).await?;
         Ok(Response::new(pb::PingResponse {
             workers: pings.into_iter().map(ping_to_pb).collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "CloseIdleConnections"))]
+    async fn close_idle_connections(
+        &self,
+        request: Request<pb::CloseIdleConnectionsRequest>,
+    ) -> Result<Response<pb::CloseIdleConnectionsResponse>, Status> {
+        let request = request.into_inner();
+        let queue = (!request.queue.is_empty())
+            .then(|| QueueName::parse("queue", &request.queue))
+            .transpose()
+            .map_err(invalid)?;
+        let wait = wait_from_timeout(request.timeout)?;
+        let answers = self
+            .coordinator
+            .close_idle_connections(queue.as_ref(), wait)
+            .await?;
+        Ok(Response::new(pb::CloseIdleConnectionsResponse {
+            workers: answers.into_iter().map(ping_to_pb).collect(),
         }))
     }
 

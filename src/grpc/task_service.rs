@@ -8,11 +8,18 @@ use futures::{Stream, StreamExt};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::convert::{record_to_pb, task_spec_from_pb, task_to_pb, tree_event_to_pb, wait_from_pb};
+use super::convert::{
+    record_to_pb, state_from_pb, task_spec_from_pb, task_to_pb, tree_event_to_pb, wait_from_pb,
+};
 use super::pb;
 use super::status::invalid;
-use crate::coordinator::{Coordinator, RecordsRequest};
-use crate::domain::{MAX_BATCH_SUBMIT, QueueName, TaskId, ValidationError, parse_short_name};
+use crate::coordinator::{Coordinator, Intervention, RecordsRequest, TaskQuery};
+use crate::domain::{
+    MAX_BATCH_SUBMIT, QueueName, TaskId, TaskName, ValidationError, parse_short_name,
+};
+
+/// How many tasks `ListTasks` answers unless told otherwise.
+const DEFAULT_LIST_LIMIT: u32 = 1_000;
 
 /// The task API of one coordinator.
 pub struct TaskApi {
@@ -186,5 +193,107 @@ impl pb::task_service_server::TaskService for TaskApi {
             records: page.records.into_iter().map(record_to_pb).collect(),
             next_page_token: page.next_page_token.unwrap_or_default(),
         }))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "ListTasks"))]
+    async fn list_tasks(
+        &self,
+        request: Request<pb::ListTasksRequest>,
+    ) -> Result<Response<pb::ListTasksResponse>, Status> {
+        let request = request.into_inner();
+        let names = request
+            .names
+            .iter()
+            .enumerate()
+            .map(|(index, name)| TaskName::parse(&format!("names[{index}]"), name))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(invalid)?;
+        let states = request
+            .states
+            .iter()
+            .enumerate()
+            .map(|(index, state)| state_from_pb(&format!("states[{index}]"), *state))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(invalid)?;
+        let quiet_for = request
+            .quiet_for
+            .map(|quiet| {
+                std::time::Duration::try_from(quiet)
+                    .map_err(|_| invalid(ValidationError::new("quiet_for", "must not be negative")))
+            })
+            .transpose()?;
+        let limit = match request.limit {
+            0 => DEFAULT_LIST_LIMIT,
+            limit => limit,
+        };
+        let root = (!request.root_id.is_empty())
+            .then(|| TaskId::parse("root_id", &request.root_id))
+            .transpose()
+            .map_err(invalid)?;
+        let tasks = self
+            .coordinator
+            .list_tasks(TaskQuery {
+                root,
+                names,
+                states,
+                quiet_for,
+                limit,
+            })
+            .await?;
+        Ok(Response::new(pb::ListTasksResponse {
+            tasks: tasks.into_iter().map(task_to_pb).collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "RequeueTask"))]
+    async fn requeue_task(
+        &self,
+        request: Request<pb::RequeueTaskRequest>,
+    ) -> Result<Response<pb::RequeueTaskResponse>, Status> {
+        let request = request.into_inner();
+        let task = self
+            .intervene(
+                &request.task_id,
+                request.attempt,
+                Intervention::Requeue,
+                &request.reason,
+            )
+            .await?;
+        Ok(Response::new(pb::RequeueTaskResponse { task: Some(task) }))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "FailTask"))]
+    async fn fail_task(
+        &self,
+        request: Request<pb::FailTaskRequest>,
+    ) -> Result<Response<pb::FailTaskResponse>, Status> {
+        let request = request.into_inner();
+        let task = self
+            .intervene(
+                &request.task_id,
+                request.attempt,
+                Intervention::Fail,
+                &request.reason,
+            )
+            .await?;
+        Ok(Response::new(pb::FailTaskResponse { task: Some(task) }))
+    }
+}
+
+impl TaskApi {
+    async fn intervene(
+        &self,
+        task_id: &str,
+        attempt: u32,
+        intervention: Intervention,
+        reason: &str,
+    ) -> Result<pb::Task, Status> {
+        let id = TaskId::parse("task_id", task_id).map_err(invalid)?;
+        let attempt = (attempt != 0).then_some(attempt);
+        let task = self
+            .coordinator
+            .intervene(id, attempt, intervention, reason)
+            .await?;
+        Ok(task_to_pb(task))
     }
 }

@@ -5,6 +5,9 @@
 //! `postgres` is the implementation for production and for several coordinators on one database.
 
 mod encoding;
+
+/// A tree event as JSON, the shape the stores keep and `celeritas follow --json` prints.
+pub use encoding::event_to_json;
 mod postgres;
 mod sqlite;
 
@@ -185,6 +188,33 @@ pub struct Adopted {
     pub kept: Vec<Lease>,
     /// Leases the store showed the worker holding that it no longer has; now pending again.
     pub released: u64,
+}
+
+/// Which tasks `list_tasks` answers; every filter given must match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskFilter {
+    /// Only tasks of this tree.
+    pub root: Option<TaskId>,
+    /// Only these names; empty means any.
+    pub names: Vec<TaskName>,
+    /// Only these states; at least one.
+    pub states: Vec<TaskState>,
+    /// Only tasks whose last sign of life (latest of progress, start and submission) is no later
+    /// than this.
+    pub quiet_since: Option<DateTime<Utc>>,
+    /// The most tasks to answer.
+    pub limit: u32,
+}
+
+/// How an attempt is ended from outside its worker (`Store::interrupt`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interruption {
+    /// Put the task back on its queue (while it has retries left) instead of failing it.
+    pub requeue: bool,
+    /// The failure's kind.
+    pub kind: String,
+    /// The failure's message.
+    pub message: String,
 }
 
 /// What a reaping pass did.
@@ -486,6 +516,20 @@ pub trait Store: Send + Sync + 'static {
     /// one counts a `worker_lost` failure and is retried while it may be. Also marks tasks whose
     /// expiry passed before they started as expired.
     async fn reap(&self, now: DateTime<Utc>, limit: u32) -> Result<Reaped, StoreError>;
+
+    /// Ends the attempt `token` of a leased or running task as `interruption` says, recording the
+    /// failure: requeued (pending again, counting a retry) while retries remain, failed
+    /// otherwise. The task's new state, or `None` when the task is not leased or running on
+    /// that attempt.
+    async fn interrupt(
+        &self,
+        token: LeaseToken,
+        interruption: &Interruption,
+        now: DateTime<Utc>,
+    ) -> Result<Option<TaskState>, StoreError>;
+
+    /// Tasks matching `filter`, longest quiet first.
+    async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<TaskRecord>, StoreError>;
 
     /// Cancels a task that has not finished. `None` when there is no such task.
     async fn cancel(&self, id: TaskId, now: DateTime<Utc>)

@@ -19,8 +19,9 @@ use super::encoding::{
 };
 use super::{
     Adopted, Announcement, AnnouncementListener, AttemptBatch, Cancelled, Claim, Claimed,
-    Completion, Inserted, ProgressWrite, Promoted, QueueCounts, RUNNING_LEASE_MARGIN, Reaped,
-    RecordQuery, RecordWrite, Resolution, Start, Store, StoreError, TreeUpdate, WorkerRegistration,
+    Completion, Inserted, Interruption, ProgressWrite, Promoted, QueueCounts, RUNNING_LEASE_MARGIN,
+    Reaped, RecordQuery, RecordWrite, Resolution, Start, Store, StoreError, TaskFilter, TreeUpdate,
+    WorkerRegistration,
 };
 use crate::domain::{
     JsonText, Lease, LeaseToken, NewTask, Observed, Priority, ProgressReport, QueueName,
@@ -1069,6 +1070,73 @@ impl Store for PostgresStore {
         .map_err(classify)?
         .rows_affected();
         Ok(reaped)
+    }
+
+    async fn interrupt(
+        &self,
+        token: LeaseToken,
+        interruption: &Interruption,
+        now: DateTime<Utc>,
+    ) -> Result<Option<TaskState>, StoreError> {
+        // Every expression reads the row as it was, so `requeued` is decided once.
+        let state: Option<String> = sqlx::query_scalar(
+            "WITH decided AS ( \
+                 SELECT id, $3 AND retries < max_retries AS requeued FROM tasks \
+                 WHERE id = $1 AND attempt = $2 AND state IN ('leased', 'running') FOR UPDATE) \
+             UPDATE tasks t SET \
+                 state = CASE WHEN d.requeued THEN 'pending' ELSE 'failed' END, \
+                 retries = t.retries + CASE WHEN d.requeued THEN 1 ELSE 0 END, \
+                 error_kind = $4, error_message = $5, \
+                 failures = t.failures || jsonb_build_array(jsonb_build_object( \
+                     'attempt', t.attempt, 'worker_id', t.worker_id, 'kind', $4::text, \
+                     'message', $5::text, 'at', $6::timestamptz)), \
+                 finished_at = CASE WHEN d.requeued THEN NULL ELSE $6 END, \
+                 started_at = CASE WHEN d.requeued THEN NULL ELSE t.started_at END, \
+                 session_id = NULL, leased_at = NULL, lease_expires_at = NULL \
+             FROM decided d WHERE t.id = d.id \
+             RETURNING t.state",
+        )
+        .bind(token.task_id.as_uuid())
+        .bind(i32::try_from(token.attempt).unwrap_or(i32::MAX))
+        .bind(interruption.requeue)
+        .bind(&interruption.kind)
+        .bind(&interruption.message)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(state.as_deref().and_then(TaskState::from_name))
+    }
+
+    async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<TaskRecord>, StoreError> {
+        let names: Vec<&str> = filter.names.iter().map(TaskName::as_str).collect();
+        let states: Vec<&str> = filter.states.iter().map(|state| state.as_str()).collect();
+        let rows = sqlx::query(
+            "SELECT t.id, t.attempt, t.name, t.queue, t.priority, t.args::text AS args, \
+                 t.retries, t.max_retries, t.soft_time_limit_ms, t.hard_time_limit_ms, \
+                 t.expires_at, t.parent_id, t.root_id, t.state, t.result::text AS result, \
+                 t.error_kind, t.error_message, t.created_at, t.run_at, t.started_at, \
+                 t.finished_at, t.worker_id, t.idempotency_key, t.failures::text AS failures, \
+                 t.progress_done, t.progress_total, t.progress_message \
+             FROM tasks t \
+             WHERE t.state = ANY($2) AND (cardinality($1::text[]) = 0 OR t.name = ANY($1)) \
+               AND ($5::uuid IS NULL OR t.root_id = $5) \
+               AND ($3::timestamptz IS NULL \
+                    OR greatest(t.progress_at, t.started_at, t.created_at) <= $3) \
+             ORDER BY greatest(t.progress_at, t.started_at, t.created_at), t.seq LIMIT $4",
+        )
+        .bind(&names)
+        .bind(&states)
+        .bind(filter.quiet_since)
+        .bind(i64::from(filter.limit))
+        .bind(filter.root.map(|root| root.as_uuid()))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        rows.iter()
+            .map(task_record)
+            .collect::<Result<_, _>>()
+            .map_err(StoreError::Internal)
     }
 
     async fn cancel(

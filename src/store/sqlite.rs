@@ -28,8 +28,8 @@ use super::encoding::{
 };
 use super::{
     Adopted, Announcement, AnnouncementListener, AttemptBatch, Cancelled, Claim, Claimed,
-    Completion, Inserted, Promoted, QueueCounts, RUNNING_LEASE_MARGIN, Reaped, RecordQuery,
-    Resolution, Store, StoreError, TreeUpdate, WorkerRegistration,
+    Completion, Inserted, Interruption, Promoted, QueueCounts, RUNNING_LEASE_MARGIN, Reaped,
+    RecordQuery, Resolution, Store, StoreError, TaskFilter, TreeUpdate, WorkerRegistration,
 };
 use crate::domain::{
     JsonText, Lease, LeaseToken, NewTask, Observed, Priority, ProgressReport, QueueName,
@@ -1042,6 +1042,90 @@ impl Store for SqliteStore {
         .map_err(classify)?
         .rows_affected();
         Ok(updated)
+    }
+
+    async fn interrupt(
+        &self,
+        token: LeaseToken,
+        interruption: &Interruption,
+        now: DateTime<Utc>,
+    ) -> Result<Option<TaskState>, StoreError> {
+        let id = token.task_id.to_string();
+        let mut transaction = begin(&self.pool).await?;
+        let found: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT retries, max_retries FROM tasks \
+             WHERE id = ? AND attempt = ? AND state IN ('leased', 'running')",
+        )
+        .bind(&id)
+        .bind(i64::from(token.attempt))
+        .fetch_optional(&mut *transaction)
+        .await
+        .map_err(classify)?;
+        let Some((retries, max_retries)) = found else {
+            return Ok(None);
+        };
+        let requeued = interruption.requeue && retries < max_retries;
+        let sql = if requeued {
+            format!(
+                "UPDATE tasks SET {REQUEUE}, retries = retries + 1, error_kind = ?, \
+                     error_message = ?, failures = {APPEND_FAILURE} WHERE id = ?"
+            )
+        } else {
+            format!(
+                "UPDATE tasks SET state = 'failed', session_id = NULL, leased_at = NULL, \
+                     lease_expires_at = NULL, finished_at = {}, error_kind = ?, \
+                     error_message = ?, failures = {APPEND_FAILURE} WHERE id = ?",
+                micros(now)
+            )
+        };
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&interruption.kind)
+            .bind(&interruption.message)
+            .bind(&interruption.kind)
+            .bind(&interruption.message)
+            .bind(now.to_rfc3339())
+            .bind(&id)
+            .execute(&mut *transaction)
+            .await
+            .map_err(classify)?;
+        transaction.commit().await.map_err(classify)?;
+        Ok(Some(if requeued {
+            TaskState::Pending
+        } else {
+            TaskState::Failed
+        }))
+    }
+
+    async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<TaskRecord>, StoreError> {
+        // The filters travel as JSON arrays; the last sign of life is the latest of progress,
+        // start and submission (SQLite's max() of a NULL is NULL, hence the coalesces).
+        let names: Vec<&str> = filter.names.iter().map(TaskName::as_str).collect();
+        let states: Vec<&str> = filter.states.iter().map(|state| state.as_str()).collect();
+        let rows = sqlx::query(
+            "SELECT * FROM ( \
+                 SELECT *, max(coalesce(progress_at, created_at), coalesce(started_at, created_at), \
+                     created_at) AS quiet_from FROM tasks \
+                 WHERE state IN (SELECT value FROM json_each(?)) \
+                   AND (? = '[]' OR name IN (SELECT value FROM json_each(?))) \
+                   AND (? IS NULL OR root_id = ?)) \
+             WHERE ? IS NULL OR quiet_from <= ? \
+             ORDER BY quiet_from, seq LIMIT ?",
+        )
+        .bind(serde_json::to_string(&states).unwrap_or_default())
+        .bind(serde_json::to_string(&names).unwrap_or_default())
+        .bind(serde_json::to_string(&names).unwrap_or_default())
+        .bind(filter.root.map(|root| root.to_string()))
+        .bind(filter.root.map(|root| root.to_string()))
+        .bind(filter.quiet_since.map(micros))
+        .bind(filter.quiet_since.map(micros))
+        .bind(i64::from(filter.limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        rows.iter()
+            .map(task_record)
+            .collect::<Result<_, _>>()
+            .map_err(StoreError::Internal)
     }
 
     async fn reap(&self, now: DateTime<Utc>, limit: u32) -> Result<Reaped, StoreError> {

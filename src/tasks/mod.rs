@@ -7,15 +7,18 @@ pub mod email;
 
 use std::sync::Arc;
 
-use crate::config::SmtpSettings;
+use crate::config::Config;
 use crate::domain::ValidationError;
 use crate::worker::Registry;
 
 /// The names of the built-in tasks.
 pub const BUILTIN_TASK_NAMES: &[&str] = &[
+    "cleanup_smtp_connections",
+    "cleanup_stuck_campaigns",
     "emit_records",
     "fail",
     "fan_out",
+    "monitor_campaign_progress",
     "noop",
     "send_campaign",
     "send_email_batch",
@@ -24,12 +27,20 @@ pub const BUILTIN_TASK_NAMES: &[&str] = &[
     "test_celery",
 ];
 
-/// A registry of every built-in task; the email tasks send through `smtp`'s relays.
-pub fn builtin_registry(smtp: &SmtpSettings) -> Result<Registry, ValidationError> {
+/// A registry of every built-in task for a worker of `coordinator_url`: the email tasks send
+/// through `config.smtp`'s relays; the campaign upkeep follows `config.campaigns`.
+pub fn builtin_registry(
+    config: &Config,
+    coordinator_url: &str,
+) -> Result<Registry, ValidationError> {
     let mut registry = Registry::new();
     basic::register(&mut registry);
     canvas::register(&mut registry);
-    email::register(&mut registry, Arc::new(email::EmailTasks::new(smtp)?));
+    email::register(
+        &mut registry,
+        Arc::new(email::EmailTasks::new(&config.smtp)?),
+        Arc::new(email::Upkeep::new(coordinator_url, &config.campaigns)),
+    );
     Ok(registry)
 }
 
@@ -39,7 +50,7 @@ mod tests {
 
     #[test]
     fn the_registry_holds_exactly_the_builtin_names() {
-        let names: Vec<String> = builtin_registry(&SmtpSettings::default())
+        let names: Vec<String> = builtin_registry(&Config::default(), "http://127.0.0.1:50051")
             .unwrap()
             .names()
             .iter()

@@ -292,6 +292,11 @@ impl Runtime {
                     });
                     self.drain("the coordinator asked this worker to drain");
                 }
+                ControlCommand::CloseIdleConnections => {
+                    let detail = self.registry.close_idle_connections();
+                    tracing::info!(%detail, "closed idle connections");
+                    self.send(WorkerMessage::ControlReply { request_id, detail });
+                }
             },
             CoordinatorMessage::ChildrenSubmitted { request_id, result } => {
                 if let Some(Pending::Children(reply)) = self.pending.remove(&request_id) {

@@ -343,10 +343,14 @@ where
     }
 }
 
-/// The tasks a worker runs, by name.
+/// Closes a task family's idle pooled connections and says what it closed.
+pub type CloseIdle = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// The tasks a worker runs, by name, and the hooks the coordinator's controls reach.
 #[derive(Clone, Default)]
 pub struct Registry {
     handlers: BTreeMap<TaskName, Arc<dyn TaskHandler>>,
+    close_idle: Vec<CloseIdle>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -396,5 +400,20 @@ impl Registry {
     /// Every registered name.
     pub fn names(&self) -> Vec<TaskName> {
         self.handlers.keys().cloned().collect()
+    }
+
+    /// Adds a hook the `close_idle_connections` control runs.
+    pub fn on_close_idle_connections(&mut self, hook: CloseIdle) -> &mut Self {
+        self.close_idle.push(hook);
+        self
+    }
+
+    /// Runs every `close_idle_connections` hook; answers what they closed.
+    pub fn close_idle_connections(&self) -> String {
+        if self.close_idle.is_empty() {
+            return "no connection pools".to_owned();
+        }
+        let answers: Vec<String> = self.close_idle.iter().map(|hook| hook()).collect();
+        answers.join("; ")
     }
 }

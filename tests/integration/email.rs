@@ -499,3 +499,220 @@ async fn bad_campaigns_are_refused_before_anything_is_sent() {
     }
     assert!(server.messages().is_empty(), "nothing was sent");
 }
+
+/// What a finished task answered, as JSON.
+async fn result_of(client: &mut TaskServiceClient<Channel>, task_id: &str) -> Value {
+    let task = task(client, task_id).await;
+    assert_eq!(
+        task.state,
+        pb::TaskState::Succeeded as i32,
+        "{task_id} succeeded: {task:?}"
+    );
+    serde_json::from_str(&task.result_json).unwrap()
+}
+
+/// The records of one kind a task wrote: status by key.
+async fn records_of(database: &TestDatabase, task_id: &str, kind: &str) -> Vec<(String, String)> {
+    sqlx::query_as(
+        "SELECT key, status FROM task_records WHERE task_id = $1::uuid AND kind = $2 ORDER BY key",
+    )
+    .bind(task_id)
+    .bind(kind)
+    .fetch_all(&database.pool)
+    .await
+    .unwrap()
+}
+
+fn quits(server: &SmtpServer) -> usize {
+    let path = format!("{}.quits", server.log.display());
+    std::fs::read_to_string(path).map_or(0, |text| text.lines().count())
+}
+
+#[tokio::test]
+async fn the_periodic_upkeep_flags_requeues_stalled_batches_and_closes_idle_connections() {
+    let database = TestDatabase::create().await;
+    let logs = log_dir("campaign_upkeep");
+    // A recipient whose first RCPT hangs for ten minutes: its batch stops moving.
+    let server = SmtpServer::start(&logs, &[]).await;
+    configure(
+        &logs,
+        &server,
+        "[campaigns]\nstall_after = \"2s\"\nstuck_policy = \"requeue\"\n",
+    );
+    let coordinator = CoordinatorProcess::start(&database, &logs).await;
+    let _worker = WorkerProcess::start(
+        &coordinator,
+        &logs,
+        "worker",
+        &["-Q", "campaigns,email,default", "-c", "4"],
+    );
+    let mut client = tasks_client(&coordinator).await;
+
+    // cleanup_smtp_connections: the pooled connections of a finished campaign stay open until the
+    // control message closes them (with a QUIT each).
+    let warm = submit(
+        &mut client,
+        "send_campaign",
+        campaign(
+            "c-warm",
+            vec![
+                recipient("w1@example.org", "W1"),
+                recipient("w2@example.org", "W2"),
+            ],
+            1,
+        ),
+    )
+    .await;
+    finish(&mut client, &warm).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(quits(&server), 0, "pooled connections stay open");
+    let cleanup = submit(&mut client, "cleanup_smtp_connections", json!({})).await;
+    let answer = result_of(&mut client, &cleanup).await;
+    assert_eq!(answer["queue"], "email");
+    let workers = answer["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 1, "{answer}");
+    assert_eq!(workers[0]["answered"], true, "{answer}");
+    assert!(
+        workers[0]["detail"].as_str().unwrap().contains("1 relay"),
+        "{answer}"
+    );
+    wait_until(
+        "the idle connections said QUIT",
+        Duration::from_secs(10),
+        || async { quits(&server) > 0 },
+    )
+    .await;
+
+    // A campaign with one batch that hangs.
+    let root = submit(
+        &mut client,
+        "send_campaign",
+        campaign(
+            "c-stall",
+            vec![
+                recipient("a@example.org", "A"),
+                recipient("stall-1@example.org", "S"),
+                recipient("b@example.org", "B"),
+            ],
+            1,
+        ),
+    )
+    .await;
+    let quiet = |client: &mut TaskServiceClient<Channel>| {
+        let mut client = client.clone();
+        async move {
+            client
+                .list_tasks(pb::ListTasksRequest {
+                    names: vec!["send_email_batch".to_owned()],
+                    states: vec![pb::TaskState::Running as i32],
+                    quiet_for: Some(prost_types::Duration {
+                        seconds: 2,
+                        nanos: 0,
+                    }),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .tasks
+        }
+    };
+    wait_until(
+        "one batch is quiet for 2 s",
+        Duration::from_secs(30),
+        || {
+            let quiet = quiet(&mut client);
+            async move { quiet.await.len() == 1 }
+        },
+    )
+    .await;
+    let stuck = quiet(&mut client).await.remove(0);
+    assert_eq!(stuck.root_id, root);
+    assert_eq!(server.counts().len(), 4, "w1, w2, a and b were delivered");
+
+    // monitor_campaign_progress publishes the campaign and flags it.
+    let monitor = submit(&mut client, "monitor_campaign_progress", json!({})).await;
+    let report = result_of(&mut client, &monitor).await;
+    let campaigns = report["campaigns"].as_array().unwrap();
+    assert_eq!(campaigns.len(), 1, "only c-stall is running: {report}");
+    let status = &campaigns[0];
+    assert_eq!(status["root_id"], root.as_str());
+    assert_eq!(status["campaign_id"], "c-stall");
+    assert_eq!(status["recipients"], 3);
+    assert_eq!(status["batches"], 3);
+    assert_eq!(status["stalled"], true);
+    assert_eq!(status["stalled_batches"], json!([stuck.id]));
+    assert_eq!(
+        records_of(&database, &monitor, "campaign_status").await,
+        vec![(root.clone(), "stalled".to_owned())]
+    );
+
+    // cleanup_stuck_campaigns requeues the batch; its next attempt delivers.
+    let cleanup = submit(&mut client, "cleanup_stuck_campaigns", json!({})).await;
+    let report = result_of(&mut client, &cleanup).await;
+    assert_eq!(report["policy"], "requeue");
+    let batches = report["batches"].as_array().unwrap();
+    assert_eq!(batches.len(), 1, "{report}");
+    assert_eq!(batches[0]["task_id"], stuck.id.as_str());
+    assert_eq!(batches[0]["action"], "requeued");
+    assert_eq!(
+        records_of(&database, &cleanup, "stuck_batch").await,
+        vec![(
+            format!("{}:{}", stuck.id, stuck.attempt),
+            "requeued".to_owned()
+        )]
+    );
+    let last = finish(&mut client, &root).await;
+    assert_eq!(
+        last.aggregate.unwrap().records_by_status.get("delivered"),
+        Some(&3)
+    );
+    let batch = task(&mut client, &stuck.id).await;
+    assert_eq!(batch.state, pb::TaskState::Succeeded as i32);
+    assert!(batch.attempt > stuck.attempt);
+    assert_eq!(batch.failures[0].kind, "requeued");
+    assert!(batch.failures[0].message.contains("no progress for 2s"));
+    for (email, count) in server.counts() {
+        assert_eq!(count, 1, "{email} got one message");
+    }
+
+    // The same calls by hand: what they refuse, naming the field.
+    let refused = client
+        .requeue_task(pb::RequeueTaskRequest {
+            task_id: stuck.id.clone(),
+            attempt: 0,
+            reason: "again".to_owned(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(refused.message().contains("succeeded"), "{refused:?}");
+    let refused = client
+        .fail_task(pb::FailTaskRequest {
+            task_id: stuck.id.clone(),
+            attempt: 0,
+            reason: " ".to_owned(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(refused.message().starts_with("reason"), "{refused:?}");
+    let refused = client
+        .requeue_task(pb::RequeueTaskRequest {
+            task_id: uuid::Uuid::new_v4().to_string(),
+            attempt: 0,
+            reason: "gone".to_owned(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::NotFound);
+    let refused = client
+        .list_tasks(pb::ListTasksRequest {
+            states: vec![42],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(refused.message().starts_with("states[0]"), "{refused:?}");
+}

@@ -213,11 +213,11 @@ fn every_compose_service_runs_a_command_the_binary_accepts() {
     assert_eq!(
         worker_queues,
         vec![
-            ("campaigns".to_owned(), "2".to_owned()),
+            ("campaigns,default".to_owned(), "2".to_owned()),
             ("email".to_owned(), "4".to_owned()),
             ("import".to_owned(), "2".to_owned()),
         ],
-        "the seed's production workers"
+        "the seed's production workers; the campaigns worker also runs the periodic upkeep (default)"
     );
     assert!(checked.len() >= 5, "{checked:?}");
 }

@@ -501,8 +501,9 @@ async fn follow_shows_a_tree_to_its_end_and_exits_by_its_outcome() {
     let last = lines.last().expect("events");
     assert_eq!(last["tasks_total"], 51);
     assert_eq!(last["tasks_finished"], 51);
-    assert!(
-        last["event"].as_str().unwrap().starts_with("TreeFinished"),
-        "{last}"
-    );
+    assert_eq!(last["event"]["kind"], "tree_finished", "{last}");
+    assert_eq!(last["event"]["root_state"], "succeeded", "{last}");
+    for line in &lines {
+        assert!(line["event"]["kind"].is_string(), "{line}");
+    }
 }

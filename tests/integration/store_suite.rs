@@ -10,8 +10,8 @@ use celeritas::domain::{
     WorkerId,
 };
 use celeritas::store::{
-    AttemptBatch, Claim, Completion, PostgresStore, Resolution, SqliteStore, Start, Store,
-    WorkerRegistration,
+    AttemptBatch, Claim, Completion, Interruption, PostgresStore, Resolution, SqliteStore, Start,
+    Store, TaskFilter, WorkerRegistration,
 };
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -99,6 +99,7 @@ on_both_stores!(
     trees_tell_their_children_and_finish_after_the_last,
     callbacks_wait_for_the_parent_and_every_child,
     records_are_fenced_unique_and_paged_in_order,
+    quiet_tasks_are_listed_and_interrupted_by_attempt,
 );
 
 fn t0() -> DateTime<Utc> {
@@ -954,4 +955,155 @@ async fn records_are_fenced_unique_and_paged_in_order(store: Arc<dyn Store>) {
             .unwrap()
             .is_some_and(|secret| secret.len() >= 32)
     );
+}
+
+async fn quiet_tasks_are_listed_and_interrupted_by_attempt(store: Arc<dyn Store>) {
+    let now = t0();
+    let first = task("batch", "default", 0, now);
+    let second = task("batch", "default", 0, now);
+    let mut last_chance = task("batch", "default", 0, now);
+    last_chance.max_retries = 0;
+    let other = task("other", "default", 0, now);
+    let all = [
+        first.clone(),
+        second.clone(),
+        last_chance.clone(),
+        other.clone(),
+    ];
+    store.insert_tasks(&all).await.unwrap();
+    let session = Uuid::new_v4();
+    let leases = store
+        .claim(&claim("w", session, &[("default", 0)], 4, now))
+        .await
+        .unwrap()
+        .tasks;
+    let token = |id: TaskId| {
+        leases
+            .iter()
+            .find(|lease| lease.token.task_id == id)
+            .unwrap()
+            .token
+    };
+    // `second` started later than the others.
+    let starts: Vec<Start> = all
+        .iter()
+        .map(|task| Start {
+            token: token(task.id),
+            worker: worker("w"),
+            at: if task.id == second.id {
+                after(now, Duration::from_secs(30))
+            } else {
+                now
+            },
+            lease_expires_at: after(now, Duration::from_secs(300)),
+        })
+        .collect();
+    store.record_parts(&starts, &[]).await.unwrap();
+
+    let batch = TaskName::parse("name", "batch").unwrap();
+    let list = |quiet_since: Option<DateTime<Utc>>, root: Option<TaskId>| TaskFilter {
+        root,
+        names: vec![batch.clone()],
+        states: vec![TaskState::Running],
+        quiet_since,
+        limit: 100,
+    };
+    let ids = |tasks: Vec<celeritas::domain::TaskRecord>| -> Vec<TaskId> {
+        tasks.into_iter().map(|task| task.id).collect()
+    };
+    // Quiet since 10 s after the start: the two that started then, not `second` nor `other`.
+    let quiet = store
+        .list_tasks(&list(Some(after(now, Duration::from_secs(10))), None))
+        .await
+        .unwrap();
+    let mut expected = vec![first.id, last_chance.id];
+    let mut found = ids(quiet);
+    expected.sort_by_key(ToString::to_string);
+    found.sort_by_key(ToString::to_string);
+    assert_eq!(found, expected);
+    assert_eq!(
+        store.list_tasks(&list(None, None)).await.unwrap().len(),
+        3,
+        "every running batch without a quiet filter"
+    );
+    assert_eq!(
+        ids(store
+            .list_tasks(&list(None, Some(second.id)))
+            .await
+            .unwrap()),
+        vec![second.id]
+    );
+
+    let requeue = Interruption {
+        requeue: true,
+        kind: "requeued".to_owned(),
+        message: "no progress".to_owned(),
+    };
+    let at = after(now, Duration::from_secs(60));
+    // A stale attempt is refused.
+    let stale = LeaseToken {
+        task_id: first.id,
+        attempt: token(first.id).attempt + 1,
+    };
+    assert_eq!(store.interrupt(stale, &requeue, at).await.unwrap(), None);
+    assert_eq!(
+        store
+            .interrupt(token(first.id), &requeue, at)
+            .await
+            .unwrap(),
+        Some(TaskState::Pending)
+    );
+    let requeued = store.task(first.id).await.unwrap().unwrap();
+    assert_eq!(requeued.state, TaskState::Pending);
+    assert_eq!(requeued.retries, 1);
+    assert_eq!(requeued.started_at, None);
+    assert_eq!(requeued.failures.len(), 1);
+    assert_eq!(requeued.failures[0].kind, "requeued");
+    assert_eq!(requeued.failures[0].message, "no progress");
+    // Once is enough: the attempt is over.
+    assert_eq!(
+        store
+            .interrupt(token(first.id), &requeue, at)
+            .await
+            .unwrap(),
+        None
+    );
+    // No retry left: a requeue fails the task.
+    assert_eq!(
+        store
+            .interrupt(token(last_chance.id), &requeue, at)
+            .await
+            .unwrap(),
+        Some(TaskState::Failed)
+    );
+    let fail = Interruption {
+        requeue: false,
+        kind: "failed_by_request".to_owned(),
+        message: "operator".to_owned(),
+    };
+    assert_eq!(
+        store.interrupt(token(other.id), &fail, at).await.unwrap(),
+        Some(TaskState::Failed)
+    );
+    let failed = store.task(other.id).await.unwrap().unwrap();
+    assert_eq!(failed.retries, 0);
+    assert_eq!(failed.finished_at, Some(at));
+    assert_eq!(
+        failed.error,
+        Some(("failed_by_request".to_owned(), "operator".to_owned()))
+    );
+    // A requeued task's result is refused: the worker no longer holds it.
+    let refused = store
+        .record_parts(
+            &[],
+            &[completion(
+                token(first.id),
+                "w",
+                Resolution::Succeeded(JsonText::parse("r", "{}", 16).unwrap()),
+                at,
+            )],
+        )
+        .await
+        .unwrap();
+    assert_eq!(refused, vec![false]);
 }

@@ -1,11 +1,13 @@
 """A real SMTP server for the email tests (aiosmtpd), scripted by recipient.
 
-    smtp_server.py PORT LOG [--defer-times N] [--data-delay SECONDS]
+    smtp_server.py PORT LOG [--defer-times N] [--data-delay SECONDS] [--stall-seconds S]
 
 Recipients whose local part starts with `reject` get 550; those starting with `defer` get 451 for
-their first N RCPTs (default 1), then are accepted. Every accepted message is appended to LOG as
-one JSON line: {"from": ..., "to": [...], "data": "<the message as received>"}. Prints `ready` once
-it listens; runs until SIGTERM.
+their first N RCPTs (default 1), then are accepted; those starting with `stall` get no answer to
+their first RCPT for S seconds (default 600: a relay that hangs), then are accepted. Every accepted
+message is appended to LOG as one JSON line: {"from": ..., "to": [...], "data": "<the message as
+received>"}; every QUIT appends {"quit": true} to LOG.quits. Prints `ready` once it listens; runs
+until SIGTERM.
 """
 
 import argparse
@@ -19,17 +21,26 @@ from aiosmtpd.controller import Controller
 
 
 class Scripted:
-    def __init__(self, log, defer_times, data_delay):
+    def __init__(self, log, defer_times, data_delay, stall_seconds):
         self.log = open(log, "a", encoding="utf-8")
+        self.quits = open(log + ".quits", "a", encoding="utf-8")
         self.defer_times = defer_times
         self.data_delay = data_delay
+        self.stall_seconds = stall_seconds
         self.deferred = collections.Counter()
+        self.stalled = set()
         self.lock = threading.Lock()
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         local = address.split("@", 1)[0].lower()
         if local.startswith("reject"):
             return f"550 5.1.1 <{address}>: mailbox unavailable"
+        if local.startswith("stall"):
+            with self.lock:
+                first = address.lower() not in self.stalled
+                self.stalled.add(address.lower())
+            if first:
+                await asyncio.sleep(self.stall_seconds)
         if local.startswith("defer"):
             with self.lock:
                 self.deferred[address.lower()] += 1
@@ -53,6 +64,12 @@ class Scripted:
             self.log.flush()
         return "250 2.0.0 queued"
 
+    async def handle_QUIT(self, server, session, envelope):
+        with self.lock:
+            self.quits.write(json.dumps({"quit": True}) + "\n")
+            self.quits.flush()
+        return "221 Bye"
+
 
 def main():
     parser = argparse.ArgumentParser()
@@ -60,8 +77,9 @@ def main():
     parser.add_argument("log")
     parser.add_argument("--defer-times", type=int, default=1)
     parser.add_argument("--data-delay", type=float, default=0.0)
+    parser.add_argument("--stall-seconds", type=float, default=600.0)
     args = parser.parse_args()
-    handler = Scripted(args.log, args.defer_times, args.data_delay)
+    handler = Scripted(args.log, args.defer_times, args.data_delay, args.stall_seconds)
     controller = Controller(handler, hostname="127.0.0.1", port=args.port)
     controller.start()
     stop = threading.Event()

@@ -7,6 +7,7 @@
 mod campaign;
 mod content;
 mod relay;
+mod upkeep;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +24,7 @@ use crate::worker::Registry;
 
 pub use campaign::DELIVERY;
 pub use relay::Relays;
+pub use upkeep::{CAMPAIGN_STATUS, STUCK_BATCH, Upkeep};
 
 /// The headers a DKIM signature covers. RFC 8058 wants List-Unsubscribe and
 /// List-Unsubscribe-Post covered; naming a header a message lacks also stops anyone adding it.
@@ -91,17 +93,20 @@ impl EmailTasks {
         })
     }
 
-    /// Closes every relay's pooled connections; returns how many relays.
-    pub fn close_idle_connections(&self) -> usize {
-        self.relays.close_idle()
+    /// Closes every relay's idle pooled connections (each gets a fresh pool; sends in flight
+    /// keep theirs); says how many relays.
+    pub fn close_idle_connections(&self) -> String {
+        let renewed = self.relays.close_idle();
+        format!("closed the idle SMTP connections of {renewed} relay(s)")
     }
 }
 
-/// Registers the email tasks.
-pub fn register(registry: &mut Registry, email: Arc<EmailTasks>) {
+/// Registers the email tasks and the campaign upkeep.
+pub fn register(registry: &mut Registry, email: Arc<EmailTasks>, upkeep: Arc<Upkeep>) {
     let campaign = email.clone();
     let batch = email.clone();
-    let single = email;
+    let single = email.clone();
+    registry.on_close_idle_connections(Arc::new(move || email.close_idle_connections()));
     let registered = registry
         .register_fn("send_campaign", move |context, args| {
             campaign::send_campaign(campaign.clone(), context, args)
@@ -115,6 +120,26 @@ pub fn register(registry: &mut Registry, email: Arc<EmailTasks>) {
             registry.register_fn("send_single_email", move |context, args| {
                 campaign::send_single_email(single.clone(), context, args)
             })
-        });
+        })
+        .and_then(|registry| register_upkeep(registry, upkeep));
     debug_assert!(registered.is_ok(), "built-in task names are valid");
+}
+
+fn register_upkeep(
+    registry: &mut Registry,
+    upkeep: Arc<Upkeep>,
+) -> Result<&mut Registry, crate::domain::ValidationError> {
+    let monitor = upkeep.clone();
+    let stuck = upkeep.clone();
+    let connections = upkeep;
+    registry
+        .register_fn("monitor_campaign_progress", move |context, args| {
+            upkeep::monitor_campaign_progress(monitor.clone(), context, args)
+        })?
+        .register_fn("cleanup_stuck_campaigns", move |context, args| {
+            upkeep::cleanup_stuck_campaigns(stuck.clone(), context, args)
+        })?
+        .register_fn("cleanup_smtp_connections", move |context, args| {
+            upkeep::cleanup_smtp_connections(connections.clone(), context, args)
+        })
 }

@@ -102,7 +102,16 @@ impl Relay {
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone();
-        match tokio::time::timeout(self.send_timeout, transport.send(message)).await {
+        // A send that does not finish (timed out, or its task aborted) leaves its connection
+        // mid-conversation, and lettre would park it for the next send: the pool is renewed
+        // instead, and the old one closes its connections once its sends in flight are done.
+        let mut unfinished = RenewPoolUnlessFinished {
+            relay: self,
+            finished: false,
+        };
+        let sent = tokio::time::timeout(self.send_timeout, transport.send(message)).await;
+        unfinished.finished = sent.is_ok();
+        match sent {
             Err(_) => Delivery::Deferred(format!(
                 "no answer from {} within {}",
                 self.settings.host,
@@ -132,6 +141,22 @@ impl Relay {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = fresh;
         Ok(())
+    }
+}
+
+/// Renews its relay's pool when dropped before the send it guards finished.
+struct RenewPoolUnlessFinished<'a> {
+    relay: &'a Relay,
+    finished: bool,
+}
+
+impl Drop for RenewPoolUnlessFinished<'_> {
+    fn drop(&mut self) {
+        if !self.finished
+            && let Err(error) = self.relay.close_idle()
+        {
+            tracing::warn!(relay = self.relay.name(), %error, "cannot renew the relay's pool");
+        }
     }
 }
 

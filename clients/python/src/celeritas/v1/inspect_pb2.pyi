@@ -211,3 +211,17 @@ class QueuesResponse(_message.Message):
     QUEUES_FIELD_NUMBER: _ClassVar[int]
     queues: _containers.RepeatedCompositeFieldContainer[QueueDepth]
     def __init__(self, queues: _Optional[_Iterable[_Union[QueueDepth, _Mapping]]] = ...) -> None: ...
+
+class CloseIdleConnectionsRequest(_message.Message):
+    __slots__ = ("queue", "timeout")
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    queue: str
+    timeout: _duration_pb2.Duration
+    def __init__(self, queue: _Optional[str] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class CloseIdleConnectionsResponse(_message.Message):
+    __slots__ = ("workers",)
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
+    workers: _containers.RepeatedCompositeFieldContainer[WorkerPing]
+    def __init__(self, workers: _Optional[_Iterable[_Union[WorkerPing, _Mapping]]] = ...) -> None: ...

@@ -75,6 +75,11 @@ class InspectServiceStub:
                 request_serializer=celeritas_dot_v1_dot_inspect__pb2.QueuesRequest.SerializeToString,
                 response_deserializer=celeritas_dot_v1_dot_inspect__pb2.QueuesResponse.FromString,
                 _registered_method=True)
+        self.CloseIdleConnections = channel.unary_unary(
+                '/celeritas.v1.InspectService/CloseIdleConnections',
+                request_serializer=celeritas_dot_v1_dot_inspect__pb2.CloseIdleConnectionsRequest.SerializeToString,
+                response_deserializer=celeritas_dot_v1_dot_inspect__pb2.CloseIdleConnectionsResponse.FromString,
+                _registered_method=True)
 
 
 class InspectServiceServicer:
@@ -137,6 +142,14 @@ class InspectServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CloseIdleConnections(self, request, context):
+        """Tells every worker connected to this coordinator that consumes a queue to close the idle
+        connections of its SMTP relay pools (Celery's broadcast control), and collects the answers.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InspectServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -179,6 +192,11 @@ def add_InspectServiceServicer_to_server(servicer, server):
                     servicer.Queues,
                     request_deserializer=celeritas_dot_v1_dot_inspect__pb2.QueuesRequest.FromString,
                     response_serializer=celeritas_dot_v1_dot_inspect__pb2.QueuesResponse.SerializeToString,
+            ),
+            'CloseIdleConnections': grpc.unary_unary_rpc_method_handler(
+                    servicer.CloseIdleConnections,
+                    request_deserializer=celeritas_dot_v1_dot_inspect__pb2.CloseIdleConnectionsRequest.FromString,
+                    response_serializer=celeritas_dot_v1_dot_inspect__pb2.CloseIdleConnectionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -398,6 +416,33 @@ class InspectService:
             '/celeritas.v1.InspectService/Queues',
             celeritas_dot_v1_dot_inspect__pb2.QueuesRequest.SerializeToString,
             celeritas_dot_v1_dot_inspect__pb2.QueuesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CloseIdleConnections(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/celeritas.v1.InspectService/CloseIdleConnections',
+            celeritas_dot_v1_dot_inspect__pb2.CloseIdleConnectionsRequest.SerializeToString,
+            celeritas_dot_v1_dot_inspect__pb2.CloseIdleConnectionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -70,6 +70,21 @@ class TaskServiceStub:
                 request_serializer=celeritas_dot_v1_dot_tasks__pb2.ListRecordsRequest.SerializeToString,
                 response_deserializer=celeritas_dot_v1_dot_tasks__pb2.ListRecordsResponse.FromString,
                 _registered_method=True)
+        self.ListTasks = channel.unary_unary(
+                '/celeritas.v1.TaskService/ListTasks',
+                request_serializer=celeritas_dot_v1_dot_tasks__pb2.ListTasksRequest.SerializeToString,
+                response_deserializer=celeritas_dot_v1_dot_tasks__pb2.ListTasksResponse.FromString,
+                _registered_method=True)
+        self.RequeueTask = channel.unary_unary(
+                '/celeritas.v1.TaskService/RequeueTask',
+                request_serializer=celeritas_dot_v1_dot_tasks__pb2.RequeueTaskRequest.SerializeToString,
+                response_deserializer=celeritas_dot_v1_dot_tasks__pb2.RequeueTaskResponse.FromString,
+                _registered_method=True)
+        self.FailTask = channel.unary_unary(
+                '/celeritas.v1.TaskService/FailTask',
+                request_serializer=celeritas_dot_v1_dot_tasks__pb2.FailTaskRequest.SerializeToString,
+                response_deserializer=celeritas_dot_v1_dot_tasks__pb2.FailTaskResponse.FromString,
+                _registered_method=True)
 
 
 class TaskServiceServicer:
@@ -129,6 +144,31 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListTasks(self, request, context):
+        """Lists tasks by name and state, such as the running batches that stopped reporting progress.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RequeueTask(self, request, context):
+        """Ends a leased or running task's attempt (its worker is told to abort it) and puts the task
+        back on its queue at once, recording why as a failed attempt; a task with no retry left
+        fails instead. Answers FAILED_PRECONDITION for a task that is not leased or running, or that
+        moved past the given attempt.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FailTask(self, request, context):
+        """Ends a leased or running task's attempt (its worker is told to abort it) and fails the task
+        for good, recording why. Answers FAILED_PRECONDITION like `RequeueTask`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -166,6 +206,21 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.ListRecords,
                     request_deserializer=celeritas_dot_v1_dot_tasks__pb2.ListRecordsRequest.FromString,
                     response_serializer=celeritas_dot_v1_dot_tasks__pb2.ListRecordsResponse.SerializeToString,
+            ),
+            'ListTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTasks,
+                    request_deserializer=celeritas_dot_v1_dot_tasks__pb2.ListTasksRequest.FromString,
+                    response_serializer=celeritas_dot_v1_dot_tasks__pb2.ListTasksResponse.SerializeToString,
+            ),
+            'RequeueTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.RequeueTask,
+                    request_deserializer=celeritas_dot_v1_dot_tasks__pb2.RequeueTaskRequest.FromString,
+                    response_serializer=celeritas_dot_v1_dot_tasks__pb2.RequeueTaskResponse.SerializeToString,
+            ),
+            'FailTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.FailTask,
+                    request_deserializer=celeritas_dot_v1_dot_tasks__pb2.FailTaskRequest.FromString,
+                    response_serializer=celeritas_dot_v1_dot_tasks__pb2.FailTaskResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -358,6 +413,87 @@ class TaskService:
             '/celeritas.v1.TaskService/ListRecords',
             celeritas_dot_v1_dot_tasks__pb2.ListRecordsRequest.SerializeToString,
             celeritas_dot_v1_dot_tasks__pb2.ListRecordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/celeritas.v1.TaskService/ListTasks',
+            celeritas_dot_v1_dot_tasks__pb2.ListTasksRequest.SerializeToString,
+            celeritas_dot_v1_dot_tasks__pb2.ListTasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RequeueTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/celeritas.v1.TaskService/RequeueTask',
+            celeritas_dot_v1_dot_tasks__pb2.RequeueTaskRequest.SerializeToString,
+            celeritas_dot_v1_dot_tasks__pb2.RequeueTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FailTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/celeritas.v1.TaskService/FailTask',
+            celeritas_dot_v1_dot_tasks__pb2.FailTaskRequest.SerializeToString,
+            celeritas_dot_v1_dot_tasks__pb2.FailTaskResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -280,20 +280,26 @@ class Cancel(_message.Message):
     def __init__(self, lease: _Optional[_Union[LeaseToken, _Mapping]] = ..., terminate: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class Control(_message.Message):
-    __slots__ = ("request_id", "ping", "drain")
+    __slots__ = ("request_id", "ping", "drain", "close_idle_connections")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PING_FIELD_NUMBER: _ClassVar[int]
     DRAIN_FIELD_NUMBER: _ClassVar[int]
+    CLOSE_IDLE_CONNECTIONS_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     ping: Ping
     drain: Drain
-    def __init__(self, request_id: _Optional[int] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., drain: _Optional[_Union[Drain, _Mapping]] = ...) -> None: ...
+    close_idle_connections: CloseIdleConnections
+    def __init__(self, request_id: _Optional[int] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., drain: _Optional[_Union[Drain, _Mapping]] = ..., close_idle_connections: _Optional[_Union[CloseIdleConnections, _Mapping]] = ...) -> None: ...
 
 class Ping(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class Drain(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class CloseIdleConnections(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 

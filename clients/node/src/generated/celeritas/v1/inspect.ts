@@ -233,6 +233,23 @@ export interface QueuesResponse {
   queues: QueueDepth[];
 }
 
+/** Asks workers to close their idle pooled connections. */
+export interface CloseIdleConnectionsRequest {
+  /** Only workers consuming this queue; empty means every connected worker. */
+  queue: string;
+  /** How long to wait for answers; default 2 seconds, at most 30. */
+  timeout: Duration | undefined;
+}
+
+/** The workers' answers. */
+export interface CloseIdleConnectionsResponse {
+  /**
+   * One entry per worker asked; `detail` is the worker's answer (what it closed) or why there is
+   * none.
+   */
+  workers: WorkerPing[];
+}
+
 function createBasePingRequest(): PingRequest {
   return { timeout: undefined };
 }
@@ -2007,6 +2024,130 @@ export const QueuesResponse: MessageFns<QueuesResponse> = {
   },
 };
 
+function createBaseCloseIdleConnectionsRequest(): CloseIdleConnectionsRequest {
+  return { queue: "", timeout: undefined };
+}
+
+export const CloseIdleConnectionsRequest: MessageFns<CloseIdleConnectionsRequest> = {
+  encode(message: CloseIdleConnectionsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.queue !== "") {
+      writer.uint32(10).string(message.queue);
+    }
+    if (message.timeout !== undefined) {
+      Duration.encode(message.timeout, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CloseIdleConnectionsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCloseIdleConnectionsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.queue = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.timeout = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<CloseIdleConnectionsRequest>, I>>(base?: I): CloseIdleConnectionsRequest {
+    return CloseIdleConnectionsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CloseIdleConnectionsRequest>, I>>(object: I): CloseIdleConnectionsRequest {
+    const message = createBaseCloseIdleConnectionsRequest();
+    message.queue = object.queue ?? "";
+    message.timeout = (object.timeout !== undefined && object.timeout !== null)
+      ? Duration.fromPartial(object.timeout)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseCloseIdleConnectionsResponse(): CloseIdleConnectionsResponse {
+  return { workers: [] };
+}
+
+export const CloseIdleConnectionsResponse: MessageFns<CloseIdleConnectionsResponse> = {
+  encode(message: CloseIdleConnectionsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.workers) {
+      WorkerPing.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CloseIdleConnectionsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCloseIdleConnectionsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.workers.push(WorkerPing.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<CloseIdleConnectionsResponse>, I>>(base?: I): CloseIdleConnectionsResponse {
+    return CloseIdleConnectionsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CloseIdleConnectionsResponse>, I>>(object: I): CloseIdleConnectionsResponse {
+    const message = createBaseCloseIdleConnectionsResponse();
+    message.workers = object.workers?.map((e) => WorkerPing.fromPartial(e)) || [];
+    return message;
+  },
+};
+
 /** Answers what `celery inspect` answers. */
 export type InspectServiceService = typeof InspectServiceService;
 export const InspectServiceService = {
@@ -2091,6 +2232,21 @@ export const InspectServiceService = {
     responseSerialize: (value: QueuesResponse): Buffer => Buffer.from(QueuesResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): QueuesResponse => QueuesResponse.decode(value),
   },
+  /**
+   * Tells every worker connected to this coordinator that consumes a queue to close the idle
+   * connections of its SMTP relay pools (Celery's broadcast control), and collects the answers.
+   */
+  closeIdleConnections: {
+    path: "/celeritas.v1.InspectService/CloseIdleConnections" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: CloseIdleConnectionsRequest): Buffer =>
+      Buffer.from(CloseIdleConnectionsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CloseIdleConnectionsRequest => CloseIdleConnectionsRequest.decode(value),
+    responseSerialize: (value: CloseIdleConnectionsResponse): Buffer =>
+      Buffer.from(CloseIdleConnectionsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): CloseIdleConnectionsResponse => CloseIdleConnectionsResponse.decode(value),
+  },
 } as const;
 
 export interface InspectServiceServer extends UntypedServiceImplementation {
@@ -2110,6 +2266,11 @@ export interface InspectServiceServer extends UntypedServiceImplementation {
   registered: handleUnaryCall<RegisteredRequest, RegisteredResponse>;
   /** Each queue's depth by state and the age of its oldest pending task. */
   queues: handleUnaryCall<QueuesRequest, QueuesResponse>;
+  /**
+   * Tells every worker connected to this coordinator that consumes a queue to close the idle
+   * connections of its SMTP relay pools (Celery's broadcast control), and collects the answers.
+   */
+  closeIdleConnections: handleUnaryCall<CloseIdleConnectionsRequest, CloseIdleConnectionsResponse>;
 }
 
 export interface InspectServiceClient extends Client {
@@ -2237,6 +2398,25 @@ export interface InspectServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: QueuesResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Tells every worker connected to this coordinator that consumes a queue to close the idle
+   * connections of its SMTP relay pools (Celery's broadcast control), and collects the answers.
+   */
+  closeIdleConnections(
+    request: CloseIdleConnectionsRequest,
+    callback: (error: ServiceError | null, response: CloseIdleConnectionsResponse) => void,
+  ): ClientUnaryCall;
+  closeIdleConnections(
+    request: CloseIdleConnectionsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: CloseIdleConnectionsResponse) => void,
+  ): ClientUnaryCall;
+  closeIdleConnections(
+    request: CloseIdleConnectionsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: CloseIdleConnectionsResponse) => void,
   ): ClientUnaryCall;
 }
 

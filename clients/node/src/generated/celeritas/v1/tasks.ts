@@ -456,6 +456,66 @@ export interface ListRecordsResponse {
   nextPageToken: string;
 }
 
+/** Asks for tasks. Every filter given must match. */
+export interface ListTasksRequest {
+  /** Only tasks with one of these names; empty means any name. */
+  names: string[];
+  /**
+   * Only tasks in one of these states; empty means the unfinished states (PENDING, SCHEDULED,
+   * LEASED, RUNNING, WAITING).
+   */
+  states: TaskState[];
+  /**
+   * Only tasks whose last sign of life (their last progress report, else their start, else their
+   * submission) is at least this old: running tasks that stopped moving.
+   */
+  quietFor:
+    | Duration
+    | undefined;
+  /** The most tasks to return, 1 to 10,000; 0 means 1,000. */
+  limit: number;
+  /** Only tasks of this tree (the root and its descendants), when set. */
+  rootId: string;
+}
+
+/** The tasks found. */
+export interface ListTasksResponse {
+  /** The tasks, longest quiet first. */
+  tasks: Task[];
+}
+
+/** Asks to requeue a leased or running task. */
+export interface RequeueTaskRequest {
+  /** The task's id. */
+  taskId: string;
+  /** Act only if the task is still on this attempt (its lease number); 0 means its current one. */
+  attempt: number;
+  /** Why, recorded as the failed attempt's message. 1 to 1,000 characters. */
+  reason: string;
+}
+
+/** The task after the requeue was recorded. */
+export interface RequeueTaskResponse {
+  /** The task: PENDING again, or FAILED when no retry was left. */
+  task: Task | undefined;
+}
+
+/** Asks to fail a leased or running task. */
+export interface FailTaskRequest {
+  /** The task's id. */
+  taskId: string;
+  /** Act only if the task is still on this attempt (its lease number); 0 means its current one. */
+  attempt: number;
+  /** Why, recorded as the task's error message. 1 to 1,000 characters. */
+  reason: string;
+}
+
+/** The task after the failure was recorded. */
+export interface FailTaskResponse {
+  /** The task, FAILED. */
+  task: Task | undefined;
+}
+
 function createBaseTaskSpec(): TaskSpec {
   return {
     name: "",
@@ -3034,6 +3094,448 @@ export const ListRecordsResponse: MessageFns<ListRecordsResponse> = {
   },
 };
 
+function createBaseListTasksRequest(): ListTasksRequest {
+  return { names: [], states: [], quietFor: undefined, limit: 0, rootId: "" };
+}
+
+export const ListTasksRequest: MessageFns<ListTasksRequest> = {
+  encode(message: ListTasksRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.names) {
+      writer.uint32(10).string(v!);
+    }
+    if (message.states.length !== 0) {
+      writer.uint32(18).fork();
+      for (const v of message.states) {
+        writer.int32(v);
+      }
+      writer.join();
+    }
+    if (message.quietFor !== undefined) {
+      Duration.encode(message.quietFor, writer.uint32(26).fork()).join();
+    }
+    if (message.limit !== 0) {
+      writer.uint32(32).uint32(message.limit);
+    }
+    if (message.rootId !== "") {
+      writer.uint32(42).string(message.rootId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListTasksRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListTasksRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.names.push(reader.string());
+            continue;
+          }
+          case 2: {
+            if (tag === 16) {
+              message.states.push(reader.int32() as any);
+
+              continue;
+            }
+
+            if (tag === 18) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.states.push(reader.int32() as any);
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.quietFor = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.limit = reader.uint32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.rootId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ListTasksRequest>, I>>(base?: I): ListTasksRequest {
+    return ListTasksRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListTasksRequest>, I>>(object: I): ListTasksRequest {
+    const message = createBaseListTasksRequest();
+    message.names = object.names?.map((e) => e) || [];
+    message.states = object.states?.map((e) => e) || [];
+    message.quietFor = (object.quietFor !== undefined && object.quietFor !== null)
+      ? Duration.fromPartial(object.quietFor)
+      : undefined;
+    message.limit = object.limit ?? 0;
+    message.rootId = object.rootId ?? "";
+    return message;
+  },
+};
+
+function createBaseListTasksResponse(): ListTasksResponse {
+  return { tasks: [] };
+}
+
+export const ListTasksResponse: MessageFns<ListTasksResponse> = {
+  encode(message: ListTasksResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.tasks) {
+      Task.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListTasksResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListTasksResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.tasks.push(Task.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ListTasksResponse>, I>>(base?: I): ListTasksResponse {
+    return ListTasksResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListTasksResponse>, I>>(object: I): ListTasksResponse {
+    const message = createBaseListTasksResponse();
+    message.tasks = object.tasks?.map((e) => Task.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseRequeueTaskRequest(): RequeueTaskRequest {
+  return { taskId: "", attempt: 0, reason: "" };
+}
+
+export const RequeueTaskRequest: MessageFns<RequeueTaskRequest> = {
+  encode(message: RequeueTaskRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.taskId !== "") {
+      writer.uint32(10).string(message.taskId);
+    }
+    if (message.attempt !== 0) {
+      writer.uint32(16).uint32(message.attempt);
+    }
+    if (message.reason !== "") {
+      writer.uint32(26).string(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RequeueTaskRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRequeueTaskRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.taskId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.attempt = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<RequeueTaskRequest>, I>>(base?: I): RequeueTaskRequest {
+    return RequeueTaskRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RequeueTaskRequest>, I>>(object: I): RequeueTaskRequest {
+    const message = createBaseRequeueTaskRequest();
+    message.taskId = object.taskId ?? "";
+    message.attempt = object.attempt ?? 0;
+    message.reason = object.reason ?? "";
+    return message;
+  },
+};
+
+function createBaseRequeueTaskResponse(): RequeueTaskResponse {
+  return { task: undefined };
+}
+
+export const RequeueTaskResponse: MessageFns<RequeueTaskResponse> = {
+  encode(message: RequeueTaskResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.task !== undefined) {
+      Task.encode(message.task, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RequeueTaskResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRequeueTaskResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.task = Task.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<RequeueTaskResponse>, I>>(base?: I): RequeueTaskResponse {
+    return RequeueTaskResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RequeueTaskResponse>, I>>(object: I): RequeueTaskResponse {
+    const message = createBaseRequeueTaskResponse();
+    message.task = (object.task !== undefined && object.task !== null) ? Task.fromPartial(object.task) : undefined;
+    return message;
+  },
+};
+
+function createBaseFailTaskRequest(): FailTaskRequest {
+  return { taskId: "", attempt: 0, reason: "" };
+}
+
+export const FailTaskRequest: MessageFns<FailTaskRequest> = {
+  encode(message: FailTaskRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.taskId !== "") {
+      writer.uint32(10).string(message.taskId);
+    }
+    if (message.attempt !== 0) {
+      writer.uint32(16).uint32(message.attempt);
+    }
+    if (message.reason !== "") {
+      writer.uint32(26).string(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): FailTaskRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseFailTaskRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.taskId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.attempt = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<FailTaskRequest>, I>>(base?: I): FailTaskRequest {
+    return FailTaskRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<FailTaskRequest>, I>>(object: I): FailTaskRequest {
+    const message = createBaseFailTaskRequest();
+    message.taskId = object.taskId ?? "";
+    message.attempt = object.attempt ?? 0;
+    message.reason = object.reason ?? "";
+    return message;
+  },
+};
+
+function createBaseFailTaskResponse(): FailTaskResponse {
+  return { task: undefined };
+}
+
+export const FailTaskResponse: MessageFns<FailTaskResponse> = {
+  encode(message: FailTaskResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.task !== undefined) {
+      Task.encode(message.task, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): FailTaskResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseFailTaskResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.task = Task.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<FailTaskResponse>, I>>(base?: I): FailTaskResponse {
+    return FailTaskResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<FailTaskResponse>, I>>(object: I): FailTaskResponse {
+    const message = createBaseFailTaskResponse();
+    message.task = (object.task !== undefined && object.task !== null) ? Task.fromPartial(object.task) : undefined;
+    return message;
+  },
+};
+
 /** Submits tasks and answers questions about them. */
 export type TaskServiceService = typeof TaskServiceService;
 export const TaskServiceService = {
@@ -3119,6 +3621,44 @@ export const TaskServiceService = {
     responseSerialize: (value: ListRecordsResponse): Buffer => Buffer.from(ListRecordsResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ListRecordsResponse => ListRecordsResponse.decode(value),
   },
+  /** Lists tasks by name and state, such as the running batches that stopped reporting progress. */
+  listTasks: {
+    path: "/celeritas.v1.TaskService/ListTasks" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListTasksRequest): Buffer => Buffer.from(ListTasksRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListTasksRequest => ListTasksRequest.decode(value),
+    responseSerialize: (value: ListTasksResponse): Buffer => Buffer.from(ListTasksResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListTasksResponse => ListTasksResponse.decode(value),
+  },
+  /**
+   * Ends a leased or running task's attempt (its worker is told to abort it) and puts the task
+   * back on its queue at once, recording why as a failed attempt; a task with no retry left
+   * fails instead. Answers FAILED_PRECONDITION for a task that is not leased or running, or that
+   * moved past the given attempt.
+   */
+  requeueTask: {
+    path: "/celeritas.v1.TaskService/RequeueTask" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RequeueTaskRequest): Buffer => Buffer.from(RequeueTaskRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RequeueTaskRequest => RequeueTaskRequest.decode(value),
+    responseSerialize: (value: RequeueTaskResponse): Buffer => Buffer.from(RequeueTaskResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RequeueTaskResponse => RequeueTaskResponse.decode(value),
+  },
+  /**
+   * Ends a leased or running task's attempt (its worker is told to abort it) and fails the task
+   * for good, recording why. Answers FAILED_PRECONDITION like `RequeueTask`.
+   */
+  failTask: {
+    path: "/celeritas.v1.TaskService/FailTask" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: FailTaskRequest): Buffer => Buffer.from(FailTaskRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): FailTaskRequest => FailTaskRequest.decode(value),
+    responseSerialize: (value: FailTaskResponse): Buffer => Buffer.from(FailTaskResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): FailTaskResponse => FailTaskResponse.decode(value),
+  },
 } as const;
 
 export interface TaskServiceServer extends UntypedServiceImplementation {
@@ -3146,6 +3686,20 @@ export interface TaskServiceServer extends UntypedServiceImplementation {
   streamProgress: handleServerStreamingCall<StreamProgressRequest, StreamProgressResponse>;
   /** Pages through the records tasks emitted, oldest first. */
   listRecords: handleUnaryCall<ListRecordsRequest, ListRecordsResponse>;
+  /** Lists tasks by name and state, such as the running batches that stopped reporting progress. */
+  listTasks: handleUnaryCall<ListTasksRequest, ListTasksResponse>;
+  /**
+   * Ends a leased or running task's attempt (its worker is told to abort it) and puts the task
+   * back on its queue at once, recording why as a failed attempt; a task with no retry left
+   * fails instead. Answers FAILED_PRECONDITION for a task that is not leased or running, or that
+   * moved past the given attempt.
+   */
+  requeueTask: handleUnaryCall<RequeueTaskRequest, RequeueTaskResponse>;
+  /**
+   * Ends a leased or running task's attempt (its worker is told to abort it) and fails the task
+   * for good, recording why. Answers FAILED_PRECONDITION like `RequeueTask`.
+   */
+  failTask: handleUnaryCall<FailTaskRequest, FailTaskResponse>;
 }
 
 export interface TaskServiceClient extends Client {
@@ -3264,6 +3818,62 @@ export interface TaskServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ListRecordsResponse) => void,
+  ): ClientUnaryCall;
+  /** Lists tasks by name and state, such as the running batches that stopped reporting progress. */
+  listTasks(
+    request: ListTasksRequest,
+    callback: (error: ServiceError | null, response: ListTasksResponse) => void,
+  ): ClientUnaryCall;
+  listTasks(
+    request: ListTasksRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListTasksResponse) => void,
+  ): ClientUnaryCall;
+  listTasks(
+    request: ListTasksRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListTasksResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Ends a leased or running task's attempt (its worker is told to abort it) and puts the task
+   * back on its queue at once, recording why as a failed attempt; a task with no retry left
+   * fails instead. Answers FAILED_PRECONDITION for a task that is not leased or running, or that
+   * moved past the given attempt.
+   */
+  requeueTask(
+    request: RequeueTaskRequest,
+    callback: (error: ServiceError | null, response: RequeueTaskResponse) => void,
+  ): ClientUnaryCall;
+  requeueTask(
+    request: RequeueTaskRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RequeueTaskResponse) => void,
+  ): ClientUnaryCall;
+  requeueTask(
+    request: RequeueTaskRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RequeueTaskResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Ends a leased or running task's attempt (its worker is told to abort it) and fails the task
+   * for good, recording why. Answers FAILED_PRECONDITION like `RequeueTask`.
+   */
+  failTask(
+    request: FailTaskRequest,
+    callback: (error: ServiceError | null, response: FailTaskResponse) => void,
+  ): ClientUnaryCall;
+  failTask(
+    request: FailTaskRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: FailTaskResponse) => void,
+  ): ClientUnaryCall;
+  failTask(
+    request: FailTaskRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: FailTaskResponse) => void,
   ): ClientUnaryCall;
 }
 
