@@ -7,6 +7,7 @@
 mod campaign;
 mod content;
 mod relay;
+mod smtp_pool;
 mod upkeep;
 
 use std::sync::Arc;
@@ -93,11 +94,11 @@ impl EmailTasks {
         })
     }
 
-    /// Closes every relay's idle pooled connections (each gets a fresh pool; sends in flight
-    /// keep theirs); says how many relays.
+    /// Closes every relay's idle pooled connections (sends in flight keep theirs); says how
+    /// many.
     pub fn close_idle_connections(&self) -> String {
-        let renewed = self.relays.close_idle();
-        format!("closed the idle SMTP connections of {renewed} relay(s)")
+        let (relays, closed) = self.relays.close_idle();
+        format!("closed {closed} idle SMTP connection(s) of {relays} relay(s)")
     }
 }
 

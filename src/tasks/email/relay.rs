@@ -1,24 +1,21 @@
-//! SMTP relays: one pooled lettre transport per configured relay, with the limits lettre does not
-//! give: how many messages travel at once (its pool bounds idle connections, not concurrent
-//! ones), a timeout on every send (its own covers connecting), and rates per relay and per
-//! recipient domain.
+//! SMTP relays: one connection pool per configured relay (`smtp_pool.rs`), with the limits a
+//! relay needs: how many messages travel at once, a timeout on every send, and rates per relay
+//! and per recipient domain.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
-use lettre::transport::smtp::PoolConfig;
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::transport::smtp::client::TlsParameters;
+use lettre::{Address, Message};
 use tokio::sync::Semaphore;
 
+use super::smtp_pool::{Security, SmtpPool};
 use crate::config::{RelaySettings, SmtpSettings};
 use crate::domain::ValidationError;
-
-/// How long a pooled connection may sit idle before it is closed.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What became of one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,9 +31,8 @@ pub enum Delivery {
 /// One relay.
 pub struct Relay {
     name: String,
-    settings: RelaySettings,
-    password: Option<String>,
-    transport: RwLock<AsyncSmtpTransport<Tokio1Executor>>,
+    host: String,
+    pool: SmtpPool,
     slots: Semaphore,
     rate: Option<DefaultDirectRateLimiter>,
     domain_rate: Option<DefaultKeyedRateLimiter<String>>,
@@ -48,7 +44,7 @@ impl std::fmt::Debug for Relay {
         formatter
             .debug_struct("Relay")
             .field("name", &self.name)
-            .field("settings", &self.settings)
+            .field("pool", &self.pool)
             .finish_non_exhaustive()
     }
 }
@@ -63,15 +59,41 @@ impl Relay {
         settings: &RelaySettings,
         send_timeout: Duration,
     ) -> Result<Self, ValidationError> {
-        let password = settings
-            .password()
-            .map_err(|error| error.within(&format!("smtp.relays.{name}")))?;
-        let transport = build_transport(name, settings, password.as_deref(), send_timeout)?;
+        let field = format!("smtp.relays.{name}");
+        let password = settings.password().map_err(|error| error.within(&field))?;
+        let tls = |host: &str| {
+            TlsParameters::new(host.to_owned())
+                .map_err(|error| ValidationError::new(format!("{field}.host"), error.to_string()))
+        };
+        let (security, default_port) = match settings.tls.as_str() {
+            "none" => (Security::None, 25),
+            "starttls" => (Security::StartTls(tls(&settings.host)?), 587),
+            "tls" => (
+                Security::implicit(&settings.host)
+                    .map_err(|error| ValidationError::new(format!("{field}.host"), error))?,
+                465,
+            ),
+            other => {
+                return Err(ValidationError::new(
+                    format!("{field}.tls"),
+                    format!("{other:?} is not none, starttls or tls"),
+                ));
+            }
+        };
+        let credentials = settings
+            .username
+            .as_ref()
+            .map(|username| Credentials::new(username.clone(), password.unwrap_or_default()));
         Ok(Self {
             name: name.to_owned(),
-            settings: settings.clone(),
-            password,
-            transport: RwLock::new(transport),
+            host: settings.host.clone(),
+            pool: SmtpPool::new(
+                &settings.host,
+                settings.port.unwrap_or(default_port),
+                security,
+                credentials,
+                settings.max_connections.max(1) as usize,
+            ),
             slots: Semaphore::new(settings.max_connections.max(1) as usize),
             rate: per_second(settings.rate).map(RateLimiter::direct),
             domain_rate: per_second(settings.domain_rate).map(RateLimiter::keyed),
@@ -97,24 +119,12 @@ impl Relay {
                 .until_key_ready(&recipient.domain().to_ascii_lowercase())
                 .await;
         }
-        let transport = self
-            .transport
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone();
-        // A send that does not finish (timed out, or its task aborted) leaves its connection
-        // mid-conversation, and lettre would park it for the next send: the pool is renewed
-        // instead, and the old one closes its connections once its sends in flight are done.
-        let mut unfinished = RenewPoolUnlessFinished {
-            relay: self,
-            finished: false,
-        };
-        let sent = tokio::time::timeout(self.send_timeout, transport.send(message)).await;
-        unfinished.finished = sent.is_ok();
-        match sent {
+        let envelope = message.envelope().clone();
+        let bytes = message.formatted();
+        match tokio::time::timeout(self.send_timeout, self.pool.send(&envelope, &bytes)).await {
             Err(_) => Delivery::Deferred(format!(
                 "no answer from {} within {}",
-                self.settings.host,
+                self.host,
                 humantime::format_duration(self.send_timeout)
             )),
             Ok(Ok(response)) => Delivery::Accepted(format!(
@@ -127,79 +137,10 @@ impl Relay {
         }
     }
 
-    /// Closes the pooled connections: the next send opens a fresh one. Sends in flight keep
-    /// theirs.
-    pub fn close_idle(&self) -> Result<(), ValidationError> {
-        let fresh = build_transport(
-            &self.name,
-            &self.settings,
-            self.password.as_deref(),
-            self.send_timeout,
-        )?;
-        *self
-            .transport
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = fresh;
-        Ok(())
+    /// Closes the relay's idle connections; sends in flight keep theirs. Answers how many.
+    pub fn close_idle(&self) -> usize {
+        self.pool.close_idle()
     }
-}
-
-/// Renews its relay's pool when dropped before the send it guards finished.
-struct RenewPoolUnlessFinished<'a> {
-    relay: &'a Relay,
-    finished: bool,
-}
-
-impl Drop for RenewPoolUnlessFinished<'_> {
-    fn drop(&mut self) {
-        if !self.finished
-            && let Err(error) = self.relay.close_idle()
-        {
-            tracing::warn!(relay = self.relay.name(), %error, "cannot renew the relay's pool");
-        }
-    }
-}
-
-fn build_transport(
-    name: &str,
-    settings: &RelaySettings,
-    password: Option<&str>,
-    send_timeout: Duration,
-) -> Result<AsyncSmtpTransport<Tokio1Executor>, ValidationError> {
-    let field = format!("smtp.relays.{name}");
-    let tls_error = |error: lettre::transport::smtp::Error| {
-        ValidationError::new(format!("{field}.host"), error.to_string())
-    };
-    let mut builder = match settings.tls.as_str() {
-        "none" => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&settings.host)
-            .port(settings.port.unwrap_or(25)),
-        "starttls" => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&settings.host)
-            .map_err(tls_error)?
-            .port(settings.port.unwrap_or(587)),
-        "tls" => AsyncSmtpTransport::<Tokio1Executor>::relay(&settings.host)
-            .map_err(tls_error)?
-            .port(settings.port.unwrap_or(465)),
-        other => {
-            return Err(ValidationError::new(
-                format!("{field}.tls"),
-                format!("{other:?} is not none, starttls or tls"),
-            ));
-        }
-    };
-    if let Some(username) = &settings.username {
-        builder = builder.credentials(Credentials::new(
-            username.clone(),
-            password.unwrap_or_default().to_owned(),
-        ));
-    }
-    Ok(builder
-        .timeout(Some(send_timeout))
-        .pool_config(
-            PoolConfig::new()
-                .max_size(settings.max_connections.max(1))
-                .idle_timeout(IDLE_TIMEOUT),
-        )
-        .build())
 }
 
 /// Every configured relay.
@@ -247,17 +188,9 @@ impl Relays {
         })
     }
 
-    /// Closes every relay's idle pooled connections; returns how many relays.
-    pub fn close_idle(&self) -> usize {
-        self.by_name
-            .values()
-            .filter(|relay| match relay.close_idle() {
-                Ok(()) => true,
-                Err(error) => {
-                    tracing::warn!(relay = relay.name(), %error, "cannot renew the relay's pool");
-                    false
-                }
-            })
-            .count()
+    /// Closes every relay's idle connections; answers how many relays and connections.
+    pub fn close_idle(&self) -> (usize, usize) {
+        let closed = self.by_name.values().map(|relay| relay.close_idle()).sum();
+        (self.by_name.len(), closed)
     }
 }
