@@ -127,6 +127,8 @@ pub struct RelaySettings {
     /// The most messages per second to one recipient domain; 0 for no limit.
     #[serde(default)]
     pub domain_rate: u32,
+    /// Certificates (PEM) trusted for this relay's TLS besides the public roots: a private CA.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 fn default_tls() -> String {
@@ -152,6 +154,7 @@ impl std::fmt::Debug for RelaySettings {
             .field("max_connections", &self.max_connections)
             .field("rate", &self.rate)
             .field("domain_rate", &self.domain_rate)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -216,6 +219,7 @@ impl RelaySettings {
             max_connections: default_max_connections(),
             rate: 0,
             domain_rate: 0,
+            ca_file: None,
         };
         for (key, value) in url.query_pairs() {
             let number = || {

@@ -716,3 +716,174 @@ async fn the_periodic_upkeep_flags_requeues_stalled_batches_and_closes_idle_conn
     assert_eq!(refused.code(), tonic::Code::InvalidArgument);
     assert!(refused.message().starts_with("states[0]"), "{refused:?}");
 }
+
+/// A CA and a certificate it signed for 127.0.0.1, in `logs`: (ca.pem, server.pem, server.key).
+fn certificates(logs: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    openssl(
+        logs,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=celeritas test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ],
+    );
+    openssl(
+        logs,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ],
+    );
+    std::fs::write(logs.join("san.ext"), "subjectAltName = IP:127.0.0.1\n").unwrap();
+    openssl(
+        logs,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.pem",
+        ],
+    );
+    (
+        logs.join("ca.pem"),
+        logs.join("server.pem"),
+        logs.join("server.key"),
+    )
+}
+
+#[tokio::test]
+async fn starttls_and_implicit_tls_relays_deliver_and_verify_the_certificate() {
+    let database = TestDatabase::create().await;
+    let logs = log_dir("campaign_tls");
+    let (ca, cert, key) = certificates(&logs);
+    let server_args = |mode: &'static str| {
+        vec![
+            "--tls".to_owned(),
+            mode.to_owned(),
+            "--cert".to_owned(),
+            cert.display().to_string(),
+            "--key".to_owned(),
+            key.display().to_string(),
+        ]
+    };
+    let starttls_dir = logs.join("starttls");
+    let implicit_dir = logs.join("implicit");
+    std::fs::create_dir_all(&starttls_dir).unwrap();
+    std::fs::create_dir_all(&implicit_dir).unwrap();
+    let starttls_args = server_args("starttls");
+    let implicit_args = server_args("implicit");
+    let starttls = SmtpServer::start(
+        &starttls_dir,
+        &starttls_args.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .await;
+    let implicit = SmtpServer::start(
+        &implicit_dir,
+        &implicit_args.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .await;
+    // Three relays: the two servers with the test CA trusted, and the STARTTLS one without it.
+    let relay = |name: &str, port: u16, tls: &str, ca: Option<&Path>| {
+        let ca = ca.map_or(String::new(), |ca| {
+            format!("ca_file = {:?}\n", ca.display().to_string())
+        });
+        format!(
+            "[smtp.relays.{name}]\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"{tls}\"\n{ca}\n"
+        )
+    };
+    std::fs::write(
+        logs.join("celeritas.toml"),
+        format!(
+            "[smtp]\ndefault_relay = \"starttls\"\nretry_deferred_after = \"1s\"\n\n{}{}{}",
+            relay("starttls", starttls.port, "starttls", Some(&ca)),
+            relay("implicit", implicit.port, "tls", Some(&ca)),
+            relay("untrusted", starttls.port, "starttls", None),
+        ),
+    )
+    .unwrap();
+    let coordinator = CoordinatorProcess::start(&database, &logs).await;
+    let _worker = WorkerProcess::start(
+        &coordinator,
+        &logs,
+        "worker",
+        &["-Q", "campaigns,email", "-c", "2"],
+    );
+    let mut client = tasks_client(&coordinator).await;
+    for (name, server) in [("starttls", &starttls), ("implicit", &implicit)] {
+        let mut args = campaign(
+            &format!("c-{name}"),
+            vec![
+                recipient("a@example.org", "A"),
+                recipient("b@example.org", "B"),
+            ],
+            10,
+        );
+        args["relay"] = json!(name);
+        let root = submit(&mut client, "send_campaign", args).await;
+        let last = finish(&mut client, &root).await;
+        assert_eq!(
+            last.aggregate.unwrap().records_by_status.get("delivered"),
+            Some(&2),
+            "{name}"
+        );
+        assert_eq!(server.messages().len(), 2, "{name}");
+    }
+
+    // Without the CA the certificate does not verify: nothing is sent, the recipient deferred.
+    let mut args = campaign("c-untrusted", vec![recipient("c@example.org", "C")], 10);
+    args["relay"] = json!("untrusted");
+    let root = submit(&mut client, "send_campaign", args).await;
+    wait_until(
+        "the untrusted relay's recipient is deferred",
+        Duration::from_secs(30),
+        || async { !deliveries(&database, &root).await.is_empty() },
+    )
+    .await;
+    let (status, data) = deliveries(&database, &root)
+        .await
+        .remove("c@example.org")
+        .unwrap();
+    assert_eq!(status, "deferred", "{data}");
+    assert!(
+        data["smtp"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("certificate"),
+        "{data}"
+    );
+    assert_eq!(
+        starttls.messages().len(),
+        2,
+        "nothing more reached the server"
+    );
+}

@@ -1,13 +1,15 @@
 """A real SMTP server for the email tests (aiosmtpd), scripted by recipient.
 
     smtp_server.py PORT LOG [--defer-times N] [--data-delay SECONDS] [--stall-seconds S]
+                   [--tls starttls|implicit --cert PEM --key PEM]
 
 Recipients whose local part starts with `reject` get 550; those starting with `defer` get 451 for
 their first N RCPTs (default 1), then are accepted; those starting with `stall` get no answer to
 their first RCPT for S seconds (default 600: a relay that hangs), then are accepted. Every accepted
 message is appended to LOG as one JSON line: {"from": ..., "to": [...], "data": "<the message as
-received>"}; every QUIT appends {"quit": true} to LOG.quits. Prints `ready` once it listens; runs
-until SIGTERM.
+received>"}; every QUIT appends {"quit": true} to LOG.quits. With --tls it speaks STARTTLS (and
+requires it before MAIL) or TLS from the first byte, with the given certificate. Prints `ready`
+once it listens; runs until SIGTERM.
 """
 
 import argparse
@@ -15,6 +17,7 @@ import asyncio
 import collections
 import json
 import signal
+import ssl
 import threading
 
 from aiosmtpd.controller import Controller
@@ -78,9 +81,20 @@ def main():
     parser.add_argument("--defer-times", type=int, default=1)
     parser.add_argument("--data-delay", type=float, default=0.0)
     parser.add_argument("--stall-seconds", type=float, default=600.0)
+    parser.add_argument("--tls", choices=["starttls", "implicit"])
+    parser.add_argument("--cert")
+    parser.add_argument("--key")
     args = parser.parse_args()
     handler = Scripted(args.log, args.defer_times, args.data_delay, args.stall_seconds)
-    controller = Controller(handler, hostname="127.0.0.1", port=args.port)
+    options = {}
+    if args.tls:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(args.cert, args.key)
+        if args.tls == "implicit":
+            options = {"ssl_context": context}
+        else:
+            options = {"tls_context": context, "require_starttls": True}
+    controller = Controller(handler, hostname="127.0.0.1", port=args.port, **options)
     controller.start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::TlsParameters;
+use lettre::transport::smtp::client::{Certificate, TlsParameters};
 use lettre::{Address, Message};
 use tokio::sync::Semaphore;
 
@@ -61,16 +61,38 @@ impl Relay {
     ) -> Result<Self, ValidationError> {
         let field = format!("smtp.relays.{name}");
         let password = settings.password().map_err(|error| error.within(&field))?;
-        let tls = |host: &str| {
-            TlsParameters::new(host.to_owned())
-                .map_err(|error| ValidationError::new(format!("{field}.host"), error.to_string()))
+        let ca_pem = settings
+            .ca_file
+            .as_ref()
+            .map(|file| {
+                std::fs::read(file).map_err(|error| {
+                    ValidationError::new(
+                        format!("{field}.ca_file"),
+                        format!("{}: {error}", file.display()),
+                    )
+                })
+            })
+            .transpose()?;
+        let tls_error = |error: String| {
+            let named = if ca_pem.is_some() { "ca_file" } else { "host" };
+            ValidationError::new(format!("{field}.{named}"), error)
+        };
+        let starttls = || {
+            let mut builder = TlsParameters::builder(settings.host.clone());
+            if let Some(pem) = &ca_pem {
+                let certificate =
+                    Certificate::from_pem(pem).map_err(|error| tls_error(error.to_string()))?;
+                builder = builder.add_root_certificate(certificate);
+            }
+            builder
+                .build_rustls()
+                .map_err(|error| tls_error(error.to_string()))
         };
         let (security, default_port) = match settings.tls.as_str() {
             "none" => (Security::None, 25),
-            "starttls" => (Security::StartTls(tls(&settings.host)?), 587),
+            "starttls" => (Security::StartTls(starttls()?), 587),
             "tls" => (
-                Security::implicit(&settings.host)
-                    .map_err(|error| ValidationError::new(format!("{field}.host"), error))?,
+                Security::implicit(&settings.host, ca_pem.as_deref()).map_err(tls_error)?,
                 465,
             ),
             other => {

@@ -18,7 +18,8 @@ use lettre::transport::smtp::extension::ClientId;
 use lettre::transport::smtp::response::Response;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
 /// A connection idle for longer is closed rather than reused.
@@ -39,11 +40,23 @@ pub enum Security {
 }
 
 impl Security {
-    /// Implicit TLS to `host`, verified against the webpki roots.
-    pub fn implicit(host: &str) -> Result<Self, String> {
-        let roots = RootCertStore {
+    /// Implicit TLS to `host`, verified against the webpki roots and the certificates of
+    /// `ca_pem`.
+    pub fn implicit(host: &str, ca_pem: Option<&[u8]>) -> Result<Self, String> {
+        let mut roots = RootCertStore {
             roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
         };
+        for certificate in ca_pem
+            .map(CertificateDer::pem_slice_iter)
+            .into_iter()
+            .flatten()
+        {
+            let certificate =
+                certificate.map_err(|error| format!("not a PEM certificate: {error}"))?;
+            roots
+                .add(certificate)
+                .map_err(|error| format!("not a usable CA certificate: {error}"))?;
+        }
         let config = ClientConfig::builder_with_provider(Arc::new(
             tokio_rustls::rustls::crypto::ring::default_provider(),
         ))
