@@ -89,6 +89,24 @@ pub struct CancelArgs {
     pub json: bool,
 }
 
+/// `celeritas requeue` and `celeritas fail`.
+#[derive(Debug, Args)]
+pub struct InterveneArgs {
+    /// The task's id.
+    pub id: String,
+    /// Why; recorded as the failed attempt's message.
+    #[arg(long)]
+    pub reason: String,
+    /// Act only if the task is still on this attempt (default: its current one).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub attempt: Option<u32>,
+    #[command(flatten)]
+    pub coordinator: CoordinatorAddress,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `celeritas purge`.
 #[derive(Debug, Args)]
 pub struct PurgeArgs {
@@ -221,6 +239,23 @@ pub async fn cancel(args: CancelArgs) -> anyhow::Result<ExitCode> {
         println!("task {} cancelled", task.id);
     } else {
         println!("task {} had already finished: {}", task.id, task.state);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn intervene(args: InterveneArgs, fail: bool) -> anyhow::Result<ExitCode> {
+    let id = TaskId::parse("ID", &args.id)?;
+    let mut client = CoordinatorClient::connect(&args.coordinator.url).await?;
+    let task = client
+        .intervene(id, args.attempt.unwrap_or(0), fail, &args.reason)
+        .await?;
+    if args.json {
+        println!("{}", task_json(&task));
+    } else {
+        println!(
+            "task {} is {} (attempt {})",
+            task.id, task.state, task.attempt
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -48,6 +48,14 @@ pub enum Command {
     Cancel(client_commands::CancelArgs),
     /// Cancels every pending and scheduled task of a queue.
     Purge(client_commands::PurgeArgs),
+    /// Ends a stuck task's attempt and puts it back on its queue (a failed attempt, retried).
+    Requeue(client_commands::InterveneArgs),
+    /// Ends a stuck task's attempt and fails the task.
+    Fail(client_commands::InterveneArgs),
+    /// Lists tasks by name, state, tree and how long they have been quiet.
+    Tasks(inspect_commands::TasksArgs),
+    /// Tells the workers of a queue to close their idle pooled SMTP connections.
+    CloseIdleConnections(inspect_commands::CloseIdleArgs),
     /// Checks a coordinator's health (grpc.health.v1); exits 0 when it is serving.
     Health(client_commands::HealthArgs),
     /// Shows what workers and queues are doing, as `celery inspect` does.
@@ -78,6 +86,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(args) => client_commands::status(args).await,
         Command::Cancel(args) => client_commands::cancel(args).await,
         Command::Purge(args) => client_commands::purge(args).await,
+        Command::Requeue(args) => client_commands::intervene(args, false).await,
+        Command::Fail(args) => client_commands::intervene(args, true).await,
+        Command::Tasks(args) => inspect_commands::tasks(args).await,
+        Command::CloseIdleConnections(args) => inspect_commands::close_idle(args).await,
         Command::Health(args) => client_commands::health(args).await,
         Command::Inspect(args) => inspect_commands::inspect(args).await,
         Command::Follow(args) => inspect_commands::follow(args).await,

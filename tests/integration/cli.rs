@@ -123,3 +123,116 @@ fn migrate_applies_the_schema_and_is_repeatable() {
     assert_eq!(tables, 2);
     drop(database);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stuck_tasks_are_listed_requeued_and_failed_by_hand() {
+    let database = TestDatabase::create().await;
+    let logs = log_dir("cli_intervene");
+    let coordinator = CoordinatorProcess::start(&database, &logs).await;
+    let _worker = WorkerProcess::start(&coordinator, &logs, "cli-stuck", &["-c", "2"]);
+    let url = coordinator.url.clone();
+    let run = |arguments: &[&str]| {
+        let mut arguments: Vec<String> = arguments.iter().map(|text| text.to_string()).collect();
+        arguments.extend(["--coordinator".to_owned(), url.clone()]);
+        tokio::task::spawn_blocking(move || {
+            let arguments: Vec<&str> = arguments.iter().map(String::as_str).collect();
+            celeritas(&arguments)
+        })
+    };
+    let json = |output: &std::process::Output| -> serde_json::Value {
+        assert!(output.status.success(), "{output:?}");
+        serde_json::from_slice(&output.stdout).unwrap()
+    };
+
+    // A task that runs for a minute without reporting progress.
+    let submitted = run(&["submit", "sleep", "--args", r#"{"ms": 60000}"#])
+        .await
+        .unwrap();
+    assert!(submitted.status.success(), "{submitted:?}");
+    let id = String::from_utf8(submitted.stdout)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let quiet = || {
+        run(&[
+            "tasks",
+            "--name",
+            "sleep",
+            "--state",
+            "running",
+            "--quiet-for",
+            "0.5",
+            "--json",
+        ])
+    };
+    crate::support::wait_until(
+        "the sleep is running and quiet",
+        std::time::Duration::from_secs(30),
+        || {
+            let quiet = quiet();
+            async move { json(&quiet.await.unwrap()).as_array().unwrap().len() == 1 }
+        },
+    )
+    .await;
+    let listed = json(&quiet().await.unwrap());
+    assert_eq!(listed[0]["id"], id.as_str());
+    assert_eq!(listed[0]["attempt"], 1);
+
+    // Requeued: the attempt ends as a failure and the task runs again, as attempt 2.
+    let requeued = json(
+        &run(&["requeue", &id, "--reason", "stuck, by hand", "--json"])
+            .await
+            .unwrap(),
+    );
+    assert_eq!(requeued["failures"][0]["kind"], "requeued");
+    assert_eq!(requeued["failures"][0]["message"], "stuck, by hand");
+    assert_eq!(requeued["retries"], 1);
+    crate::support::wait_until(
+        "the task runs again",
+        std::time::Duration::from_secs(30),
+        || {
+            let status = run(&["status", &id, "--json"]);
+            async move {
+                let task = json(&status.await.unwrap());
+                task["state"] == "running" && task["attempt"] == 2
+            }
+        },
+    )
+    .await;
+    // A stale attempt is refused; the current one is failed.
+    let stale = run(&["fail", &id, "--attempt", "1", "--reason", "late"])
+        .await
+        .unwrap();
+    assert_eq!(stale.status.code(), Some(1), "{stale:?}");
+    assert!(
+        String::from_utf8_lossy(&stale.stderr).contains("attempt 1"),
+        "{stale:?}"
+    );
+    let failed = json(
+        &run(&["fail", &id, "--reason", "give up", "--json"])
+            .await
+            .unwrap(),
+    );
+    assert_eq!(failed["state"], "failed");
+    assert_eq!(failed["error"]["kind"], "failed_by_request");
+
+    let bad = run(&["tasks", "--state", "stuck"]).await.unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("--state"),
+        "{bad:?}"
+    );
+
+    // The control reaches the worker, which has no relay configured.
+    let answers = json(
+        &run(&["close-idle-connections", "-Q", "default", "--json"])
+            .await
+            .unwrap(),
+    );
+    assert_eq!(answers.as_array().unwrap().len(), 1, "{answers}");
+    assert_eq!(answers[0]["answered"], true);
+    assert_eq!(
+        answers[0]["detail"],
+        "closed 0 idle SMTP connection(s) of 0 relay(s)"
+    );
+}
