@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -27,6 +27,9 @@ const DEFAULT_BATCH_SIZE: usize = 100;
 const MAX_BATCH_SIZE: usize = 1_000;
 /// Children submitted per message.
 const SUBMIT_CHUNK: usize = 500;
+/// A batch reports its progress at most this often (and always at its end); the tree's
+/// stream is throttled anyway, and a report per recipient cost a stream message each.
+const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -294,6 +297,7 @@ async fn send_to(
     } else {
         0
     };
+    let mut last_report = Instant::now();
     for (index, recipient) in recipients.iter().enumerate() {
         if context.is_stop_requested() {
             // The time limit or a cancellation: what is recorded stays; a retry sends the rest.
@@ -319,11 +323,13 @@ async fn send_to(
             context.record(vec![entry]).await?;
         }
         let done = index as u64 + 1;
-        let message = format!("{done} of {} recipients", recipients.len());
         if index + 1 == recipients.len() {
             // The last count must arrive; the others may be dropped under load.
+            let message = format!("{done} of {} recipients", recipients.len());
             context.report_progress(done, total, message).await?;
-        } else {
+        } else if last_report.elapsed() >= PROGRESS_EVERY {
+            last_report = Instant::now();
+            let message = format!("{done} of {} recipients", recipients.len());
             context.progress(done, total, message);
         }
     }
