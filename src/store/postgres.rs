@@ -137,6 +137,18 @@ fn lease_of(row: &PgRow) -> Result<Lease, sqlx::Error> {
     })
 }
 
+/// The columns `task_record` reads, for `concat!` into a query over `tasks t`.
+macro_rules! task_columns {
+    () => {
+        "t.id, t.attempt, t.name, t.queue, t.priority, t.args::text AS args, \
+         t.retries, t.max_retries, t.soft_time_limit_ms, t.hard_time_limit_ms, \
+         t.expires_at, t.parent_id, t.root_id, t.state, t.result::text AS result, \
+         t.error_kind, t.error_message, t.created_at, t.run_at, t.started_at, \
+         t.finished_at, t.worker_id, t.idempotency_key, t.failures::text AS failures, \
+         t.progress_done, t.progress_total, t.progress_message"
+    };
+}
+
 fn task_record(row: &PgRow) -> Result<TaskRecord, sqlx::Error> {
     let claimed = lease_of(row)?;
     let error_kind: Option<String> = row.try_get("error_kind")?;
@@ -211,15 +223,11 @@ impl Store for PostgresStore {
     }
 
     async fn task(&self, id: TaskId) -> Result<Option<TaskRecord>, StoreError> {
-        let row = sqlx::query(
-            "SELECT t.id, t.attempt, t.name, t.queue, t.priority, t.args::text AS args, \
-                 t.retries, t.max_retries, t.soft_time_limit_ms, t.hard_time_limit_ms, \
-                 t.expires_at, t.parent_id, t.root_id, t.state, t.result::text AS result, \
-                 t.error_kind, t.error_message, t.created_at, t.run_at, t.started_at, \
-                 t.finished_at, t.worker_id, t.idempotency_key, t.failures::text AS failures, \
-                 t.progress_done, t.progress_total, t.progress_message \
-             FROM tasks t WHERE t.id = $1",
-        )
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            task_columns!(),
+            " FROM tasks t WHERE t.id = $1",
+        ))
         .bind(id.as_uuid())
         .fetch_optional(&self.pool)
         .await
@@ -648,16 +656,12 @@ impl Store for PostgresStore {
         state: TaskState,
         limit: u32,
     ) -> Result<Vec<TaskRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT t.id, t.attempt, t.name, t.queue, t.priority, t.args::text AS args, \
-                 t.retries, t.max_retries, t.soft_time_limit_ms, t.hard_time_limit_ms, \
-                 t.expires_at, t.parent_id, t.root_id, t.state, t.result::text AS result, \
-                 t.error_kind, t.error_message, t.created_at, t.run_at, t.started_at, \
-                 t.finished_at, t.worker_id, t.idempotency_key, t.failures::text AS failures, \
-                 t.progress_done, t.progress_total, t.progress_message \
-             FROM tasks t WHERE t.state = $1 \
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            task_columns!(),
+            " FROM tasks t WHERE t.state = $1 \
              ORDER BY coalesce(t.started_at, t.run_at), t.seq LIMIT $2",
-        )
+        ))
         .bind(state.as_str())
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
@@ -1111,20 +1115,16 @@ impl Store for PostgresStore {
     async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<TaskRecord>, StoreError> {
         let names: Vec<&str> = filter.names.iter().map(TaskName::as_str).collect();
         let states: Vec<&str> = filter.states.iter().map(|state| state.as_str()).collect();
-        let rows = sqlx::query(
-            "SELECT t.id, t.attempt, t.name, t.queue, t.priority, t.args::text AS args, \
-                 t.retries, t.max_retries, t.soft_time_limit_ms, t.hard_time_limit_ms, \
-                 t.expires_at, t.parent_id, t.root_id, t.state, t.result::text AS result, \
-                 t.error_kind, t.error_message, t.created_at, t.run_at, t.started_at, \
-                 t.finished_at, t.worker_id, t.idempotency_key, t.failures::text AS failures, \
-                 t.progress_done, t.progress_total, t.progress_message \
-             FROM tasks t \
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            task_columns!(),
+            " FROM tasks t \
              WHERE t.state = ANY($2) AND (cardinality($1::text[]) = 0 OR t.name = ANY($1)) \
                AND ($5::uuid IS NULL OR t.root_id = $5) \
                AND ($3::timestamptz IS NULL \
                     OR greatest(t.progress_at, t.started_at, t.created_at) <= $3) \
              ORDER BY greatest(t.progress_at, t.started_at, t.created_at), t.seq LIMIT $4",
-        )
+        ))
         .bind(&names)
         .bind(&states)
         .bind(filter.quiet_since)
