@@ -213,6 +213,39 @@ def ping_request(timeout: models.Seconds | None) -> inspect_pb2.PingRequest:
     return request
 
 
+def close_idle_connections_request(
+    queue: str | None, timeout: models.Seconds | None
+) -> inspect_pb2.CloseIdleConnectionsRequest:
+    request = inspect_pb2.CloseIdleConnectionsRequest(queue=queue or "")
+    if timeout is not None:
+        request.timeout.CopyFrom(duration_pb(timeout, "timeout"))
+    return request
+
+
+_NUMBER_BY_STATE = {state: number for number, state in _STATE_BY_NUMBER.items()}
+
+
+def list_tasks_request(
+    names: Iterable[str],
+    states: Iterable[models.TaskState | str],
+    root_id: str | None,
+    quiet_for: models.Seconds | None,
+    limit: int | None,
+) -> tasks_pb2.ListTasksRequest:
+    numbers = []
+    for index, state in enumerate(states):
+        try:
+            numbers.append(_NUMBER_BY_STATE[models.TaskState(state)])
+        except (KeyError, ValueError):
+            raise ValueError(f"states[{index}]: {state!r} is not a task state") from None
+    request = tasks_pb2.ListTasksRequest(
+        names=list(names), states=numbers, root_id=root_id or "", limit=limit or 0
+    )
+    if quiet_for is not None:
+        request.quiet_for.CopyFrom(duration_pb(quiet_for, "quiet_for"))
+    return request
+
+
 # Answers.
 
 

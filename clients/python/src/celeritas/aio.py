@@ -169,6 +169,30 @@ class AsyncClient:
         request = tasks_pb2.PurgeQueueRequest(queue=queue)
         return int((await self._call(self._tasks.PurgeQueue, request)).cancelled)
 
+    async def requeue(self, task_id: str, reason: str, attempt: int | None = None) -> Task:
+        """Requeues a stuck task; see :meth:`celeritas.Client.requeue`."""
+        request = tasks_pb2.RequeueTaskRequest(task_id=task_id, reason=reason, attempt=attempt or 0)
+        return _wire.task((await self._call(self._tasks.RequeueTask, request)).task)
+
+    async def fail(self, task_id: str, reason: str, attempt: int | None = None) -> Task:
+        """Fails a stuck task; see :meth:`celeritas.Client.fail`."""
+        request = tasks_pb2.FailTaskRequest(task_id=task_id, reason=reason, attempt=attempt or 0)
+        return _wire.task((await self._call(self._tasks.FailTask, request)).task)
+
+    async def list_tasks(
+        self,
+        *,
+        names: Iterable[str] = (),
+        states: Iterable[TaskState | str] = (),
+        root_id: str | None = None,
+        quiet_for: Seconds | None = None,
+        limit: int | None = None,
+    ) -> list[Task]:
+        """Lists tasks; see :meth:`celeritas.Client.list_tasks`."""
+        request = _wire.list_tasks_request(names, states, root_id, quiet_for, limit)
+        response = await self._call(self._tasks.ListTasks, request)
+        return [_wire.task(task) for task in response.tasks]
+
     # Progress and records.
 
     async def stream_progress(
@@ -316,3 +340,15 @@ class AsyncInspect:
         """Each configured queue's depth."""
         response = await self._client._call(self._stub.Queues, inspect_pb2.QueuesRequest())
         return [_wire.queue_depth(entry) for entry in response.queues]
+
+    async def close_idle_connections(
+        self, queue: str | None = None, timeout: Seconds | None = None
+    ) -> list[WorkerPing]:
+        """Closes workers' idle SMTP connections; see
+        :meth:`celeritas.client.Inspect.close_idle_connections`."""
+        request = _wire.close_idle_connections_request(queue, timeout)
+        call_timeout = self._client.timeout + (_wire.seconds_of(timeout, "timeout") if timeout else 0)
+        response = await self._client._call(
+            self._stub.CloseIdleConnections, request, timeout=call_timeout
+        )
+        return [_wire.worker_ping(entry) for entry in response.workers]

@@ -206,6 +206,36 @@ class Client:
         request = tasks_pb2.PurgeQueueRequest(queue=queue)
         return int(self._call(self._tasks.PurgeQueue, request).cancelled)
 
+    def requeue(self, task_id: str, reason: str, attempt: int | None = None) -> Task:
+        """Ends a leased or running task's attempt (its worker is told to abort it) and puts
+        the task back on its queue, recording ``reason`` as a failed attempt that counts a
+        retry; with no retry left the task fails. With ``attempt``, only if the task is still
+        on that attempt (``FailedPrecondition`` otherwise)."""
+        request = tasks_pb2.RequeueTaskRequest(task_id=task_id, reason=reason, attempt=attempt or 0)
+        return _wire.task(self._call(self._tasks.RequeueTask, request).task)
+
+    def fail(self, task_id: str, reason: str, attempt: int | None = None) -> Task:
+        """Ends a leased or running task's attempt and fails the task for good with
+        ``reason``; ``attempt`` as for :meth:`requeue`."""
+        request = tasks_pb2.FailTaskRequest(task_id=task_id, reason=reason, attempt=attempt or 0)
+        return _wire.task(self._call(self._tasks.FailTask, request).task)
+
+    def list_tasks(
+        self,
+        *,
+        names: Iterable[str] = (),
+        states: Iterable[TaskState | str] = (),
+        root_id: str | None = None,
+        quiet_for: Seconds | None = None,
+        limit: int | None = None,
+    ) -> list[Task]:
+        """Tasks with one of ``names`` (any name when empty) in one of ``states`` (the
+        unfinished states when empty), of the tree ``root_id``, with no progress, start or
+        submission for ``quiet_for`` seconds; longest quiet first, at most ``limit`` (server
+        default 1,000)."""
+        request = _wire.list_tasks_request(names, states, root_id, quiet_for, limit)
+        return [_wire.task(task) for task in self._call(self._tasks.ListTasks, request).tasks]
+
     # Progress and records.
 
     def stream_progress(self, task_id: str, from_sequence: int | None = None) -> Iterator[Event]:
@@ -373,3 +403,13 @@ class Inspect:
         highest priority first."""
         response = self._client._call(self._stub.Queues, inspect_pb2.QueuesRequest())
         return [_wire.queue_depth(entry) for entry in response.queues]
+
+    def close_idle_connections(
+        self, queue: str | None = None, timeout: Seconds | None = None
+    ) -> list[WorkerPing]:
+        """Tells the connected workers consuming ``queue`` (every one when None) to close the
+        idle connections of their SMTP pools; each answer's ``detail`` says what was closed."""
+        request = _wire.close_idle_connections_request(queue, timeout)
+        call_timeout = self._client.timeout + (_wire.seconds_of(timeout, "timeout") if timeout else 0)
+        response = self._client._call(self._stub.CloseIdleConnections, request, timeout=call_timeout)
+        return [_wire.worker_ping(entry) for entry in response.workers]
