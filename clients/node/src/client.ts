@@ -10,7 +10,7 @@ import type {
   ServiceError,
 } from "@grpc/grpc-js";
 import { CallContext, endpointFromUrl, type UnaryMethod } from "./connection";
-import { durationToPb, recordFromPb, submissionToPb, taskFromPb, taskSpecToPb } from "./convert";
+import { durationToPb, recordFromPb, submissionToPb, taskFromPb, taskSpecToPb, taskStateToPb } from "./convert";
 import { InspectServiceClient } from "./generated/celeritas/v1/inspect";
 import { ScheduleServiceClient } from "./generated/celeritas/v1/schedules";
 import { TaskServiceClient } from "./generated/celeritas/v1/tasks";
@@ -28,6 +28,7 @@ import type {
   Submitted,
   Task,
   TaskRecord,
+  TaskState,
   TaskSubmission,
 } from "./types";
 
@@ -61,6 +62,20 @@ export interface GetOptions {
 export interface CancelOptions {
   /** Abort a running task at once instead of asking it to stop. */
   terminate?: boolean;
+}
+
+/** What `listTasks` filters by; every filter given must match. */
+export interface ListTasksOptions {
+  /** Only tasks with one of these names. */
+  names?: string[];
+  /** Only tasks in one of these states (default: the unfinished ones). */
+  states?: TaskState[];
+  /** Only tasks of this tree. */
+  rootId?: string;
+  /** Only tasks with no progress, start or submission for this many milliseconds. */
+  quietForMs?: number;
+  /** The most tasks to answer, 1 to 10,000 (server default 1,000). */
+  limit?: number;
 }
 
 /** Which page of records to read. */
@@ -126,6 +141,9 @@ export class Client {
       cancelTask: bind(this.tasks, this.tasks.cancelTask),
       purgeQueue: bind(this.tasks, this.tasks.purgeQueue),
       listRecords: bind(this.tasks, this.tasks.listRecords),
+      listTasks: bind(this.tasks, this.tasks.listTasks),
+      requeueTask: bind(this.tasks, this.tasks.requeueTask),
+      failTask: bind(this.tasks, this.tasks.failTask),
       healthCheck: bind(healthService, healthService.check),
     };
     this.context = new CallContext(options.token, retryOptions(options.retry), options.timeoutMs ?? 30_000);
@@ -139,6 +157,7 @@ export class Client {
         activeQueues: bind(inspectService, inspectService.activeQueues),
         registered: bind(inspectService, inspectService.registered),
         queues: bind(inspectService, inspectService.queues),
+        closeIdleConnections: bind(inspectService, inspectService.closeIdleConnections),
       },
       this.context,
     );
@@ -198,6 +217,39 @@ export class Client {
   async purge(queue: string): Promise<number> {
     const response = await this.context.call(this.rpc.purgeQueue, { queue });
     return response.cancelled;
+  }
+
+  /**
+   * Lists tasks with one of `names` (any when absent) in one of `states` (the unfinished ones when
+   * absent), of the tree `rootId`, with no progress, start or submission for `quietForMs`; longest
+   * quiet first, at most `limit` (server default 1,000).
+   */
+  async listTasks(options: ListTasksOptions = {}): Promise<Task[]> {
+    const request = {
+      names: options.names ?? [],
+      states: (options.states ?? []).map((state, index) => taskStateToPb(state, `states[${index}]`)),
+      quietFor: durationToPb(options.quietForMs),
+      limit: options.limit ?? 0,
+      rootId: options.rootId ?? "",
+    };
+    const response = await this.context.call(this.rpc.listTasks, request);
+    return response.tasks.map((task) => taskFromPb(task));
+  }
+
+  /**
+   * Ends a leased or running task's attempt (its worker is told to abort it) and puts the task back
+   * on its queue, recording `reason` as a failed attempt that counts a retry; with no retry left it
+   * fails. With `attempt`, only while the task is on that attempt (`FailedPreconditionError`).
+   */
+  async requeue(taskId: string, reason: string, options: { attempt?: number } = {}): Promise<Task> {
+    const request = { taskId, reason, attempt: options.attempt ?? 0 };
+    return taskFromPb((await this.context.call(this.rpc.requeueTask, request)).task);
+  }
+
+  /** Ends a leased or running task's attempt and fails the task for good with `reason`. */
+  async fail(taskId: string, reason: string, options: { attempt?: number } = {}): Promise<Task> {
+    const request = { taskId, reason, attempt: options.attempt ?? 0 };
+    return taskFromPb((await this.context.call(this.rpc.failTask, request)).task);
   }
 
   /**

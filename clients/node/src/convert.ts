@@ -36,6 +36,16 @@ export function taskStateFromPb(state: pb.TaskState): TaskState {
   return stateNames.get(state) ?? "unknown";
 }
 
+/** A state as the server numbers it; `field` names it in the error for a state it does not know. */
+export function taskStateToPb(state: TaskState, field: string): pb.TaskState {
+  for (const [number, name] of stateNames) {
+    if (name === state) {
+      return number;
+    }
+  }
+  throw new RangeError(`${field}: ${JSON.stringify(state)} is not a task state`);
+}
+
 /** Milliseconds as a protobuf Duration; `undefined` stays absent. */
 export function durationToPb(milliseconds: number | undefined): Duration | undefined {
   if (milliseconds === undefined) {

@@ -4,6 +4,7 @@
 export {
   Client,
   type CancelOptions,
+  type ListTasksOptions,
   type ClientOptions,
   type GetOptions,
   type HealthOptions,

@@ -98,6 +98,7 @@ export interface InspectMethods {
   activeQueues: UnaryMethod<pb.ActiveQueuesRequest, pb.ActiveQueuesResponse>;
   registered: UnaryMethod<pb.RegisteredRequest, pb.RegisteredResponse>;
   queues: UnaryMethod<pb.QueuesRequest, pb.QueuesResponse>;
+  closeIdleConnections: UnaryMethod<pb.CloseIdleConnectionsRequest, pb.CloseIdleConnectionsResponse>;
 }
 
 /** `client.inspect`: what `celery inspect` answers. */
@@ -113,6 +114,17 @@ export class Inspector {
     // The server waits up to `timeout` (default 2 s) for answers; the deadline leaves room for that.
     const deadlineMs = (timeout ?? 2000) + this.context.defaultTimeoutMs;
     const response = await this.context.call(this.methods.ping, { timeout: durationToPb(timeout) }, deadlineMs);
+    return response.workers.map(workerPingFromPb);
+  }
+
+  /**
+   * Tells the connected workers consuming `queue` (every one when absent) to close the idle
+   * connections of their SMTP pools; each answer's `detail` says what was closed.
+   */
+  async closeIdleConnections(options: { queue?: string; timeout?: number } = {}): Promise<WorkerPing[]> {
+    const deadlineMs = (options.timeout ?? 2000) + this.context.defaultTimeoutMs;
+    const request = { queue: options.queue ?? "", timeout: durationToPb(options.timeout) };
+    const response = await this.context.call(this.methods.closeIdleConnections, request, deadlineMs);
     return response.workers.map(workerPingFromPb);
   }
 
