@@ -29,8 +29,9 @@ pub struct BenchArgs {
     /// Single tasks submitted one after another in the idle phase (0 skips it).
     #[arg(long, default_value_t = 200, value_name = "N")]
     pub idle_samples: usize,
-    /// Tasks of the load phase whose round trip is measured.
-    #[arg(long, default_value_t = 1_000, value_name = "N")]
+    /// Tasks of the load phase whose round trip is measured. Each is a long poll the coordinator
+    /// answers, re-reading the task now and then, so many samples slow the run they measure.
+    #[arg(long, default_value_t = 200, value_name = "N")]
     pub round_trip_samples: usize,
     /// Leave this many tasks pending (priority 0, inserted before the workers start) underneath
     /// the measured ones (priority 1). Needs a coordinator the bench starts; skips the idle phase.
