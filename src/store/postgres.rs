@@ -1347,12 +1347,22 @@ async fn lock_in_id_order(
     if ids.is_empty() {
         return Ok(());
     }
-    let ids: Vec<Uuid> = ids.iter().map(TaskId::as_uuid).collect();
-    sqlx::query("SELECT 1 FROM tasks WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE")
-        .bind(&ids)
-        .execute(&mut *transaction)
-        .await
-        .map_err(classify)?;
+    let mut ids: Vec<Uuid> = ids.iter().map(TaskId::as_uuid).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    // One primary-key lookup per id, in the array's order (a nested loop keeps its outer
+    // order). `id = ANY($1) ORDER BY id` did the same until the server switched the prepared
+    // statement to a generic plan, chosen while the table was small, that walks the whole
+    // primary key in order: 7.5 ms per batch instead of 0.16 ms once the table had grown.
+    sqlx::query(
+        "SELECT locked.one FROM unnest($1::uuid[]) AS wanted(id) \
+         CROSS JOIN LATERAL (SELECT 1 AS one FROM tasks t WHERE t.id = wanted.id FOR UPDATE) \
+             AS locked",
+    )
+    .bind(&ids)
+    .execute(&mut *transaction)
+    .await
+    .map_err(classify)?;
     Ok(())
 }
 
