@@ -5,6 +5,7 @@
 //! (where leases are granted) and `worker::runtime` (how a worker runs them). `ARCHITECTURE.md`
 //! has the map.
 
+pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -1,5 +1,6 @@
 //! The `celeritas` command line: Celery's vocabulary over the coordinator's API.
 
+mod bench_command;
 mod client_commands;
 mod inspect_commands;
 mod serve_commands;
@@ -64,6 +65,9 @@ pub enum Command {
     Follow(inspect_commands::FollowArgs),
     /// Manages periodic schedules.
     Schedules(inspect_commands::SchedulesArgs),
+    /// Measures throughput and latency with no-op tasks, against a coordinator it starts (with
+    /// workers) or one given with --coordinator.
+    Bench(bench_command::BenchArgs),
 }
 
 /// How client commands reach a coordinator.
@@ -94,6 +98,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Inspect(args) => inspect_commands::inspect(args).await,
         Command::Follow(args) => inspect_commands::follow(args).await,
         Command::Schedules(args) => inspect_commands::schedules(args).await,
+        Command::Bench(args) => bench_command::bench(args, config, cli.config).await,
     }
 }
 

@@ -32,7 +32,7 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use self::batcher::Batcher;
+use self::batcher::{Batcher, Linger};
 use self::dispatcher::{Dispatcher, DispatcherSignal};
 use self::leases::LeaseKeeper;
 use self::sessions::Sessions;
@@ -40,13 +40,17 @@ use self::trees::{DirtyTrees, TreeFlusher};
 use self::waiters::Waiters;
 use crate::clock::SharedClock;
 use crate::config::{Config, CoordinatorSettings, Routing};
-use crate::domain::{TaskId, TaskName, TaskRecord, ValidationError};
+use crate::domain::{LeaseToken, TaskId, TaskName, TaskRecord, ValidationError};
 use crate::store::{
     AttemptBatch, Completion, ProgressWrite, RecordWrite, Start, Store, StoreError,
 };
 
 /// The most items one start or completion statement writes.
 const MAX_WRITE_BATCH: usize = 1024;
+/// How long a task's start waits for its result, to be written with it in one commit. Short
+/// enough that a longer task shows as running at once for any observer, long enough to cover
+/// a no-op's round trip through the worker.
+const START_LINGER: Duration = Duration::from_millis(5);
 /// How long shutdown waits for background work to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -144,6 +148,16 @@ async fn record_attempts(
             AttemptUpdate::Barrier => slots.push(None),
         }
     }
+    // A start whose attempt also ended in this batch needs no write of its own: the completion
+    // records the start moment too, under the same fence.
+    if !batch.completions.is_empty() && !batch.starts.is_empty() {
+        let ended: HashSet<LeaseToken> = batch
+            .completions
+            .iter()
+            .map(|completion| completion.token)
+            .collect();
+        batch.starts.retain(|start| !ended.contains(&start.token));
+    }
     let applied = store.record_attempts(&batch).await?;
     Ok(slots
         .into_iter()
@@ -218,6 +232,10 @@ impl Coordinator {
             Batcher::spawn(
                 "attempts",
                 MAX_WRITE_BATCH,
+                Some(Linger {
+                    at_most: START_LINGER,
+                    may_linger: |update| matches!(update, AttemptUpdate::Started(_)),
+                }),
                 &tracker,
                 stop.clone(),
                 move |updates: Vec<AttemptUpdate>| {

@@ -161,6 +161,27 @@ impl CoordinatorClient {
         Ok(task_from_pb(task)?)
     }
 
+    /// One task, once it has finished or `wait` has passed (a long poll; the coordinator caps
+    /// the wait at a minute), whichever comes first.
+    pub async fn task_waiting(
+        &mut self,
+        id: TaskId,
+        wait: Duration,
+    ) -> Result<TaskRecord, ClientError> {
+        let response = self
+            .tasks
+            .get_task(pb::GetTaskRequest {
+                task_id: id.to_string(),
+                wait: Some(duration_to_pb(wait)),
+            })
+            .await?
+            .into_inner();
+        let task = response
+            .task
+            .ok_or_else(|| ValidationError::new("task", "is missing"))?;
+        Ok(task_from_pb(task)?)
+    }
+
     /// Cancels a task; `terminate` aborts it if it is running.
     pub async fn cancel(&mut self, id: TaskId, terminate: bool) -> Result<TaskRecord, ClientError> {
         let response = self

@@ -4,6 +4,7 @@
 //! `postgres://postgres@127.0.0.1:5432/test`), so tests run in parallel. Process logs are kept
 //! under `target/tmp/logs/`.
 
+mod bench;
 mod cli;
 mod email;
 mod guarantees;

@@ -77,7 +77,7 @@ impl Drop for TestDatabase {
     }
 }
 
-fn with_database(server: &str, database: &str) -> String {
+pub fn with_database(server: &str, database: &str) -> String {
     use sqlx::ConnectOptions;
     let options: PgConnectOptions = server.parse().expect("DATABASE_URL is a Postgres URL");
     options.database(database).to_url_lossy().to_string()
