@@ -294,15 +294,6 @@ impl Store for PostgresStore {
              FROM candidates c WHERE t.id = c.id \
              RETURNING c.queue_priority, t.seq, t.state, {CLAIMED_COLUMNS}"
         );
-        // The claim commits without waiting for its WAL flush. A lease lost in a crash of
-        // Postgres leaves its task pending, to be leased again: a duplicate run of work in flight
-        // at a crash, which at-least-once allows. Submissions and results stay durable, and the
-        // next of their flushes carries the claim's WAL with it anyway.
-        let mut transaction = self.pool.begin().await.map_err(classify)?;
-        sqlx::query("SET LOCAL synchronous_commit = off")
-            .execute(&mut *transaction)
-            .await
-            .map_err(classify)?;
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(&queue_names)
             .bind(&queue_priorities)
@@ -311,10 +302,9 @@ impl Store for PostgresStore {
             .bind(claim.worker.as_str())
             .bind(claim.lease_expires_at)
             .bind(claim.session)
-            .fetch_all(&mut *transaction)
+            .fetch_all(&self.pool)
             .await
             .map_err(classify)?;
-        transaction.commit().await.map_err(classify)?;
         let mut claimed = Claimed::default();
         let mut ordered = Vec::with_capacity(rows.len());
         for row in &rows {
