@@ -138,6 +138,9 @@ pub struct TasksArgs {
     /// The most tasks to list.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub limit: u32,
+    /// Also read each task's args (with --json).
+    #[arg(long)]
+    pub with_args: bool,
     #[command(flatten)]
     pub coordinator: CoordinatorAddress,
     /// Print JSON.
@@ -291,6 +294,7 @@ pub async fn tasks(args: TasksArgs) -> anyhow::Result<ExitCode> {
             .collect::<Result<_, _>>()?,
         quiet_for: args.quiet_for,
         limit: args.limit,
+        with_payloads: args.with_args,
     };
     let mut client = CoordinatorClient::connect(&args.coordinator.url).await?;
     let tasks = client.list_tasks(&query).await?;

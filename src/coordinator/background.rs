@@ -111,7 +111,9 @@ pub fn spawn_listener(
                                 }
                             }
                             Ok(Announcement::Cancel { token, terminate }) => {
-                                sessions.tell_holder_to_cancel(token, terminate).await;
+                                sessions
+                                    .tell_holder_to_cancel(token, terminate, "cancelled on request")
+                                    .await;
                             }
                             Err(error) => {
                                 tracing::debug!(%error, "listening for work announcements failed");

@@ -30,6 +30,8 @@ pub struct TaskQuery {
     pub quiet_for: Option<Duration>,
     /// The most tasks to answer, 1 to 10,000.
     pub limit: u32,
+    /// Also answer each task's args and result.
+    pub with_payloads: bool,
 }
 
 /// What to do with an attempt that is ended from outside.
@@ -57,7 +59,11 @@ impl Coordinator {
                 CoordinatorError::NotFound(ValidationError::new("task_id", format!("no task {id}")))
             })?;
         for token in cancelled.leases {
-            if self.sessions.tell_holder_to_cancel(token, terminate).await {
+            if self
+                .sessions
+                .tell_holder_to_cancel(token, terminate, "cancelled on request")
+                .await
+            {
                 continue;
             }
             let announcement = Announcement::Cancel { token, terminate };
@@ -79,6 +85,7 @@ impl Coordinator {
             states,
             quiet_for,
             limit,
+            with_payloads,
         } = query;
         let states = if states.is_empty() {
             TaskState::ALL
@@ -97,11 +104,20 @@ impl Coordinator {
             })
             .transpose()?;
         let filter = TaskFilter {
+            with_payloads,
             root,
             names,
             states,
             quiet_since,
-            limit: limit.clamp(1, super::inspect::MAX_LISTED),
+            limit: if (1..=super::inspect::MAX_LISTED).contains(&limit) {
+                limit
+            } else {
+                return Err(ValidationError::new(
+                    "limit",
+                    format!("must be 1 to {}", super::inspect::MAX_LISTED),
+                )
+                .into());
+            },
         };
         Ok(self.store.list_tasks(&filter).await?)
     }
@@ -154,7 +170,15 @@ impl Coordinator {
             )));
         };
         tracing::info!(task = %id, attempt, state = state.as_str(), %reason, "ended an attempt from outside");
-        if !self.sessions.tell_holder_to_cancel(token, true).await {
+        let told = format!(
+            "attempt ended from outside ({}): {reason}",
+            interruption.kind
+        );
+        if !self
+            .sessions
+            .tell_holder_to_cancel(token, true, &told)
+            .await
+        {
             let announcement = Announcement::Cancel {
                 token,
                 terminate: true,
@@ -169,7 +193,13 @@ impl Coordinator {
         }
         self.dirty_trees.mark(task.root_id);
         self.waiters.wake(id);
-        self.task(id).await
+        // The task as the interruption left it: the dispatcher may lease it again at once.
+        let mut task = self.task(id).await?;
+        if task.attempt == attempt {
+            return Ok(task);
+        }
+        task.state = state;
+        Ok(task)
     }
 
     /// Cancels every pending and scheduled task of a queue; returns how many.

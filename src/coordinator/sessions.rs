@@ -420,9 +420,14 @@ impl Sessions {
         sessions
     }
 
-    /// Tells the worker holding `token`, if it is connected here, to stop that task. True when
-    /// a worker here held it.
-    pub async fn tell_holder_to_cancel(&self, token: LeaseToken, terminate: bool) -> bool {
+    /// Tells the worker holding `token`, if it is connected here, to stop that task, saying
+    /// `reason` (for its logs). True when a worker here held it.
+    pub async fn tell_holder_to_cancel(
+        &self,
+        token: LeaseToken,
+        terminate: bool,
+        reason: &str,
+    ) -> bool {
         let holder = self
             .by_worker
             .read()
@@ -436,7 +441,7 @@ impl Sessions {
         let cancel = CoordinatorMessage::Cancel {
             token,
             terminate,
-            reason: "cancelled on request".to_owned(),
+            reason: reason.to_owned(),
         };
         holder.send(cancel).await
     }

@@ -169,6 +169,8 @@ pub enum ControlCommand {
     Drain,
     /// Close idle pooled connections (the SMTP relays').
     CloseIdleConnections,
+    /// A command this worker does not know (sent by a newer coordinator).
+    Unsupported,
 }
 
 /// Coordinator → worker.

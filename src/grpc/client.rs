@@ -212,6 +212,7 @@ impl CoordinatorClient {
                 quiet_for: query.quiet_for.map(duration_to_pb),
                 limit: query.limit,
                 root_id: query.root.map(|root| root.to_string()).unwrap_or_default(),
+                include_payloads: query.with_payloads,
             })
             .await?
             .into_inner();

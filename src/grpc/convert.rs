@@ -996,13 +996,14 @@ pub fn coordinator_message_to_pb(message: CoordinatorMessage) -> pb::ConnectResp
             command,
         } => Message::Control(pb::Control {
             request_id,
-            command: Some(match command {
-                ControlCommand::Ping => pb::control::Command::Ping(pb::Ping {}),
-                ControlCommand::Drain => pb::control::Command::Drain(pb::Drain {}),
-                ControlCommand::CloseIdleConnections => {
-                    pb::control::Command::CloseIdleConnections(pb::CloseIdleConnections {})
-                }
-            }),
+            command: match command {
+                ControlCommand::Ping => Some(pb::control::Command::Ping(pb::Ping {})),
+                ControlCommand::Drain => Some(pb::control::Command::Drain(pb::Drain {})),
+                ControlCommand::CloseIdleConnections => Some(
+                    pb::control::Command::CloseIdleConnections(pb::CloseIdleConnections {}),
+                ),
+                ControlCommand::Unsupported => None,
+            },
         }),
         CoordinatorMessage::ResultAck {
             token,
@@ -1122,7 +1123,9 @@ pub fn coordinator_message_from_pb(
                 Some(pb::control::Command::CloseIdleConnections(_)) => {
                     ControlCommand::CloseIdleConnections
                 }
-                None => return Err(ValidationError::new("control.command", "is required")),
+                // A command this worker does not know (a newer coordinator's): answered as
+                // unsupported rather than treated as a broken stream.
+                None => ControlCommand::Unsupported,
             },
         },
         Message::ResultAck(ack) => CoordinatorMessage::ResultAck {

@@ -238,6 +238,7 @@ impl pb::task_service_server::TaskService for TaskApi {
                 states,
                 quiet_for,
                 limit,
+                with_payloads: request.include_payloads,
             })
             .await?;
         Ok(Response::new(pb::ListTasksResponse {

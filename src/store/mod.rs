@@ -204,6 +204,8 @@ pub struct TaskFilter {
     pub quiet_since: Option<DateTime<Utc>>,
     /// The most tasks to answer.
     pub limit: u32,
+    /// Whether to read each task's args and result; without, they are `{}` and none.
+    pub with_payloads: bool,
 }
 
 /// How an attempt is ended from outside its worker (`Store::interrupt`).

@@ -1122,10 +1122,18 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(classify)?;
-        rows.iter()
+        let mut tasks: Vec<TaskRecord> = rows
+            .iter()
             .map(task_record)
             .collect::<Result<_, _>>()
-            .map_err(StoreError::Internal)
+            .map_err(StoreError::Internal)?;
+        if !filter.with_payloads {
+            for task in &mut tasks {
+                task.args = JsonText::empty_object();
+                task.result = None;
+            }
+        }
+        Ok(tasks)
     }
 
     async fn reap(&self, now: DateTime<Utc>, limit: u32) -> Result<Reaped, StoreError> {

@@ -292,6 +292,10 @@ impl Runtime {
                     });
                     self.drain("the coordinator asked this worker to drain");
                 }
+                ControlCommand::Unsupported => self.send(WorkerMessage::ControlReply {
+                    request_id,
+                    detail: "unsupported: this worker does not know the command".to_owned(),
+                }),
                 ControlCommand::CloseIdleConnections => {
                     let detail = self.registry.close_idle_connections();
                     tracing::info!(%detail, "closed idle connections");

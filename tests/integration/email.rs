@@ -71,7 +71,10 @@ impl SmtpServer {
         let Ok(text) = std::fs::read_to_string(&self.log) else {
             return Vec::new();
         };
-        text.lines()
+        // The server may be writing a line right now: only whole lines count.
+        let whole = &text[..text.rfind('\n').map_or(0, |end| end + 1)];
+        whole
+            .lines()
             .map(|line| serde_json::from_str(line).expect("a JSON line per message"))
             .collect()
     }

@@ -1007,6 +1007,7 @@ async fn quiet_tasks_are_listed_and_interrupted_by_attempt(store: Arc<dyn Store>
         states: vec![TaskState::Running],
         quiet_since,
         limit: 100,
+        with_payloads: false,
     };
     let ids = |tasks: Vec<celeritas::domain::TaskRecord>| -> Vec<TaskId> {
         tasks.into_iter().map(|task| task.id).collect()
@@ -1026,12 +1027,25 @@ async fn quiet_tasks_are_listed_and_interrupted_by_attempt(store: Arc<dyn Store>
         3,
         "every running batch without a quiet filter"
     );
+    let in_tree = store
+        .list_tasks(&list(None, Some(second.id)))
+        .await
+        .unwrap();
+    assert_eq!(ids(in_tree.clone()), vec![second.id]);
     assert_eq!(
-        ids(store
-            .list_tasks(&list(None, Some(second.id)))
-            .await
-            .unwrap()),
-        vec![second.id]
+        in_tree[0].args.to_value(),
+        serde_json::json!({}),
+        "no payloads asked for"
+    );
+    let with_payloads = TaskFilter {
+        with_payloads: true,
+        ..list(None, Some(second.id))
+    };
+    assert_eq!(
+        store.list_tasks(&with_payloads).await.unwrap()[0]
+            .args
+            .to_value(),
+        serde_json::json!({"n": 1})
     );
 
     let requeue = Interruption {

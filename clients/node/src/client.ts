@@ -76,6 +76,8 @@ export interface ListTasksOptions {
   quietForMs?: number;
   /** The most tasks to answer, 1 to 10,000 (server default 1,000). */
   limit?: number;
+  /** Also read each task's args and result (large for a campaign's batches). */
+  includePayloads?: boolean;
 }
 
 /** Which page of records to read. */
@@ -231,6 +233,7 @@ export class Client {
       quietFor: durationToPb(options.quietForMs),
       limit: options.limit ?? 0,
       rootId: options.rootId ?? "",
+      includePayloads: options.includePayloads ?? false,
     };
     const response = await this.context.call(this.rpc.listTasks, request);
     return response.tasks.map((task) => taskFromPb(task));

@@ -33,9 +33,11 @@ def test_a_quiet_task_is_listed_requeued_and_then_failed(client: celeritas.Clien
         ]
     )
     assert quiet[0].attempt == 1
-    assert client.list_tasks(root_id=submitted.task_id, states=[TaskState.RUNNING])[0].id == (
-        submitted.task_id
-    )
+    in_tree = client.list_tasks(root_id=submitted.task_id, states=[TaskState.RUNNING])
+    assert [task.id for task in in_tree] == [submitted.task_id]
+    assert in_tree[0].args == {}, "args are read only when asked for"
+    with_args = client.list_tasks(root_id=submitted.task_id, include_payloads=True)
+    assert with_args[0].args == {"ms": 60_000}
 
     requeued = client.requeue(submitted.task_id, "no progress", attempt=1)
     assert requeued.retries == 1

@@ -73,20 +73,19 @@ impl Relay {
                 })
             })
             .transpose()?;
-        let tls_error = |error: String| {
-            let named = if ca_pem.is_some() { "ca_file" } else { "host" };
+        let tls_error = |(named, error): (&str, String)| {
             ValidationError::new(format!("{field}.{named}"), error)
         };
         let starttls = || {
             let mut builder = TlsParameters::builder(settings.host.clone());
             if let Some(pem) = &ca_pem {
-                let certificate =
-                    Certificate::from_pem(pem).map_err(|error| tls_error(error.to_string()))?;
+                let certificate = Certificate::from_pem(pem)
+                    .map_err(|error| tls_error(("ca_file", error.to_string())))?;
                 builder = builder.add_root_certificate(certificate);
             }
             builder
                 .build_rustls()
-                .map_err(|error| tls_error(error.to_string()))
+                .map_err(|error| tls_error(("host", error.to_string())))
         };
         let (security, default_port) = match settings.tls.as_str() {
             "none" => (Security::None, 25),

@@ -28,6 +28,9 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const CHECK_AFTER: Duration = Duration::from_secs(1);
 /// The longest a TCP connection may take to open.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest a NOOP check or a closing QUIT may wait for the server; then the socket is
+/// simply dropped.
+const SHORT_EXCHANGE: Duration = Duration::from_secs(5);
 
 /// How a relay's connections are secured.
 pub enum Security {
@@ -41,8 +44,8 @@ pub enum Security {
 
 impl Security {
     /// Implicit TLS to `host`, verified against the webpki roots and the certificates of
-    /// `ca_pem`.
-    pub fn implicit(host: &str, ca_pem: Option<&[u8]>) -> Result<Self, String> {
+    /// `ca_pem`. The error names what is wrong: `("host", …)` or `("ca_file", …)`.
+    pub fn implicit(host: &str, ca_pem: Option<&[u8]>) -> Result<Self, (&'static str, String)> {
         let mut roots = RootCertStore {
             roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
         };
@@ -51,20 +54,21 @@ impl Security {
             .into_iter()
             .flatten()
         {
-            let certificate =
-                certificate.map_err(|error| format!("not a PEM certificate: {error}"))?;
+            let certificate = certificate
+                .map_err(|error| ("ca_file", format!("not a PEM certificate: {error}")))?;
             roots
                 .add(certificate)
-                .map_err(|error| format!("not a usable CA certificate: {error}"))?;
+                .map_err(|error| ("ca_file", format!("not a usable CA certificate: {error}")))?;
         }
         let config = ClientConfig::builder_with_provider(Arc::new(
             tokio_rustls::rustls::crypto::ring::default_provider(),
         ))
         .with_safe_default_protocol_versions()
-        .map_err(|error| error.to_string())?
+        .map_err(|error| ("tls", error.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
-        let name = ServerName::try_from(host.to_owned()).map_err(|error| error.to_string())?;
+        let name = ServerName::try_from(host.to_owned())
+            .map_err(|error| ("host", format!("{host:?} is not a server name: {error}")))?;
         Ok(Security::Implicit(
             TlsConnector::from(Arc::new(config)),
             name,
@@ -154,17 +158,27 @@ impl SmtpPool {
 
     async fn checkout(&self) -> Result<AsyncSmtpConnection, SendError> {
         loop {
-            let Some((mut connection, since)) = self.lock().pop() else {
+            let (popped, stale) = {
+                let mut idle = self.lock();
+                // Connections idle too long are closed here, not left for a reaper.
+                let stale: Vec<AsyncSmtpConnection> = idle
+                    .extract_if(.., |(_, since)| since.elapsed() > IDLE_TIMEOUT)
+                    .map(|(connection, _)| connection)
+                    .collect();
+                (idle.pop(), stale)
+            };
+            stale.into_iter().for_each(quit);
+            let Some((mut connection, since)) = popped else {
                 return self.connect().await;
             };
-            let idle_for = since.elapsed();
-            if idle_for > IDLE_TIMEOUT {
-                quit(connection);
-            } else if idle_for <= CHECK_AFTER || connection.test_connected().await {
+            if since.elapsed() <= CHECK_AFTER {
                 return Ok(connection);
-            } else {
-                connection.abort().await;
             }
+            let alive = tokio::time::timeout(SHORT_EXCHANGE, connection.test_connected()).await;
+            if matches!(alive, Ok(true)) {
+                return Ok(connection);
+            }
+            quit(connection);
         }
     }
 
@@ -229,10 +243,11 @@ impl SmtpPool {
     }
 }
 
-/// Says QUIT and closes, in the background.
+/// Says QUIT and closes, in the background; a server that does not answer within a few
+/// seconds has its socket dropped.
 fn quit(mut connection: AsyncSmtpConnection) {
     tokio::spawn(async move {
-        connection.abort().await;
+        let _ = tokio::time::timeout(SHORT_EXCHANGE, connection.abort()).await;
     });
 }
 

@@ -5,7 +5,9 @@
 //!
 //! A campaign is running while its tree has unfinished `send_email_batch` tasks; a batch has
 //! stopped moving when it has been running without a progress report for
-//! `[campaigns] stall_after` (a batch reports after every recipient).
+//! `[campaigns] stall_after` (a batch reports as its recipients are sent, at most every 100 ms).
+//! The lists leave the tasks' args out (`with_payloads: false`): batches carry recipients.
+//! Controls reach the workers connected to the coordinator this worker dials.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -128,7 +130,6 @@ pub async fn cleanup_stuck_campaigns(
         humantime::format_duration(upkeep.settings.stall_after)
     );
     let mut actions = Vec::new();
-    let mut records = Vec::new();
     for task in stalled {
         let outcome = client
             .intervene(task.id, task.attempt, policy == StuckPolicy::Fail, &reason)
@@ -159,19 +160,21 @@ pub async fn cleanup_stuck_campaigns(
             "detail": detail,
         });
         tracing::info!(batch = %task.id, attempt = task.attempt, action = status, "stuck batch");
-        records.push(entry(
+        // Recorded at once: an error later in the loop must not lose what was already done.
+        let record = entry(
             STUCK_BATCH,
             &format!("{}:{}", task.id, task.attempt),
             status,
             &action,
-        )?);
+        )?;
+        context.record(vec![record]).await?;
         actions.push(action);
     }
-    context.record(records).await?;
     Ok(json!({ "policy": policy, "batches": actions }))
 }
 
-/// Asks every worker on the `email` queue to close its idle pooled SMTP connections.
+/// Asks every worker on the `email` queue connected to this worker's coordinator to close its
+/// idle pooled SMTP connections.
 pub async fn cleanup_smtp_connections(
     upkeep: Arc<Upkeep>,
     _context: TaskContext,

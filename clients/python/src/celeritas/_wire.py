@@ -231,6 +231,7 @@ def list_tasks_request(
     root_id: str | None,
     quiet_for: models.Seconds | None,
     limit: int | None,
+    include_payloads: bool = False,
 ) -> tasks_pb2.ListTasksRequest:
     numbers = []
     for index, state in enumerate(states):
@@ -239,7 +240,11 @@ def list_tasks_request(
         except (KeyError, ValueError):
             raise ValueError(f"states[{index}]: {state!r} is not a task state") from None
     request = tasks_pb2.ListTasksRequest(
-        names=list(names), states=numbers, root_id=root_id or "", limit=limit or 0
+        names=list(names),
+        states=numbers,
+        root_id=root_id or "",
+        limit=limit or 0,
+        include_payloads=include_payloads,
     )
     if quiet_for is not None:
         request.quiet_for.CopyFrom(duration_pb(quiet_for, "quiet_for"))

@@ -187,9 +187,12 @@ class AsyncClient:
         root_id: str | None = None,
         quiet_for: Seconds | None = None,
         limit: int | None = None,
+        include_payloads: bool = False,
     ) -> list[Task]:
         """Lists tasks; see :meth:`celeritas.Client.list_tasks`."""
-        request = _wire.list_tasks_request(names, states, root_id, quiet_for, limit)
+        request = _wire.list_tasks_request(
+            names, states, root_id, quiet_for, limit, include_payloads
+        )
         response = await self._call(self._tasks.ListTasks, request)
         return [_wire.task(task) for task in response.tasks]
 

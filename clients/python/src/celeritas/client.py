@@ -228,12 +228,16 @@ class Client:
         root_id: str | None = None,
         quiet_for: Seconds | None = None,
         limit: int | None = None,
+        include_payloads: bool = False,
     ) -> list[Task]:
         """Tasks with one of ``names`` (any name when empty) in one of ``states`` (the
         unfinished states when empty), of the tree ``root_id``, with no progress, start or
         submission for ``quiet_for`` seconds; longest quiet first, at most ``limit`` (server
-        default 1,000)."""
-        request = _wire.list_tasks_request(names, states, root_id, quiet_for, limit)
+        default 1,000). The tasks' ``args`` and ``result`` are read only with
+        ``include_payloads`` (a campaign's batches carry their recipients)."""
+        request = _wire.list_tasks_request(
+            names, states, root_id, quiet_for, limit, include_payloads
+        )
         return [_wire.task(task) for task in self._call(self._tasks.ListTasks, request).tasks]
 
     # Progress and records.

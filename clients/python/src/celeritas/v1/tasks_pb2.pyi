@@ -355,18 +355,20 @@ class ListRecordsResponse(_message.Message):
     def __init__(self, records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class ListTasksRequest(_message.Message):
-    __slots__ = ("names", "states", "quiet_for", "limit", "root_id")
+    __slots__ = ("names", "states", "quiet_for", "limit", "root_id", "include_payloads")
     NAMES_FIELD_NUMBER: _ClassVar[int]
     STATES_FIELD_NUMBER: _ClassVar[int]
     QUIET_FOR_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     ROOT_ID_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_PAYLOADS_FIELD_NUMBER: _ClassVar[int]
     names: _containers.RepeatedScalarFieldContainer[str]
     states: _containers.RepeatedScalarFieldContainer[TaskState]
     quiet_for: _duration_pb2.Duration
     limit: int
     root_id: str
-    def __init__(self, names: _Optional[_Iterable[str]] = ..., states: _Optional[_Iterable[_Union[TaskState, str]]] = ..., quiet_for: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., limit: _Optional[int] = ..., root_id: _Optional[str] = ...) -> None: ...
+    include_payloads: bool
+    def __init__(self, names: _Optional[_Iterable[str]] = ..., states: _Optional[_Iterable[_Union[TaskState, str]]] = ..., quiet_for: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., limit: _Optional[int] = ..., root_id: _Optional[str] = ..., include_payloads: _Optional[bool] = ...) -> None: ...
 
 class ListTasksResponse(_message.Message):
     __slots__ = ("tasks",)

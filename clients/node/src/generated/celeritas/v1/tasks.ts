@@ -476,6 +476,11 @@ export interface ListTasksRequest {
   limit: number;
   /** Only tasks of this tree (the root and its descendants), when set. */
   rootId: string;
+  /**
+   * Also answer each task's `args_json` and `result_json`; without it they are left empty (a
+   * campaign's batches carry their recipients, so thousands of them make a large answer).
+   */
+  includePayloads: boolean;
 }
 
 /** The tasks found. */
@@ -3095,7 +3100,7 @@ export const ListRecordsResponse: MessageFns<ListRecordsResponse> = {
 };
 
 function createBaseListTasksRequest(): ListTasksRequest {
-  return { names: [], states: [], quietFor: undefined, limit: 0, rootId: "" };
+  return { names: [], states: [], quietFor: undefined, limit: 0, rootId: "", includePayloads: false };
 }
 
 export const ListTasksRequest: MessageFns<ListTasksRequest> = {
@@ -3118,6 +3123,9 @@ export const ListTasksRequest: MessageFns<ListTasksRequest> = {
     }
     if (message.rootId !== "") {
       writer.uint32(42).string(message.rootId);
+    }
+    if (message.includePayloads !== false) {
+      writer.uint32(48).bool(message.includePayloads);
     }
     return writer;
   },
@@ -3185,6 +3193,14 @@ export const ListTasksRequest: MessageFns<ListTasksRequest> = {
             message.rootId = reader.string();
             continue;
           }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.includePayloads = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3209,6 +3225,7 @@ export const ListTasksRequest: MessageFns<ListTasksRequest> = {
       : undefined;
     message.limit = object.limit ?? 0;
     message.rootId = object.rootId ?? "";
+    message.includePayloads = object.includePayloads ?? false;
     return message;
   },
 };
