@@ -1113,8 +1113,6 @@ impl Store for PostgresStore {
     }
 
     async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<TaskRecord>, StoreError> {
-        let names: Vec<&str> = filter.names.iter().map(TaskName::as_str).collect();
-        let states: Vec<&str> = filter.states.iter().map(|state| state.as_str()).collect();
         // Without payloads, args and result are not even read: a campaign's batches are large.
         let columns = if filter.with_payloads {
             task_columns!().to_owned()
@@ -1123,20 +1121,44 @@ impl Store for PostgresStore {
                 .replace("t.args::text AS args", "'{}' AS args")
                 .replace("t.result::text AS result", "NULL::text AS result")
         };
-        let sql = format!(
-            "SELECT {columns} FROM tasks t \
-             WHERE t.state = ANY($2) AND (cardinality($1::text[]) = 0 OR t.name = ANY($1)) \
-               AND ($5::uuid IS NULL OR t.root_id = $5) \
-               AND ($3::timestamptz IS NULL \
-                    OR greatest(t.progress_at, t.started_at, t.created_at) <= $3) \
-             ORDER BY greatest(t.progress_at, t.started_at, t.created_at), t.seq LIMIT $4"
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(&names)
-            .bind(&states)
-            .bind(filter.quiet_since)
-            .bind(i64::from(filter.limit))
-            .bind(filter.root.map(|root| root.as_uuid()))
+        if filter.states.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Only the filters given, and the states as literals (a closed set of names), so the
+        // planner can use `tasks_unfinished_by_name` and `tasks_by_root`.
+        let states: Vec<String> = filter
+            .states
+            .iter()
+            .map(|state| format!("'{}'", state.as_str()))
+            .collect();
+        let quiet_from = "greatest(t.progress_at, t.started_at, t.created_at)";
+        let mut query = sqlx::QueryBuilder::<sqlx::Postgres>::new(format!(
+            "SELECT {columns} FROM tasks t WHERE t.state IN ({})",
+            states.join(", ")
+        ));
+        if !filter.names.is_empty() {
+            let names: Vec<&str> = filter.names.iter().map(TaskName::as_str).collect();
+            query.push(" AND t.name = ANY(").push_bind(names).push(")");
+        }
+        if let Some(root) = filter.root {
+            // The root itself, or a descendant (which has a parent: `tasks_by_root`'s predicate).
+            query
+                .push(" AND ((t.root_id = ")
+                .push_bind(root.as_uuid())
+                .push(" AND t.parent_id IS NOT NULL) OR t.id = ")
+                .push_bind(root.as_uuid())
+                .push(")");
+        }
+        if let Some(quiet_since) = filter.quiet_since {
+            query
+                .push(format!(" AND {quiet_from} <= "))
+                .push_bind(quiet_since);
+        }
+        query
+            .push(format!(" ORDER BY {quiet_from}, t.seq LIMIT "))
+            .push_bind(i64::from(filter.limit));
+        let rows = query
+            .build()
             .fetch_all(&self.pool)
             .await
             .map_err(classify)?;
