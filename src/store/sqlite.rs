@@ -254,6 +254,41 @@ async fn begin(pool: &SqlitePool) -> Result<sqlx::Transaction<'_, sqlx::Sqlite>,
     pool.begin().await.map_err(classify)
 }
 
+/// Ends a leased or running task's attempt with a recorded failure `(kind, message)`: back to
+/// pending counting a retry (`requeue`), or failed for good.
+async fn end_attempt(
+    transaction: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    id: &str,
+    requeue: bool,
+    (kind, message): (&str, &str),
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let sql = if requeue {
+        format!(
+            "UPDATE tasks SET {REQUEUE}, retries = retries + 1, error_kind = ?, \
+                 error_message = ?, failures = {APPEND_FAILURE} WHERE id = ?"
+        )
+    } else {
+        format!(
+            "UPDATE tasks SET state = 'failed', session_id = NULL, leased_at = NULL, \
+                 lease_expires_at = NULL, finished_at = {}, error_kind = ?, \
+                 error_message = ?, failures = {APPEND_FAILURE} WHERE id = ?",
+            micros(now)
+        )
+    };
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(kind)
+        .bind(message)
+        .bind(kind)
+        .bind(message)
+        .bind(now.to_rfc3339())
+        .bind(id)
+        .execute(&mut **transaction)
+        .await
+        .map_err(classify)?;
+    Ok(())
+}
+
 /// Sets the lease columns of a task that goes back to pending.
 const REQUEUE: &str = "state = 'pending', session_id = NULL, leased_at = NULL, lease_expires_at = NULL, started_at = NULL";
 
@@ -1065,29 +1100,14 @@ impl Store for SqliteStore {
             return Ok(None);
         };
         let requeued = interruption.requeue && retries < max_retries;
-        let sql = if requeued {
-            format!(
-                "UPDATE tasks SET {REQUEUE}, retries = retries + 1, error_kind = ?, \
-                     error_message = ?, failures = {APPEND_FAILURE} WHERE id = ?"
-            )
-        } else {
-            format!(
-                "UPDATE tasks SET state = 'failed', session_id = NULL, leased_at = NULL, \
-                     lease_expires_at = NULL, finished_at = {}, error_kind = ?, \
-                     error_message = ?, failures = {APPEND_FAILURE} WHERE id = ?",
-                micros(now)
-            )
-        };
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(&interruption.kind)
-            .bind(&interruption.message)
-            .bind(&interruption.kind)
-            .bind(&interruption.message)
-            .bind(now.to_rfc3339())
-            .bind(&id)
-            .execute(&mut *transaction)
-            .await
-            .map_err(classify)?;
+        end_attempt(
+            &mut transaction,
+            &id,
+            requeued,
+            (&interruption.kind, &interruption.message),
+            now,
+        )
+        .await?;
         transaction.commit().await.map_err(classify)?;
         Ok(Some(if requeued {
             TaskState::Pending
@@ -1150,7 +1170,6 @@ impl Store for SqliteStore {
         .fetch_all(&mut *transaction)
         .await
         .map_err(classify)?;
-        let at = now.to_rfc3339();
         let mut reaped = Reaped::default();
         for row in lost {
             let id: String = row.try_get("id").map_err(StoreError::Internal)?;
@@ -1187,28 +1206,7 @@ impl Store for SqliteStore {
                 )
             };
             let retry = !over_limit && retries < max_retries;
-            let sql = if retry {
-                format!(
-                    "UPDATE tasks SET {REQUEUE}, retries = retries + 1, error_kind = ?, \
-                         error_message = ?, failures = {APPEND_FAILURE} WHERE id = ?"
-                )
-            } else {
-                format!(
-                    "UPDATE tasks SET state = 'failed', session_id = NULL, leased_at = NULL, \
-                         lease_expires_at = NULL, finished_at = {now_micros}, error_kind = ?, \
-                         error_message = ?, failures = {APPEND_FAILURE} WHERE id = ?"
-                )
-            };
-            sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(kind)
-                .bind(message)
-                .bind(kind)
-                .bind(message)
-                .bind(&at)
-                .bind(&id)
-                .execute(&mut *transaction)
-                .await
-                .map_err(classify)?;
+            end_attempt(&mut transaction, &id, retry, (kind, message), now).await?;
             if retry {
                 reaped.requeued += 1;
             } else {
