@@ -30,6 +30,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // The RPC `WorkerService.Connect` would clash with the generated `connect` constructor;
         // clients build their channels themselves.
         .build_transport(false)
+        // Maps as BTreeMaps: they go on the wire in key order, so the same aggregate always
+        // encodes (and reaches a client's JSON) the same way.
+        .btree_map(".")
         .compile_fds(descriptors)?;
     Ok(())
 }

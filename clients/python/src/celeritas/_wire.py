@@ -307,8 +307,8 @@ def aggregate(message: tasks_pb2.Aggregate) -> models.Aggregate:
     return models.Aggregate(
         tasks_total=message.tasks_total,
         tasks_finished=message.tasks_finished,
-        tasks_by_state=dict(message.tasks_by_state),
-        records_by_status=dict(message.records_by_status),
+        tasks_by_state=dict(sorted(message.tasks_by_state.items())),
+        records_by_status=dict(sorted(message.records_by_status.items())),
         progress=progress(message.progress),
     )
 
@@ -462,7 +462,7 @@ def queue_depth(message: inspect_pb2.QueueDepth) -> models.QueueDepth:
     return models.QueueDepth(
         name=message.name,
         priority=message.priority,
-        tasks_by_state=dict(message.tasks_by_state),
+        tasks_by_state=dict(sorted(message.tasks_by_state.items())),
         oldest_pending_age=timedelta_of(message, "oldest_pending_age"),
         consumers=message.consumers,
     )
