@@ -2,8 +2,10 @@
 //! coordinator answers for every worker; pings are round trips over this coordinator's streams.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
+use super::sessions::Session;
 use super::{Coordinator, CoordinatorError};
 use crate::domain::{
     ControlCommand, PingResult, QueueDepth, QueueName, TaskRecord, TaskState, WorkerInfo,
@@ -47,25 +49,15 @@ impl Coordinator {
     /// Pings every connected worker: a round trip for those connected here, a note for those
     /// connected to another coordinator.
     pub async fn ping_workers(&self, wait: Duration) -> Result<Vec<PingResult>, CoordinatorError> {
-        let wait = wait.min(MAX_PING_WAIT);
-        let sessions = self.sessions.snapshot();
-        let round_trips =
-            futures::future::join_all(sessions.iter().map(|session| session.ping(wait))).await;
-        let mut results: Vec<PingResult> = sessions
-            .iter()
-            .zip(round_trips)
-            .map(|(session, round_trip)| PingResult {
-                worker_id: session.worker().to_string(),
-                hostname: session.hello.hostname.clone(),
-                coordinator_id: self.id.clone(),
-                detail: if round_trip.is_some() {
-                    String::new()
-                } else {
-                    format!("no answer within {}", humantime::format_duration(wait))
-                },
-                round_trip,
-            })
-            .collect();
+        let mut results = self
+            .control_workers(self.sessions.snapshot(), ControlCommand::Ping, wait)
+            .await;
+        for result in &mut results {
+            if result.round_trip.is_some() {
+                // The worker's "pong" says nothing the round trip does not.
+                result.detail.clear();
+            }
+        }
         let here: HashSet<String> = results
             .iter()
             .map(|result| result.worker_id.clone())
@@ -94,20 +86,33 @@ impl Coordinator {
         if let Some(queue) = queue {
             self.known_queue(queue)?;
         }
-        let wait = wait.min(MAX_PING_WAIT);
-        let sessions: Vec<_> = self
+        let sessions = self
             .sessions
             .snapshot()
             .into_iter()
             .filter(|session| queue.is_none_or(|queue| session.hello.queues.contains(queue)))
             .collect();
+        Ok(self
+            .control_workers(sessions, ControlCommand::CloseIdleConnections, wait)
+            .await)
+    }
+
+    /// Sends `command` to each of `sessions` at once and waits up to `wait` (at most 30 s) for
+    /// the answers: each worker's round trip and reply, or why there is none.
+    async fn control_workers(
+        &self,
+        sessions: Vec<Arc<Session>>,
+        command: ControlCommand,
+        wait: Duration,
+    ) -> Vec<PingResult> {
+        let wait = wait.min(MAX_PING_WAIT);
         let answers = futures::future::join_all(
             sessions
                 .iter()
-                .map(|session| session.control(ControlCommand::CloseIdleConnections, wait)),
+                .map(|session| session.control(command, wait)),
         )
         .await;
-        Ok(sessions
+        sessions
             .iter()
             .zip(answers)
             .map(|(session, answer)| PingResult {
@@ -120,7 +125,7 @@ impl Coordinator {
                     None => format!("no answer within {}", humantime::format_duration(wait)),
                 },
             })
-            .collect())
+            .collect()
     }
 
     /// Tasks in a state, oldest first, at most `limit` (and at most 10,000).

@@ -131,13 +131,6 @@ impl Session {
         }
     }
 
-    /// A round trip to the worker over its stream; `None` when it did not answer in time.
-    pub async fn ping(&self, timeout: Duration) -> Option<Duration> {
-        self.control(crate::domain::ControlCommand::Ping, timeout)
-            .await
-            .map(|(round_trip, _)| round_trip)
-    }
-
     /// Sends a control request; the round trip and the worker's answer, or `None` when it did
     /// not answer in time.
     pub async fn control(
