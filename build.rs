@@ -33,6 +33,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Maps as BTreeMaps: they go on the wire in key order, so the same aggregate always
         // encodes (and reaches a client's JSON) the same way.
         .btree_map(".")
+        // Undecodable messages answer INVALID_ARGUMENT, not prost's INTERNAL.
+        .codec_path("crate::grpc::WireCodec")
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -2,8 +2,16 @@
 //! queued since the last one (up to a maximum), so batches grow with load and cost nothing when
 //! idle: a lone item is written at once, unless it is of a kind allowed to linger (see
 //! `Linger`), which waits a moment for an item that must go at once and shares its write.
+//!
+//! One bad item fails alone: a batch the store refuses (for a reason other than being
+//! unavailable) is written again item by item, so only the items the store refuses fail. Items
+//! may name what they belong to (`Isolation`); once one fails, the later items of the same
+//! owner fail without being written, so nothing that followed a failed item commits without it
+//! (a task's result after its refused records).
 
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
+use std::hash::Hash;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -61,6 +69,61 @@ impl<I> Clone for Linger<I> {
 
 impl<I> Copy for Linger<I> {}
 
+/// Which owner an item belongs to, for failing an owner's later items after one failed.
+#[derive(Debug)]
+pub struct Isolation<I, K> {
+    /// The item's owner, if its fate is tied to its owner's earlier items.
+    pub owner: fn(&I) -> Option<K>,
+}
+
+impl<I, K> Clone for Isolation<I, K> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<I, K> Copy for Isolation<I, K> {}
+
+/// How many owners with a failed item are remembered (their later items fail too).
+const REMEMBERED_FAILURES: usize = 4096;
+
+/// Owners whose items failed, with why, oldest forgotten first.
+struct Failed<K> {
+    why: HashMap<K, BatchError>,
+    order: VecDeque<K>,
+}
+
+impl<K: Eq + Hash + Clone> Failed<K> {
+    fn new() -> Self {
+        Self {
+            why: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    fn remember(&mut self, owner: K, error: &BatchError) {
+        if self.why.insert(owner.clone(), error.clone()).is_none() {
+            self.order.push_back(owner);
+            if self.order.len() > REMEMBERED_FAILURES
+                && let Some(oldest) = self.order.pop_front()
+            {
+                self.why.remove(&oldest);
+            }
+        }
+    }
+
+    fn of(&self, owner: &Option<K>) -> Option<BatchError> {
+        owner
+            .as_ref()
+            .and_then(|owner| self.why.get(owner))
+            .map(|error| {
+                BatchError::Store(format!(
+                    "an earlier write of the same attempt failed: {error}"
+                ))
+            })
+    }
+}
+
 /// The longest pause between retries while the store is unavailable.
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(2);
 
@@ -68,10 +131,12 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
     /// Starts the loop on `tracker`. `flush` writes a batch and answers one output per item, in
     /// order. While the store is unavailable the same batch is retried, until `stop` fires. The
     /// loop ends when every `Batcher` handle is dropped and the queue is drained.
-    pub fn spawn<F, Fut>(
+    #[allow(clippy::too_many_arguments)]
+    pub fn spawn<F, Fut, K>(
         name: &'static str,
         max_batch: usize,
         linger: Option<Linger<I>>,
+        isolation: Isolation<I, K>,
         tracker: &TaskTracker,
         stop: CancellationToken,
         flush: F,
@@ -80,26 +145,65 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
         F: Fn(Vec<I>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Vec<O>, StoreError>> + Send,
         I: Clone,
+        K: Eq + Hash + Clone + Send + 'static,
     {
         let (sender, mut receiver) = mpsc::channel::<Job<I, O>>(max_batch * 4);
         tracker.spawn(async move {
             let mut jobs = Vec::with_capacity(max_batch);
+            let mut failed = Failed::new();
             while receiver.recv_many(&mut jobs, max_batch).await > 0 {
                 if let Some(linger) = linger {
                     wait_for_company(&mut receiver, &mut jobs, max_batch, linger).await;
                 }
-                let (items, replies): (Vec<I>, Vec<_>) =
-                    jobs.drain(..).map(|job| (job.item, job.reply)).unzip();
-                let outcome = flush_until_available(name, &flush, items, &stop).await;
-                match outcome {
+                let mut items = Vec::with_capacity(jobs.len());
+                let mut waiting = Vec::with_capacity(jobs.len());
+                for job in jobs.drain(..) {
+                    let owner = (isolation.owner)(&job.item);
+                    match failed.of(&owner) {
+                        Some(error) => {
+                            let _ = job.reply.send(Err(error));
+                        }
+                        None => {
+                            items.push(job.item);
+                            waiting.push((owner, job.reply));
+                        }
+                    }
+                }
+                if items.is_empty() {
+                    continue;
+                }
+                let single = items.len() == 1;
+                match flush_until_available(name, &flush, items.clone(), &stop).await {
                     Ok(outputs) => {
-                        for (reply, output) in replies.into_iter().zip(outputs) {
+                        for ((_, reply), output) in waiting.into_iter().zip(outputs) {
                             // A dropped receiver means its stream ended; nothing to tell.
                             let _ = reply.send(Ok(output));
                         }
                     }
+                    Err(error @ BatchError::Store(_)) if !single => {
+                        tracing::warn!(batch = name, size = items.len(), %error, "writing the refused batch item by item");
+                        for (item, (owner, reply)) in items.into_iter().zip(waiting) {
+                            let written = match failed.of(&owner) {
+                                Some(error) => Err(error),
+                                None => flush_until_available(name, &flush, vec![item], &stop)
+                                    .await
+                                    .and_then(|mut outputs| {
+                                        outputs.pop().ok_or_else(|| {
+                                            BatchError::Store("the write answered nothing".into())
+                                        })
+                                    }),
+                            };
+                            if let (Err(error), Some(owner)) = (&written, &owner) {
+                                failed.remember(owner.clone(), error);
+                            }
+                            let _ = reply.send(written);
+                        }
+                    }
                     Err(error) => {
-                        for reply in replies {
+                        for (owner, reply) in waiting {
+                            if let (BatchError::Store(_), Some(owner)) = (&error, owner) {
+                                failed.remember(owner, &error);
+                            }
                             let _ = reply.send(Err(error.clone()));
                         }
                     }
@@ -165,5 +269,88 @@ where
                 return Err(BatchError::Store(error.to_string()));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// An item: its owner, and whether the store refuses it.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    struct Item {
+        owner: u32,
+        bad: bool,
+    }
+
+    fn refused() -> StoreError {
+        StoreError::Internal(sqlx::Error::Protocol(
+            "invalid input syntax (SQLSTATE 22P02)".into(),
+        ))
+    }
+
+    #[tokio::test]
+    async fn a_refused_item_fails_alone_and_takes_only_its_owners_later_items_with_it() {
+        let tracker = TaskTracker::new();
+        let written: Arc<Mutex<Vec<Item>>> = Arc::default();
+        let batcher = {
+            let written = written.clone();
+            Batcher::spawn(
+                "test",
+                1000,
+                None,
+                Isolation {
+                    owner: |item: &Item| Some(item.owner),
+                },
+                &tracker,
+                CancellationToken::new(),
+                move |items: Vec<Item>| {
+                    let written = written.clone();
+                    async move {
+                        // Like a transaction: one bad item and nothing is written.
+                        if items.iter().any(|item| item.bad) {
+                            return Err(refused());
+                        }
+                        written.lock().unwrap().extend(&items);
+                        Ok(items.iter().map(|item| item.owner).collect::<Vec<_>>())
+                    }
+                },
+            )
+        };
+        // 100 good items of owners 0..100, owner 50's records refused, then every owner's
+        // second item (owner 50's result among them).
+        let mut answers = Vec::new();
+        for owner in 0..100 {
+            let item = Item {
+                owner,
+                bad: owner == 50,
+            };
+            answers.push((item, batcher.enqueue(item).await));
+        }
+        for owner in 0..100 {
+            let item = Item { owner, bad: false };
+            answers.push((item, batcher.enqueue(item).await));
+        }
+        let mut failed = Vec::new();
+        for (item, answer) in answers {
+            match answer.await.unwrap() {
+                Ok(owner) => assert_eq!(owner, item.owner),
+                Err(error) => failed.push((item, error)),
+            }
+        }
+        assert_eq!(failed.len(), 2, "{failed:?}");
+        assert!(failed.iter().all(|(item, _)| item.owner == 50));
+        assert!(
+            failed[1]
+                .1
+                .to_string()
+                .contains("earlier write of the same attempt"),
+            "{failed:?}"
+        );
+        let written = written.lock().unwrap();
+        assert_eq!(written.len(), 198);
+        assert!(written.iter().all(|item| item.owner != 50));
     }
 }

@@ -139,6 +139,7 @@ impl Coordinator {
             )
             .into());
         }
+        crate::domain::check_text("reason", reason, usize::MAX)?;
         let task = self.task(id).await?;
         let attempt = attempt.unwrap_or(task.attempt);
         if !matches!(task.state, TaskState::Leased | TaskState::Running) {

@@ -32,7 +32,7 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use self::batcher::{Batcher, Linger};
+use self::batcher::{Batcher, Isolation, Linger};
 use self::dispatcher::{Dispatcher, DispatcherSignal};
 use self::leases::LeaseKeeper;
 use self::sessions::Sessions;
@@ -114,8 +114,25 @@ pub enum AttemptUpdate {
     Records(RecordWrite),
     /// An attempt ended.
     Ended(Completion),
+    /// An attempt whose result the store refused, recorded as failed instead; written even
+    /// though the attempt's earlier writes failed.
+    EndedInstead(Completion),
     /// Nothing to write: answers once everything queued before it is written.
     Barrier,
+}
+
+impl AttemptUpdate {
+    /// The attempt the update belongs to: once one of its writes fails, its later ones fail
+    /// too (a result never commits without the records before it).
+    fn attempt(&self) -> Option<LeaseToken> {
+        match self {
+            AttemptUpdate::Started(start) => Some(start.token),
+            AttemptUpdate::Progress(write) => Some(write.token),
+            AttemptUpdate::Records(write) => Some(write.token),
+            AttemptUpdate::Ended(completion) => Some(completion.token),
+            AttemptUpdate::EndedInstead(_) | AttemptUpdate::Barrier => None,
+        }
+    }
 }
 
 /// Writes a batch of attempt updates; answers, per update, whether it applied (everything but
@@ -141,7 +158,7 @@ async fn record_attempts(
                 batch.records.push(write);
                 slots.push(None);
             }
-            AttemptUpdate::Ended(completion) => {
+            AttemptUpdate::Ended(completion) | AttemptUpdate::EndedInstead(completion) => {
                 slots.push(Some(batch.completions.len()));
                 batch.completions.push(completion);
             }
@@ -236,6 +253,9 @@ impl Coordinator {
                     at_most: START_LINGER,
                     may_linger: |update| matches!(update, AttemptUpdate::Started(_)),
                 }),
+                Isolation {
+                    owner: AttemptUpdate::attempt,
+                },
                 &tracker,
                 stop.clone(),
                 move |updates: Vec<AttemptUpdate>| {

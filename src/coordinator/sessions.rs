@@ -53,6 +53,8 @@ pub struct HeldLease {
     /// Whether the task's tree is open (it is a child, or it opened its tree): its changes
     /// make tree events.
     pub in_tree: bool,
+    /// Why records the attempt emitted were refused, if they were: its result then fails.
+    pub refused_records: Option<String>,
 }
 
 impl HeldLease {
@@ -69,6 +71,7 @@ impl HeldLease {
             queue: lease.queue.clone(),
             run_at: lease.run_at,
             in_tree: lease.root_id != lease.token.task_id,
+            refused_records: None,
         }
     }
 }
@@ -273,6 +276,13 @@ impl Session {
     /// What is known of a lease this session holds.
     pub fn lease(&self, token: &LeaseToken) -> Option<HeldLease> {
         self.state().leases.get(token).cloned()
+    }
+
+    /// Records of the lease were refused, for `why`: its result will fail.
+    pub fn refuse_records(&self, token: &LeaseToken, why: String) {
+        if let Some(lease) = self.state().leases.get_mut(token) {
+            lease.refused_records.get_or_insert(why);
+        }
     }
 
     /// The lease's tree is open now.

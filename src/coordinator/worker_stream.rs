@@ -14,8 +14,8 @@ use super::sessions::{HeldLease, Outbound, Session};
 use super::{AttemptUpdate, Coordinator, CoordinatorError};
 use crate::clock::after;
 use crate::domain::{
-    CoordinatorMessage, Failure, Hello, LeaseToken, Outcome, RequestError, TaskId, ValidationError,
-    WorkerMessage,
+    CoordinatorMessage, Failure, Hello, LeaseToken, Outcome, Refusal, RequestError, TaskId,
+    ValidationError, WorkerMessage,
 };
 use crate::store::{
     Completion, ProgressWrite, RUNNING_LEASE_MARGIN, RecordWrite, Resolution, Start,
@@ -32,6 +32,8 @@ pub(super) const MISSED_HEARTBEATS: u32 = 3;
 pub enum InboundError {
     /// It arrived but does not make sense.
     Invalid(ValidationError),
+    /// It arrived and is answered with a refusal; the stream goes on.
+    Refused(Refusal),
     /// The stream broke.
     Broken(String),
 }
@@ -95,6 +97,13 @@ pub async fn serve(coordinator: Arc<Coordinator>, mut inbound: Inbound, outbound
             let _ = outbound.send(Err(CoordinatorError::Invalid(error))).await;
             return;
         }
+        Ok(Some(Err(InboundError::Refused(_)))) => {
+            let error = CoordinatorError::FailedPrecondition(
+                "the first message on a worker stream must be a hello".to_owned(),
+            );
+            let _ = outbound.send(Err(error)).await;
+            return;
+        }
         Ok(Some(Err(InboundError::Broken(_))) | None) => return,
         Err(_) => {
             let error = CoordinatorError::FailedPrecondition(format!(
@@ -152,11 +161,12 @@ async fn open_session(
             &hello.worker_id,
             session_id,
             &hello.held_leases,
+            connected_at,
             after(connected_at, coordinator.settings.lease_ttl),
         )
         .await?;
     if adopted.released > 0 {
-        tracing::info!(worker = %hello.worker_id, count = adopted.released, "released leases the worker no longer holds");
+        tracing::info!(worker = %hello.worker_id, count = adopted.released, lost = adopted.lost, "gave up leases the worker no longer holds");
         coordinator.signal.wake();
     }
     let session = Session::new(
@@ -231,6 +241,12 @@ async fn run_session(
                 Some(Err(InboundError::Invalid(error))) => {
                     session.fail(CoordinatorError::Invalid(error)).await;
                     break End::Refused;
+                }
+                Some(Err(InboundError::Refused(refusal))) => {
+                    session.touch();
+                    if !refuse(session, refusal).await {
+                        break End::Refused;
+                    }
                 }
                 Some(Ok(message)) => {
                     session.touch();
@@ -391,6 +407,10 @@ async fn handle(
                 .await;
         }
         WorkerMessage::Result { token, outcome } => {
+            if session.lease(&token).is_some_and(|lease| lease.completing) {
+                // Sent again while the first copy is being written: that write answers it.
+                return Ok(());
+            }
             let Some(lease) = session.begin_completion(&token) else {
                 let refused = CoordinatorMessage::ResultAck {
                     token,
@@ -399,6 +419,17 @@ async fn handle(
                 };
                 session.send(refused).await;
                 return Ok(());
+            };
+            // Records the attempt emitted were refused: its result must not commit as if they
+            // had been written.
+            let outcome = match &lease.refused_records {
+                None => outcome,
+                Some(why) => Outcome::Failed(Failure {
+                    kind: "invalid_record".to_owned(),
+                    message: format!("the task emitted records that cannot be stored: {why}"),
+                    retryable: false,
+                    retry_after: None,
+                }),
             };
             let completion = Completion {
                 token,
@@ -449,6 +480,30 @@ async fn handle(
     Ok(())
 }
 
+/// Answers a message that cannot be taken as it is; false when the refusal ends the stream.
+async fn refuse(session: &Session, refusal: Refusal) -> bool {
+    match refusal {
+        Refusal::Stream(error) => {
+            session.fail(CoordinatorError::Invalid(error)).await;
+            return false;
+        }
+        Refusal::Children { request_id, error } => {
+            let result = Err(RequestError {
+                message: error.to_string(),
+                retryable: false,
+            });
+            session
+                .send(CoordinatorMessage::ChildrenSubmitted { request_id, result })
+                .await;
+        }
+        Refusal::Records { token, error } => {
+            tracing::warn!(worker = %session.worker(), %token, %error, "records refused; the attempt will fail");
+            session.refuse_records(&token, error.to_string());
+        }
+    }
+    true
+}
+
 /// A write finished. For a result: tell the worker and free the lease's place. False when a
 /// result's write failed: the worker must report it again, which it does on its next stream.
 async fn settle(coordinator: &Coordinator, session: &Session, written: Written) -> bool {
@@ -485,6 +540,30 @@ async fn settle(coordinator: &Coordinator, session: &Session, written: Written) 
             }
             true
         }
+        Err(BatchError::Store(why)) => {
+            // The store refused the result (or something the attempt wrote before it): sending
+            // it again would fail again, so the attempt is recorded as failed, saying why.
+            tracing::warn!(worker = %session.worker(), %token, %why, "the store refused a result; recording the attempt as failed");
+            if fail_instead(coordinator, session, token, &why).await {
+                session.settle(&token);
+                let reason = format!("the store refused the result; the attempt failed: {why}");
+                session
+                    .send(CoordinatorMessage::ResultAck {
+                        token,
+                        accepted: false,
+                        reason,
+                    })
+                    .await;
+                coordinator.signal.wake();
+                coordinator.waiters.wake(token.task_id);
+                if let Some(root) = tree {
+                    coordinator.dirty_trees.mark(root);
+                }
+                return true;
+            }
+            session.abandon_completion(&token);
+            false
+        }
         Err(error) => {
             // Not acknowledged: the worker keeps the result and reports it again on its next
             // stream.
@@ -493,6 +572,37 @@ async fn settle(coordinator: &Coordinator, session: &Session, written: Written) 
             false
         }
     }
+}
+
+/// Records an attempt as failed because the store refused its result; true once durable.
+async fn fail_instead(
+    coordinator: &Coordinator,
+    session: &Session,
+    token: LeaseToken,
+    why: &str,
+) -> bool {
+    let Some(lease) = session.lease(&token) else {
+        return false;
+    };
+    let completion = Completion {
+        token,
+        worker: session.worker().clone(),
+        started_at: lease.started_at,
+        resolution: Resolution::Failed {
+            kind: "unstorable_result".to_owned(),
+            message: crate::domain::sanitize(
+                &format!("the store refused the attempt's result: {why}"),
+                crate::domain::MAX_FAILURE_MESSAGE_BYTES,
+            )
+            .into_owned(),
+        },
+        at: coordinator.clock.now(),
+    };
+    let answer = coordinator
+        .attempts
+        .enqueue(AttemptUpdate::EndedInstead(completion))
+        .await;
+    matches!(answer.await, Ok(Ok(_)))
 }
 
 /// Counts an attempt's end for the metrics.

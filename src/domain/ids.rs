@@ -20,9 +20,12 @@ impl TaskId {
         if text.is_empty() {
             return Err(ValidationError::new(field, "is required"));
         }
-        Uuid::from_str(text)
-            .map(Self)
-            .map_err(|_| ValidationError::new(field, format!("{text:?} is not a task id (a UUID)")))
+        Uuid::from_str(text).map(Self).map_err(|_| {
+            ValidationError::new(
+                field,
+                format!("{} is not a task id (a UUID)", super::quoted(text)),
+            )
+        })
     }
 
     /// The UUID behind the id.

@@ -1,6 +1,12 @@
 use std::fmt;
 
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+
 use super::ValidationError;
+
+/// The deepest nesting of arrays and objects accepted. Below the 128 levels at which serde_json
+/// (the worker's parser) stops, so whatever is accepted reaches a task as it was sent.
+pub const MAX_JSON_DEPTH: usize = 64;
 
 /// JSON text that is known to parse, kept as the client wrote it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,9 +27,22 @@ impl JsonText {
         if text.trim().is_empty() {
             return Ok(Self::empty_object());
         }
-        serde_json::from_str::<serde::de::IgnoredAny>(text)
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        Storable { depth: 0 }
+            .deserialize(&mut deserializer)
+            .and_then(|()| deserializer.end())
             .map_err(|error| ValidationError::new(field, format!("is not valid JSON: {error}")))?;
         Ok(Self(text.to_owned()))
+    }
+
+    /// Serialises a value, refusing what `parse` refuses (a NUL character in a string, nesting
+    /// deeper than `MAX_JSON_DEPTH`).
+    pub fn checked_from_value(
+        field: &str,
+        value: &serde_json::Value,
+    ) -> Result<Self, ValidationError> {
+        let text = value.to_string();
+        Self::parse(field, &text, usize::MAX)
     }
 
     /// `{}`.
@@ -31,7 +50,7 @@ impl JsonText {
         Self("{}".to_owned())
     }
 
-    /// Serialises a value that is known to be JSON.
+    /// Serialises a value that is known to be JSON and storable.
     pub fn from_value(value: &serde_json::Value) -> Self {
         Self(value.to_string())
     }
@@ -63,6 +82,97 @@ impl fmt::Display for JsonText {
     }
 }
 
+/// Walks JSON without building it, refusing what a store cannot hold: a NUL character in a
+/// string or key (Postgres `jsonb` refuses `\u0000`), and nesting deeper than
+/// `MAX_JSON_DEPTH`. serde_json itself refuses lone surrogates when it decodes a string.
+struct Storable {
+    depth: usize,
+}
+
+impl Storable {
+    fn nested<E: serde::de::Error>(&self) -> Result<Self, E> {
+        if self.depth >= MAX_JSON_DEPTH {
+            return Err(E::custom(format!(
+                "nested deeper than {MAX_JSON_DEPTH} levels"
+            )));
+        }
+        Ok(Self {
+            depth: self.depth + 1,
+        })
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Storable {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Storable {
+    type Value = ();
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("JSON")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<(), E> {
+        if text.contains('\0') {
+            return Err(E::custom(
+                "a string contains a NUL character (\\u0000), which the store cannot hold",
+            ));
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let element = self.nested::<A::Error>()?;
+        while seq
+            .next_element_seed(Storable {
+                depth: element.depth,
+            })?
+            .is_some()
+        {}
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let member = self.nested::<A::Error>()?;
+        while map
+            .next_key_seed(Storable {
+                depth: member.depth,
+            })?
+            .is_some()
+        {
+            map.next_value_seed(Storable {
+                depth: member.depth,
+            })?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,6 +188,38 @@ mod tests {
     fn refuses_text_over_the_limit() {
         let error = JsonText::parse("args_json", "[1,2,3]", 3).unwrap_err();
         assert!(error.message.contains("limit of 3 bytes"), "{error}");
+    }
+
+    #[test]
+    fn refuses_what_a_store_cannot_hold() {
+        let error = JsonText::parse("args_json", r#"{"to": "a\u0000b"}"#, 100).unwrap_err();
+        assert!(error.message.contains("NUL"), "{error}");
+        let error = JsonText::parse("args_json", r#"{"a\u0000": 1}"#, 100).unwrap_err();
+        assert!(error.message.contains("NUL"), "{error}");
+        // Lone surrogates: Postgres refuses them in jsonb, serde_json when it decodes.
+        assert!(JsonText::parse("args_json", r#"["\ud800"]"#, 100).is_err());
+        assert!(JsonText::parse("args_json", r#"["\udc00x"]"#, 100).is_err());
+        assert!(JsonText::parse("args_json", r#"["\ud800\u0041"]"#, 100).is_err());
+        let deep = format!(
+            "{}{}",
+            "[".repeat(MAX_JSON_DEPTH + 1),
+            "]".repeat(MAX_JSON_DEPTH + 1)
+        );
+        let error = JsonText::parse("args_json", &deep, usize::MAX).unwrap_err();
+        assert!(error.message.contains("nested deeper"), "{error}");
+        let fine = format!(
+            "{}{}",
+            "[".repeat(MAX_JSON_DEPTH),
+            "]".repeat(MAX_JSON_DEPTH)
+        );
+        JsonText::parse("args_json", &fine, usize::MAX).unwrap();
+        JsonText::parse(
+            "args_json",
+            r#"{"ok": ["\ud83d\ude00", 1.5e300, -1, null, true]}"#,
+            100,
+        )
+        .unwrap();
+        assert!(JsonText::parse("args_json", "[1] [2]", 100).is_err());
     }
 
     #[test]

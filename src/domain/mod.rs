@@ -11,15 +11,18 @@ mod record;
 mod schedule;
 mod spec;
 mod task;
+mod text;
 mod tree;
 
 pub use ids::{TaskId, WorkerId};
 pub use inspect::{PingResult, QueueDepth, WorkerInfo};
-pub use json::JsonText;
+pub use json::{JsonText, MAX_JSON_DEPTH};
 pub use lease::LeaseToken;
 pub use names::{QueueName, TaskName};
 pub use protocol::{
-    ControlCommand, CoordinatorMessage, Hello, Lease, ProgressReport, RequestError, WorkerMessage,
+    ControlCommand, CoordinatorMessage, Hello, Lease, MAX_FAILURE_KIND_BYTES,
+    MAX_FAILURE_MESSAGE_BYTES, MAX_HOSTNAME_BYTES, MAX_NOTE_BYTES, MAX_VERSION_BYTES,
+    ProgressReport, Refusal, RequestError, WorkerMessage,
 };
 pub use record::{
     MAX_RECORD_DATA_BYTES, MAX_RECORD_KEY_BYTES, RecordEntry, StoredRecord, WorkerStats,
@@ -34,6 +37,7 @@ pub use task::{
     AttemptFailure, Failure, NewTask, Outcome, Priority, RetryPolicy, TaskRecord, TaskState,
     TimeLimits,
 };
+pub use text::{check_text, quoted, sanitize};
 pub use tree::{
     Aggregate, Observed, Plan, Reported, TreeEvent, TreeEventKind, opening, plan_events,
     single_task_aggregate, synthesized_events,

@@ -8,8 +8,49 @@ use chrono::{DateTime, Utc};
 
 use super::{
     JsonText, LeaseToken, Outcome, Priority, QueueName, RecordEntry, TaskId, TaskName, TaskSpec,
-    TimeLimits, WorkerId, WorkerStats,
+    TimeLimits, ValidationError, WorkerId, WorkerStats,
 };
+
+/// The longest hostname a worker may give (a DNS name is at most 253 characters).
+pub const MAX_HOSTNAME_BYTES: usize = 255;
+/// The longest software version a worker may give.
+pub const MAX_VERSION_BYTES: usize = 64;
+/// The longest failure kind kept; a longer one is cut.
+pub const MAX_FAILURE_KIND_BYTES: usize = 128;
+/// The longest failure message kept; a longer one is cut.
+pub const MAX_FAILURE_MESSAGE_BYTES: usize = 16 * 1024;
+/// The longest progress message or control reply kept; a longer one is cut.
+pub const MAX_NOTE_BYTES: usize = 4 * 1024;
+
+/// A worker's message that cannot be taken as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// It breaks the protocol: the stream ends with this error.
+    Stream(ValidationError),
+    /// A request for children that cannot be submitted: the request is answered with the
+    /// error, and the stream goes on.
+    Children {
+        /// The request refused.
+        request_id: u64,
+        /// Why.
+        error: ValidationError,
+    },
+    /// Records that cannot be stored: none of the message's records is written, and the
+    /// attempt that emitted them fails when it reports its result (so no result commits
+    /// without the records it followed).
+    Records {
+        /// The emitting task's lease.
+        token: LeaseToken,
+        /// Why.
+        error: ValidationError,
+    },
+}
+
+impl From<ValidationError> for Refusal {
+    fn from(error: ValidationError) -> Self {
+        Refusal::Stream(error)
+    }
+}
 
 /// A worker's handshake.
 #[derive(Debug, Clone)]

@@ -56,12 +56,7 @@ impl RecordEntry {
         if key.is_empty() {
             return Err(ValidationError::new(format!("{field}.key"), "is required"));
         }
-        if key.len() > MAX_RECORD_KEY_BYTES {
-            return Err(ValidationError::new(
-                format!("{field}.key"),
-                format!("is longer than {MAX_RECORD_KEY_BYTES} bytes"),
-            ));
-        }
+        super::check_text(&format!("{field}.key"), key, MAX_RECORD_KEY_BYTES)?;
         let data = if data_json.trim().is_empty() {
             None
         } else {

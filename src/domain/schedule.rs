@@ -65,20 +65,34 @@ impl Timing {
         timezone: &str,
     ) -> Result<Self, ValidationError> {
         let parsed = croner::Cron::from_str(expression).map_err(|error| {
-            ValidationError::new(field, format!("{expression:?} does not parse: {error}"))
+            ValidationError::new(
+                field,
+                format!("{} does not parse: {error}", super::quoted(expression)),
+            )
         })?;
         let timezone = if timezone.is_empty() {
             chrono_tz::UTC
         } else {
             timezone.parse::<chrono_tz::Tz>().map_err(|_| {
-                ValidationError::new(zone_field, format!("unknown time zone {timezone:?}"))
+                ValidationError::new(
+                    zone_field,
+                    format!("unknown time zone {}", super::quoted(timezone)),
+                )
             })?
         };
-        Ok(Timing::Cron {
+        let timing = Timing::Cron {
             expression: expression.to_owned(),
             parsed: Box::new(parsed),
             timezone,
-        })
+        };
+        // A day that never comes (`0 0 30 2 *`) parses; a schedule on it would never fire.
+        if timing.next_after(Utc::now()).is_none() {
+            return Err(ValidationError::new(
+                field,
+                format!("{} never fires", super::quoted(expression)),
+            ));
+        }
+        Ok(timing)
     }
 
     /// The first tick strictly after `after`, if there is one.
@@ -151,6 +165,14 @@ pub fn parse_schedule_name(field: &str, name: &str) -> Result<String, Validation
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cron_that_never_fires_is_refused() {
+        let error =
+            Timing::cron("schedule.cron", "0 0 30 2 *", "schedule.timezone", "").unwrap_err();
+        assert_eq!(error.field, "schedule.cron");
+        assert!(error.message.contains("never fires"), "{error}");
+    }
 
     #[test]
     fn cron_ticks_in_its_time_zone() {

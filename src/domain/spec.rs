@@ -105,5 +105,6 @@ pub fn parse_idempotency_key(field: &str, text: &str) -> Result<Option<String>, 
             format!("is longer than {MAX_IDEMPOTENCY_KEY_LENGTH} characters"),
         ));
     }
+    super::check_text(field, text, usize::MAX)?;
     Ok(Some(text.to_owned()))
 }

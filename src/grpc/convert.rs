@@ -14,6 +14,10 @@ use crate::domain::{
     ValidationError, WorkerId, WorkerInfo, WorkerMessage, WorkerStats, parse_idempotency_key,
     parse_max_retries, parse_schedule_name, parse_short_name,
 };
+use crate::domain::{
+    MAX_FAILURE_KIND_BYTES, MAX_FAILURE_MESSAGE_BYTES, MAX_HOSTNAME_BYTES, MAX_NOTE_BYTES,
+    MAX_VERSION_BYTES, Refusal, check_text, sanitize,
+};
 
 /// No limit on JSON size, for messages from a coordinator this process trusts.
 const UNLIMITED: usize = usize::MAX;
@@ -672,9 +676,7 @@ pub fn wait_from_pb(wait: Option<prost_types::Duration>) -> Result<Duration, Val
 }
 
 /// Parses a message from a worker.
-pub fn worker_message_from_pb(
-    request: pb::ConnectRequest,
-) -> Result<WorkerMessage, ValidationError> {
+pub fn worker_message_from_pb(request: pb::ConnectRequest) -> Result<WorkerMessage, Refusal> {
     use pb::connect_request::Message;
     let message = request
         .message
@@ -695,22 +697,31 @@ pub fn worker_message_from_pb(
             report: ProgressReport {
                 done: progress.done,
                 total: progress.total,
-                message: progress.message,
+                message: sanitize(&progress.message, MAX_NOTE_BYTES).into_owned(),
             },
         },
         Message::Result(result) => {
             let token = lease_token_from_pb("result.lease", result.lease)?;
             let outcome = match result.outcome {
-                Some(pb::task_result::Outcome::Success(success)) => {
-                    Outcome::Succeeded(JsonText::parse(
-                        "result.success.result_json",
-                        &success.result_json,
-                        UNLIMITED,
-                    )?)
-                }
+                // A result the store cannot hold fails its attempt, naming why: refusing the
+                // message instead would have the worker send it again for ever.
+                Some(pb::task_result::Outcome::Success(success)) => match JsonText::parse(
+                    "result.success.result_json",
+                    &success.result_json,
+                    UNLIMITED,
+                ) {
+                    Ok(result) => Outcome::Succeeded(result),
+                    Err(error) => Outcome::Failed(Failure {
+                        kind: "invalid_result".to_owned(),
+                        message: format!("the task's result cannot be stored: {error}"),
+                        retryable: false,
+                        retry_after: None,
+                    }),
+                },
+                // Foreign text (an exception's message): made storable, never refused.
                 Some(pb::task_result::Outcome::Failure(failure)) => Outcome::Failed(Failure {
-                    kind: failure.kind,
-                    message: failure.message,
+                    kind: sanitize(&failure.kind, MAX_FAILURE_KIND_BYTES).into_owned(),
+                    message: sanitize(&failure.message, MAX_FAILURE_MESSAGE_BYTES).into_owned(),
                     retryable: failure.retryable,
                     retry_after: failure
                         .retry_after
@@ -721,7 +732,8 @@ pub fn worker_message_from_pb(
                     return Err(ValidationError::new(
                         "result.outcome",
                         "is required: success or failure",
-                    ));
+                    )
+                    .into());
                 }
             };
             WorkerMessage::Result { token, outcome }
@@ -742,44 +754,55 @@ pub fn worker_message_from_pb(
                 })
                 .transpose()?,
         ),
-        Message::SubmitChildren(submit) => WorkerMessage::SubmitChildren {
-            request_id: submit.request_id,
-            token: lease_token_from_pb("submit_children.lease", submit.lease)?,
-            children: submit
-                .children
-                .into_iter()
-                .enumerate()
-                .map(|(index, spec)| {
-                    task_spec_from_pb(spec, UNLIMITED).map_err(|error| {
-                        error.within(&format!("submit_children.children[{index}]"))
+        Message::SubmitChildren(submit) => {
+            let request_id = submit.request_id;
+            let token = lease_token_from_pb("submit_children.lease", submit.lease)?;
+            let refused = |error| Refusal::Children { request_id, error };
+            WorkerMessage::SubmitChildren {
+                request_id,
+                token,
+                children: submit
+                    .children
+                    .into_iter()
+                    .enumerate()
+                    .map(|(index, spec)| {
+                        task_spec_from_pb(spec, UNLIMITED).map_err(|error| {
+                            error.within(&format!("submit_children.children[{index}]"))
+                        })
                     })
-                })
-                .collect::<Result<_, _>>()?,
-            callback: submit
-                .callback
-                .map(|spec| {
-                    task_spec_from_pb(spec, UNLIMITED)
-                        .map_err(|error| error.within("submit_children.callback"))
-                })
-                .transpose()?,
-        },
-        Message::EmitRecords(emit) => WorkerMessage::EmitRecords {
-            token: lease_token_from_pb("emit_records.lease", emit.lease)?,
-            records: emit
-                .records
-                .iter()
-                .enumerate()
-                .map(|(index, record)| {
-                    RecordEntry::parse(
-                        &format!("emit_records.records[{index}]"),
-                        &record.kind,
-                        &record.key,
-                        &record.status,
-                        &record.data_json,
-                    )
-                })
-                .collect::<Result<_, _>>()?,
-        },
+                    .collect::<Result<_, _>>()
+                    .map_err(refused)?,
+                callback: submit
+                    .callback
+                    .map(|spec| {
+                        task_spec_from_pb(spec, UNLIMITED)
+                            .map_err(|error| error.within("submit_children.callback"))
+                    })
+                    .transpose()
+                    .map_err(refused)?,
+            }
+        }
+        Message::EmitRecords(emit) => {
+            let token = lease_token_from_pb("emit_records.lease", emit.lease)?;
+            WorkerMessage::EmitRecords {
+                token,
+                records: emit
+                    .records
+                    .iter()
+                    .enumerate()
+                    .map(|(index, record)| {
+                        RecordEntry::parse(
+                            &format!("emit_records.records[{index}]"),
+                            &record.kind,
+                            &record.key,
+                            &record.status,
+                            &record.data_json,
+                        )
+                    })
+                    .collect::<Result<_, _>>()
+                    .map_err(|error| Refusal::Records { token, error })?,
+            }
+        }
         Message::QueryRecords(query) => WorkerMessage::QueryRecords {
             request_id: query.request_id,
             token: lease_token_from_pb("query_records.lease", query.lease)?,
@@ -802,7 +825,7 @@ pub fn worker_message_from_pb(
         ),
         Message::ControlReply(reply) => WorkerMessage::ControlReply {
             request_id: reply.request_id,
-            detail: reply.detail,
+            detail: sanitize(&reply.detail, MAX_NOTE_BYTES).into_owned(),
         },
     })
 }
@@ -826,6 +849,8 @@ fn hello_from_pb(hello: pb::Hello) -> Result<Hello, ValidationError> {
             "must be at least 1",
         ));
     }
+    check_text("hello.hostname", &hello.hostname, MAX_HOSTNAME_BYTES)?;
+    check_text("hello.version", &hello.version, MAX_VERSION_BYTES)?;
     Ok(Hello {
         worker_id: WorkerId::parse("hello.worker_id", &hello.worker_id)?,
         hostname: hello.hostname,
@@ -1230,10 +1255,7 @@ mod tests {
                 ..Default::default()
             })),
         };
-        assert_eq!(
-            worker_message_from_pb(request).unwrap_err().field,
-            "hello.queues"
-        );
+        assert_eq!(stream_refusal(request).field, "hello.queues");
     }
 
     #[test]
@@ -1247,9 +1269,127 @@ mod tests {
                 outcome: None,
             })),
         };
+        assert_eq!(stream_refusal(request).field, "result.outcome");
+    }
+
+    fn stream_refusal(request: pb::ConnectRequest) -> ValidationError {
+        match worker_message_from_pb(request) {
+            Err(Refusal::Stream(error)) => error,
+            other => panic!("expected the stream to be refused, got {other:?}"),
+        }
+    }
+
+    fn lease() -> Option<pb::LeaseToken> {
+        Some(pb::LeaseToken {
+            task_id: TaskId::generate().to_string(),
+            attempt: 1,
+        })
+    }
+
+    #[test]
+    fn an_unstorable_result_fails_its_attempt_and_foreign_text_is_made_storable() {
+        let result = |outcome| pb::ConnectRequest {
+            message: Some(pb::connect_request::Message::Result(pb::TaskResult {
+                lease: lease(),
+                outcome: Some(outcome),
+            })),
+        };
+        let success = result(pb::task_result::Outcome::Success(pb::TaskSuccess {
+            result_json: r#"{"reply": "250\u0000ok"}"#.to_owned(),
+        }));
+        let Ok(WorkerMessage::Result {
+            outcome: Outcome::Failed(failure),
+            ..
+        }) = worker_message_from_pb(success)
+        else {
+            panic!("an unstorable result must fail its attempt");
+        };
+        assert_eq!(failure.kind, "invalid_result");
+        assert!(
+            failure.message.contains("result.success.result_json"),
+            "{failure:?}"
+        );
+        assert!(!failure.retryable);
+
+        let failure = result(pb::task_result::Outcome::Failure(pb::TaskFailure {
+            kind: "smtp\0".to_owned(),
+            message: format!("550 no\0such user{}", "x".repeat(100_000)),
+            retryable: false,
+            retry_after: None,
+        }));
+        let Ok(WorkerMessage::Result {
+            outcome: Outcome::Failed(failure),
+            ..
+        }) = worker_message_from_pb(failure)
+        else {
+            panic!("a failure is taken");
+        };
+        assert!(!failure.kind.contains('\0') && !failure.message.contains('\0'));
+        assert!(failure.message.len() <= MAX_FAILURE_MESSAGE_BYTES);
+        assert!(failure.message.starts_with("550 no\u{fffd}such user"));
+    }
+
+    #[test]
+    fn bad_children_and_records_are_refused_without_ending_the_stream() {
+        let children = pb::ConnectRequest {
+            message: Some(pb::connect_request::Message::SubmitChildren(
+                pb::SubmitChildren {
+                    request_id: 7,
+                    lease: lease(),
+                    children: vec![pb::TaskSpec {
+                        name: "noop".to_owned(),
+                        args_json: r#"["\u0000"]"#.to_owned(),
+                        ..Default::default()
+                    }],
+                    callback: None,
+                },
+            )),
+        };
+        match worker_message_from_pb(children) {
+            Err(Refusal::Children { request_id, error }) => {
+                assert_eq!(request_id, 7);
+                assert_eq!(error.field, "submit_children.children[0].args_json");
+            }
+            other => panic!("{other:?}"),
+        }
+        let records = pb::ConnectRequest {
+            message: Some(pb::connect_request::Message::EmitRecords(pb::EmitRecords {
+                lease: lease(),
+                records: vec![pb::RecordEntry {
+                    kind: "delivery".to_owned(),
+                    key: "a\0@example.com".to_owned(),
+                    status: "delivered".to_owned(),
+                    ..Default::default()
+                }],
+            })),
+        };
+        match worker_message_from_pb(records) {
+            Err(Refusal::Records { error, .. }) => {
+                assert_eq!(error.field, "emit_records.records[0].key");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_hello_with_a_huge_or_nul_hostname_is_refused() {
+        let hello = |hostname: String| pb::ConnectRequest {
+            message: Some(pb::connect_request::Message::Hello(pb::Hello {
+                worker_id: "w1".to_owned(),
+                hostname,
+                queues: vec!["default".to_owned()],
+                concurrency: 1,
+                prefetch_multiplier: 1,
+                ..Default::default()
+            })),
+        };
         assert_eq!(
-            worker_message_from_pb(request).unwrap_err().field,
-            "result.outcome"
+            stream_refusal(hello("h".repeat(70_000))).field,
+            "hello.hostname"
+        );
+        assert_eq!(
+            stream_refusal(hello("h\0".to_owned())).field,
+            "hello.hostname"
         );
     }
 }

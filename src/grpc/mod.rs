@@ -4,6 +4,7 @@
 //! Invariant: only this module touches `pb` types; everything else speaks domain types.
 
 pub mod client;
+mod codec;
 mod convert;
 mod inspect_service;
 mod schedule_service;
@@ -14,6 +15,7 @@ mod worker_link;
 mod worker_service;
 
 pub use client::{ClientError, CoordinatorClient};
+pub use codec::WireCodec;
 pub use server::{GrpcServer, serve};
 pub use worker_link::{LinkError, WorkerLink};
 

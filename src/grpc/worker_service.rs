@@ -12,6 +12,7 @@ use super::convert::{coordinator_message_to_pb, worker_message_from_pb};
 use super::pb;
 use crate::coordinator::Coordinator;
 use crate::coordinator::worker_stream::InboundError;
+use crate::domain::Refusal;
 
 /// The worker API of one coordinator.
 pub struct WorkerApi {
@@ -37,7 +38,10 @@ impl pb::worker_service_server::WorkerService for WorkerApi {
         let inbound = request
             .into_inner()
             .map(|message| match message {
-                Ok(message) => worker_message_from_pb(message).map_err(InboundError::Invalid),
+                Ok(message) => worker_message_from_pb(message).map_err(|refusal| match refusal {
+                    Refusal::Stream(error) => InboundError::Invalid(error),
+                    refusal => InboundError::Refused(refusal),
+                }),
                 Err(status) => Err(InboundError::Broken(status.to_string())),
             })
             .boxed();

@@ -186,9 +186,16 @@ pub struct WorkerRegistration {
 pub struct Adopted {
     /// The leases the worker keeps.
     pub kept: Vec<Lease>,
-    /// Leases the store showed the worker holding that it no longer has; now pending again.
+    /// Leases the store showed the worker holding that it no longer has; now pending again
+    /// (or failed, for a lost attempt out of retries).
     pub released: u64,
+    /// Of those, running attempts counted as lost.
+    pub lost: u64,
 }
+
+/// The message of the failure a running attempt gets when its worker comes back without it.
+pub const LOST_ON_RECONNECT: &str =
+    "the worker reconnected without this running attempt (it restarted or lost the task)";
 
 /// Which tasks `list_tasks` answers; every filter given must match.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -487,12 +494,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// Moves a reconnecting worker's leases to its new stream `session`: of `held`, those still
     /// current and the worker's are kept and returned; every other lease the store shows the
-    /// worker holding is released, since the worker no longer has it.
+    /// worker holding is given up, since the worker no longer has it: an unstarted one is
+    /// pending again as it was, a running one is an attempt lost (a `worker_lost` failure at
+    /// `now`, retried while it may be), so a task that kills its worker cannot run for ever
+    /// however its worker is named when it comes back.
     async fn adopt_leases(
         &self,
         worker: &WorkerId,
         session: Uuid,
         held: &[LeaseToken],
+        now: DateTime<Utc>,
         lease_expires_at: DateTime<Utc>,
     ) -> Result<Adopted, StoreError>;
 

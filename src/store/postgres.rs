@@ -19,9 +19,9 @@ use super::encoding::{
 };
 use super::{
     Adopted, Announcement, AnnouncementListener, AttemptBatch, Cancelled, Claim, Claimed,
-    Completion, Inserted, Interruption, ProgressWrite, Promoted, QueueCounts, RUNNING_LEASE_MARGIN,
-    Reaped, RecordQuery, RecordWrite, Resolution, Start, Store, StoreError, TaskFilter, TreeUpdate,
-    WorkerRegistration,
+    Completion, Inserted, Interruption, LOST_ON_RECONNECT, ProgressWrite, Promoted, QueueCounts,
+    RUNNING_LEASE_MARGIN, Reaped, RecordQuery, RecordWrite, Resolution, Start, Store, StoreError,
+    TaskFilter, TreeUpdate, WorkerRegistration,
 };
 use crate::domain::{
     JsonText, Lease, LeaseToken, NewTask, Observed, Priority, ProgressReport, QueueName,
@@ -863,6 +863,7 @@ impl Store for PostgresStore {
         worker: &WorkerId,
         session: Uuid,
         held: &[LeaseToken],
+        now: DateTime<Utc>,
         lease_expires_at: DateTime<Utc>,
     ) -> Result<Adopted, StoreError> {
         let (ids, attempts) = token_arrays(held.iter().copied());
@@ -899,20 +900,42 @@ impl Store for PostgresStore {
             .map(lease_of)
             .collect::<Result<Vec<_>, _>>()
             .map_err(StoreError::Internal)?;
-        let released = sqlx::query(
-            "UPDATE tasks SET state = 'pending', session_id = NULL, leased_at = NULL, \
-                 lease_expires_at = NULL, started_at = NULL \
-             WHERE worker_id = $1 AND state IN ('leased', 'running') \
-                 AND session_id IS DISTINCT FROM $2",
+        // Every expression reads the row as it was: a lease that was running is an attempt
+        // lost (retried while it may be), an unstarted one goes back as it was.
+        let given_up: Vec<bool> = sqlx::query_scalar(
+            "WITH gone AS ( \
+                 SELECT id, state = 'running' AS lost, retries < max_retries AS may_retry \
+                 FROM tasks \
+                 WHERE worker_id = $1 AND state IN ('leased', 'running') \
+                     AND session_id IS DISTINCT FROM $2) \
+             UPDATE tasks t SET \
+                 state = CASE WHEN NOT g.lost OR g.may_retry THEN 'pending' ELSE 'failed' END, \
+                 retries = t.retries + CASE WHEN g.lost AND g.may_retry THEN 1 ELSE 0 END, \
+                 error_kind = CASE WHEN g.lost THEN 'worker_lost' ELSE t.error_kind END, \
+                 error_message = CASE WHEN g.lost THEN $3 ELSE t.error_message END, \
+                 failures = CASE WHEN NOT g.lost THEN t.failures \
+                     ELSE t.failures || jsonb_build_array(jsonb_build_object( \
+                         'attempt', t.attempt, 'worker_id', t.worker_id, 'kind', 'worker_lost', \
+                         'message', $3::text, 'at', $4::timestamptz)) END, \
+                 finished_at = CASE WHEN g.lost AND NOT g.may_retry THEN $4 END, \
+                 session_id = NULL, leased_at = NULL, lease_expires_at = NULL, \
+                 started_at = CASE WHEN g.lost AND NOT g.may_retry THEN t.started_at END \
+             FROM gone g WHERE t.id = g.id \
+             RETURNING g.lost",
         )
         .bind(worker.as_str())
         .bind(session)
-        .execute(&mut *transaction)
+        .bind(LOST_ON_RECONNECT)
+        .bind(now)
+        .fetch_all(&mut *transaction)
         .await
-        .map_err(classify)?
-        .rows_affected();
+        .map_err(classify)?;
         transaction.commit().await.map_err(classify)?;
-        Ok(Adopted { kept, released })
+        Ok(Adopted {
+            kept,
+            released: given_up.len() as u64,
+            lost: given_up.iter().filter(|lost| **lost).count() as u64,
+        })
     }
 
     async fn register_worker(&self, worker: &WorkerRegistration) -> Result<(), StoreError> {

@@ -28,8 +28,9 @@ use super::encoding::{
 };
 use super::{
     Adopted, Announcement, AnnouncementListener, AttemptBatch, Cancelled, Claim, Claimed,
-    Completion, Inserted, Interruption, Promoted, QueueCounts, RUNNING_LEASE_MARGIN, Reaped,
-    RecordQuery, Resolution, Store, StoreError, TaskFilter, TreeUpdate, WorkerRegistration,
+    Completion, Inserted, Interruption, LOST_ON_RECONNECT, Promoted, QueueCounts,
+    RUNNING_LEASE_MARGIN, Reaped, RecordQuery, Resolution, Store, StoreError, TaskFilter,
+    TreeUpdate, WorkerRegistration,
 };
 use crate::domain::{
     JsonText, Lease, LeaseToken, NewTask, Observed, Priority, ProgressReport, QueueName,
@@ -995,6 +996,7 @@ impl Store for SqliteStore {
         worker: &WorkerId,
         session: Uuid,
         held: &[LeaseToken],
+        now: DateTime<Utc>,
         lease_expires_at: DateTime<Utc>,
     ) -> Result<Adopted, StoreError> {
         let mut transaction = begin(&self.pool).await?;
@@ -1018,8 +1020,29 @@ impl Store for SqliteStore {
                 kept.push(lease_of(&row).map_err(StoreError::Internal)?);
             }
         }
-        let released = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE tasks SET {REQUEUE} WHERE worker_id = ? AND state IN ('leased', 'running') \
+        // A lease that was running is an attempt lost (retried while it may be); an unstarted
+        // one goes back as it was.
+        let lost: Vec<(String, bool)> = sqlx::query_as(
+            "SELECT id, retries < max_retries FROM tasks \
+             WHERE worker_id = ? AND state = 'running' AND session_id IS NOT ?",
+        )
+        .bind(worker.as_str())
+        .bind(session.to_string())
+        .fetch_all(&mut *transaction)
+        .await
+        .map_err(classify)?;
+        for (id, may_retry) in &lost {
+            end_attempt(
+                &mut transaction,
+                id,
+                *may_retry,
+                ("worker_lost", LOST_ON_RECONNECT),
+                now,
+            )
+            .await?;
+        }
+        let requeued = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE tasks SET {REQUEUE} WHERE worker_id = ? AND state = 'leased' \
              AND session_id IS NOT ?"
         )))
         .bind(worker.as_str())
@@ -1029,7 +1052,11 @@ impl Store for SqliteStore {
         .map_err(classify)?
         .rows_affected();
         transaction.commit().await.map_err(classify)?;
-        Ok(Adopted { kept, released })
+        Ok(Adopted {
+            kept,
+            released: requeued + lost.len() as u64,
+            lost: lost.len() as u64,
+        })
     }
 
     async fn renew_leases(

@@ -32,6 +32,12 @@ const FINAL_DELIVERY_GRACE: Duration = Duration::from_secs(10);
 const REQUEST_CAPACITY: usize = 1024;
 /// The most records one message carries.
 const RECORDS_PER_MESSAGE: usize = 1_000;
+/// Messages waiting in the outbox beyond which running tasks' requests wait too.
+const OUTBOX_HIGH_WATER: usize = 4096;
+/// A result not acknowledged this long after it was sent is sent again (with its records) on
+/// the same stream. The coordinator ignores a result whose write is under way, and answers
+/// one it already settled as no longer held.
+const RESEND_UNACKED_AFTER: Duration = Duration::from_secs(30);
 
 /// A task's request waiting for the coordinator's answer.
 enum Pending {
@@ -49,9 +55,18 @@ struct RunningTask {
     orphaned: bool,
 }
 
+/// A result waiting for the coordinator's acknowledgement.
+struct Unacked {
+    outcome: Outcome,
+    sent_at: Instant,
+}
+
 /// An open stream.
 struct Link {
     outbound: mpsc::Sender<WorkerMessage>,
+    /// Messages that must arrive, waiting for room in `outbound`, in order. Nothing that must
+    /// arrive is dropped while the stream is up.
+    outbox: VecDeque<WorkerMessage>,
     inbound: futures::stream::BoxStream<'static, Result<CoordinatorMessage, LinkError>>,
     welcomed: bool,
     heartbeat: tokio::time::Interval,
@@ -68,6 +83,8 @@ enum Event {
     Connected(Result<WorkerLink, LinkError>),
     Message(Option<Result<CoordinatorMessage, LinkError>>),
     Heartbeat,
+    /// Room opened in the stream and the outbox moved on.
+    Flushed,
     Finished(tokio::task::Id, Result<Outcome, tokio::task::JoinError>),
     Request(LeaseToken, ContextRequest),
     Shutdown,
@@ -81,7 +98,7 @@ pub(super) struct Runtime {
     waiting: VecDeque<Lease>,
     running: HashMap<tokio::task::Id, RunningTask>,
     tasks: JoinSet<Outcome>,
-    unacked: HashMap<LeaseToken, Outcome>,
+    unacked: HashMap<LeaseToken, Unacked>,
     request_sender: ContextSender,
     request_receiver: mpsc::Receiver<(LeaseToken, ContextRequest)>,
     /// Requests sent to the coordinator, by request id.
@@ -158,12 +175,18 @@ impl Runtime {
             && self.waiting.is_empty()
             && self.running.is_empty()
             && self.unacked.is_empty()
+            && !matches!(&self.connection, Connection::Up(link) if !link.outbox.is_empty())
     }
 
     async fn next_event(&mut self, shutdown: &CancellationToken) -> Event {
         let draining = self.drain_deadline.is_some();
         let deadline = self.drain_deadline;
         let has_tasks = !self.tasks.is_empty();
+        // While the stream cannot take what the worker has to say, tasks wait to say more.
+        let room = match &self.connection {
+            Connection::Up(link) => link.outbox.len() < OUTBOX_HIGH_WATER,
+            _ => true,
+        };
         tokio::select! {
             _ = shutdown.cancelled(), if !draining => Event::Shutdown,
             _ = sleep_until_option(deadline), if has_tasks => Event::DrainDeadline,
@@ -171,7 +194,7 @@ impl Runtime {
                 Ok((id, outcome)) => Event::Finished(id, Ok(outcome)),
                 Err(error) => Event::Finished(error.id(), Err(error)),
             },
-            Some((token, request)) = self.request_receiver.recv() => Event::Request(token, request),
+            Some((token, request)) = self.request_receiver.recv(), if room => Event::Request(token, request),
             event = connection_event(&mut self.connection) => event,
         }
     }
@@ -191,6 +214,7 @@ impl Runtime {
                 heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 self.connection = Connection::Up(Link {
                     outbound: link.outbound,
+                    outbox: VecDeque::new(),
                     inbound: link.inbound,
                     welcomed: false,
                     heartbeat,
@@ -209,8 +233,10 @@ impl Runtime {
             }
             Event::Heartbeat => {
                 let stats = self.stats();
-                self.send(WorkerMessage::Heartbeat(Some(stats)));
+                self.send_or_drop(WorkerMessage::Heartbeat(Some(stats)));
+                self.resend_overdue_results();
             }
+            Event::Flushed => {}
             Event::Finished(id, outcome) => self.on_finished(id, outcome),
             Event::Request(token, request) => self.on_request(token, request),
             Event::Shutdown => self.drain("shutdown requested"),
@@ -368,8 +394,11 @@ impl Runtime {
         }
         let results: Vec<(LeaseToken, Outcome)> = self
             .unacked
-            .iter()
-            .map(|(token, outcome)| (*token, outcome.clone()))
+            .iter_mut()
+            .map(|(token, unacked)| {
+                unacked.sent_at = Instant::now();
+                (*token, unacked.outcome.clone())
+            })
             .collect();
         for (token, outcome) in results {
             self.send(WorkerMessage::Result { token, outcome });
@@ -465,7 +494,13 @@ impl Runtime {
 
     /// Records a result and sends it; it stays until the coordinator acknowledges it.
     fn finish(&mut self, token: LeaseToken, outcome: Outcome) {
-        self.unacked.insert(token, outcome.clone());
+        self.unacked.insert(
+            token,
+            Unacked {
+                outcome: outcome.clone(),
+                sent_at: Instant::now(),
+            },
+        );
         self.send(WorkerMessage::Result { token, outcome });
         self.grant_one();
     }
@@ -548,7 +583,7 @@ impl Runtime {
     fn on_request(&mut self, token: LeaseToken, request: ContextRequest) {
         match request {
             ContextRequest::Progress(report) => {
-                self.send(WorkerMessage::Progress { token, report })
+                self.send_or_drop(WorkerMessage::Progress { token, report })
             }
             ContextRequest::Records(records) => {
                 self.records
@@ -710,14 +745,65 @@ impl Runtime {
         }
     }
 
-    /// Sends a message if a stream is up; otherwise it is dropped (results are kept in
-    /// `unacked` and sent again after the next welcome).
+    /// Sends a message that must arrive, if a stream is up: when the stream has no room it
+    /// waits in the outbox, in order. Without a stream it is dropped: results and records are
+    /// kept until acknowledged and sent again after the next welcome, and the hello reports
+    /// the leases held.
     fn send(&mut self, message: WorkerMessage) {
+        let Connection::Up(link) = &mut self.connection else {
+            return;
+        };
+        if !link.welcomed {
+            return;
+        }
+        if !link.outbox.is_empty() {
+            link.outbox.push_back(message);
+            return;
+        }
+        match link.outbound.try_send(message) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(message)) => link.outbox.push_back(message),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::debug!("the stream to the coordinator is gone");
+            }
+        }
+    }
+
+    /// Sends a message that may be lost (a heartbeat, a progress tick): dropped when the
+    /// stream has no room right now.
+    fn send_or_drop(&mut self, message: WorkerMessage) {
         if let Connection::Up(link) = &self.connection
             && link.welcomed
+            && link.outbox.is_empty()
             && link.outbound.try_send(message).is_err()
         {
-            tracing::warn!("the stream to the coordinator is full or gone");
+            tracing::debug!(
+                "the stream to the coordinator is full; a heartbeat or progress tick was dropped"
+            );
+        }
+    }
+
+    /// Sends again, with their records, the results the coordinator has not acknowledged for
+    /// `RESEND_UNACKED_AFTER`, should one have gone astray on a stream that stayed up.
+    fn resend_overdue_results(&mut self) {
+        if !self.connected() {
+            return;
+        }
+        let overdue: Vec<(LeaseToken, Outcome)> = self
+            .unacked
+            .iter_mut()
+            .filter(|(_, unacked)| unacked.sent_at.elapsed() >= RESEND_UNACKED_AFTER)
+            .map(|(token, unacked)| {
+                unacked.sent_at = Instant::now();
+                (*token, unacked.outcome.clone())
+            })
+            .collect();
+        for (token, outcome) in overdue {
+            tracing::info!(%token, "a result is not acknowledged yet; sending it again");
+            if let Some(records) = self.records.get(&token).cloned() {
+                self.send_records(token, records);
+            }
+            self.send(WorkerMessage::Result { token, outcome });
         }
     }
 
@@ -771,6 +857,32 @@ async fn connection_event(connection: &mut Connection) -> Event {
         Connection::Up(link) => tokio::select! {
             message = link.inbound.next() => Event::Message(message),
             _ = link.heartbeat.tick(), if link.welcomed => Event::Heartbeat,
+            permit = link.outbound.reserve(), if !link.outbox.is_empty() => {
+                match permit {
+                    Ok(permit) => {
+                        if let Some(message) = link.outbox.pop_front() {
+                            permit.send(message);
+                        }
+                        // Whatever else fits goes now too, in order.
+                        while let Some(message) = link.outbox.pop_front() {
+                            match link.outbound.try_send(message) {
+                                Ok(()) => {}
+                                Err(mpsc::error::TrySendError::Full(message)) => {
+                                    link.outbox.push_front(message);
+                                    break;
+                                }
+                                Err(mpsc::error::TrySendError::Closed(_)) => {
+                                    link.outbox.clear();
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    // The stream is gone; its end arrives on `inbound`.
+                    Err(_) => link.outbox.clear(),
+                }
+                Event::Flushed
+            }
         },
     }
 }
@@ -806,7 +918,15 @@ async fn execute(
         }
     };
     match finished {
-        Ok(Ok(value)) => Outcome::Succeeded(JsonText::from_value(&value)),
+        Ok(Ok(value)) => match JsonText::checked_from_value("result", &value) {
+            Ok(result) => Outcome::Succeeded(result),
+            Err(error) => Outcome::Failed(Failure {
+                kind: "invalid_result".to_owned(),
+                message: format!("the task's result cannot be stored: {error}"),
+                retryable: false,
+                retry_after: None,
+            }),
+        },
         Ok(Err(error)) => Outcome::Failed(Failure {
             kind: error.kind,
             message: error.message,
@@ -837,5 +957,112 @@ fn panic_message(error: tokio::task::JoinError) -> String {
             .map(|text| format!("the task panicked: {text}"))
             .unwrap_or_else(|| "the task panicked".to_owned()),
         Err(_) => "the task panicked".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{QueueName, WorkerId};
+
+    fn runtime() -> Runtime {
+        Runtime::new(
+            WorkerOptions {
+                coordinator_url: "http://127.0.0.1:1".to_owned(),
+                worker_id: WorkerId::parse("worker", "w1").unwrap(),
+                hostname: "test".to_owned(),
+                queues: vec![QueueName::parse("queue", "default").unwrap()],
+                concurrency: 1,
+                prefetch_multiplier: 1,
+                shutdown_timeout: Duration::from_secs(1),
+                reconnect_backoff_max: Duration::from_secs(1),
+                max_tasks_per_child: None,
+                execution_log: None,
+            },
+            Registry::new(),
+        )
+    }
+
+    /// Puts the runtime on a welcomed stream whose outbound channel holds `room` messages.
+    fn up(runtime: &mut Runtime, room: usize) -> mpsc::Receiver<WorkerMessage> {
+        let (outbound, receiver) = mpsc::channel(room);
+        runtime.connection = Connection::Up(Link {
+            outbound,
+            outbox: VecDeque::new(),
+            inbound: futures::stream::pending().boxed(),
+            welcomed: true,
+            heartbeat: tokio::time::interval(Duration::from_secs(3600)),
+        });
+        receiver
+    }
+
+    fn credit(message: WorkerMessage) -> u32 {
+        match message {
+            WorkerMessage::Credit(grant) => grant,
+            other => panic!("expected credit, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_stream_delays_what_must_arrive_and_loses_none_of_it() {
+        let mut runtime = runtime();
+        let mut receiver = up(&mut runtime, 2);
+        // Skip the heartbeat's immediate first tick.
+        if let Connection::Up(link) = &mut runtime.connection {
+            link.heartbeat.tick().await;
+        }
+        for grant in 0..10 {
+            runtime.send(WorkerMessage::Credit(grant));
+        }
+        // What may be lost is dropped while the stream is full, never queued ahead.
+        runtime.send_or_drop(WorkerMessage::Heartbeat(None));
+        let mut received = Vec::new();
+        while received.len() < 10 {
+            while let Ok(message) = receiver.try_recv() {
+                received.push(credit(message));
+            }
+            if received.len() < 10 {
+                assert!(matches!(
+                    connection_event(&mut runtime.connection).await,
+                    Event::Flushed
+                ));
+            }
+        }
+        assert_eq!(
+            received,
+            (0..10).collect::<Vec<_>>(),
+            "every message, in order"
+        );
+        assert!(receiver.try_recv().is_err(), "the heartbeat was dropped");
+    }
+
+    #[tokio::test]
+    async fn results_not_acknowledged_in_time_are_sent_again_after_their_records() {
+        let mut runtime = runtime();
+        let mut receiver = up(&mut runtime, 64);
+        let token = LeaseToken {
+            task_id: crate::domain::TaskId::generate(),
+            attempt: 1,
+        };
+        runtime.records.insert(
+            token,
+            vec![RecordEntry::parse("r", "item", "a", "ok", "").unwrap()],
+        );
+        runtime.finish(token, Outcome::Succeeded(JsonText::empty_object()));
+        while receiver.try_recv().is_ok() {}
+        runtime.resend_overdue_results();
+        assert!(receiver.try_recv().is_err(), "not overdue yet");
+        if let Some(unacked) = runtime.unacked.get_mut(&token) {
+            unacked.sent_at = Instant::now() - RESEND_UNACKED_AFTER;
+        }
+        runtime.resend_overdue_results();
+        assert!(matches!(
+            receiver.try_recv(),
+            Ok(WorkerMessage::EmitRecords { token: sent, .. }) if sent == token
+        ));
+        assert!(matches!(
+            receiver.try_recv(),
+            Ok(WorkerMessage::Result { token: sent, .. }) if sent == token
+        ));
     }
 }

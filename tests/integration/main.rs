@@ -8,6 +8,7 @@ mod bench;
 mod cli;
 mod email;
 mod guarantees;
+mod hardening;
 mod health;
 mod one_command;
 mod operations;

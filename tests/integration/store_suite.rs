@@ -93,6 +93,7 @@ on_both_stores!(
     failures_are_retried_or_final_and_kept_in_history,
     releases_are_fenced_by_session,
     a_reconnecting_worker_keeps_what_it_holds_and_loses_the_rest,
+    a_running_attempt_the_worker_comes_back_without_counts_as_lost,
     leases_are_renewed_and_expired_ones_reaped_by_verdict,
     cancel_and_purge_stop_waiting_and_running_tasks,
     workers_are_registered_with_their_task_names,
@@ -496,6 +497,7 @@ async fn a_reconnecting_worker_keeps_what_it_holds_and_loses_the_rest(store: Arc
             &worker("w"),
             new_session,
             &[held],
+            now,
             after(now, Duration::from_secs(30)),
         )
         .await
@@ -512,10 +514,85 @@ async fn a_reconnecting_worker_keeps_what_it_holds_and_loses_the_rest(store: Arc
     assert_eq!(state(&store, held.task_id).await, TaskState::Leased);
     // Another worker cannot adopt it.
     let stolen = store
-        .adopt_leases(&worker("thief"), Uuid::new_v4(), &[held], now)
+        .adopt_leases(&worker("thief"), Uuid::new_v4(), &[held], now, now)
         .await
         .unwrap();
     assert!(stolen.kept.is_empty());
+}
+
+/// A task that kills its worker, whose worker comes back under the same id (a container
+/// restart: same hostname, pid 1), must not run for ever: each lost attempt counts.
+async fn a_running_attempt_the_worker_comes_back_without_counts_as_lost(store: Arc<dyn Store>) {
+    let now = t0();
+    let mut killer = task("noop", "default", 0, now);
+    killer.max_retries = 1;
+    store.insert_tasks(&[killer.clone()]).await.unwrap();
+    let mut attempts = Vec::new();
+    for round in 0..2u64 {
+        let at = after(now, Duration::from_secs(round * 10));
+        let session = Uuid::new_v4();
+        let lease = store
+            .claim(&claim("w", session, &[("default", 0)], 1, at))
+            .await
+            .unwrap()
+            .tasks
+            .pop()
+            .expect("the task is pending again after each lost attempt");
+        store
+            .record_parts(
+                &[Start {
+                    token: lease.token,
+                    worker: worker("w"),
+                    at,
+                    lease_expires_at: after(at, Duration::from_secs(60)),
+                }],
+                &[],
+            )
+            .await
+            .unwrap();
+        attempts.push(lease.token);
+        // The worker was killed by the task and comes back holding nothing.
+        let back = after(at, Duration::from_secs(1));
+        let adopted = store
+            .adopt_leases(
+                &worker("w"),
+                Uuid::new_v4(),
+                &[],
+                back,
+                after(back, Duration::from_secs(30)),
+            )
+            .await
+            .unwrap();
+        assert_eq!((adopted.released, adopted.lost), (1, 1), "round {round}");
+    }
+    let record = store.task(killer.id).await.unwrap().unwrap();
+    assert_eq!(record.state, TaskState::Failed, "{record:?}");
+    assert_eq!(record.retries, 1);
+    assert_eq!(record.attempt, 2);
+    assert_eq!(record.failures.len(), 2);
+    assert!(
+        record
+            .failures
+            .iter()
+            .all(|failure| failure.kind == "worker_lost")
+    );
+    assert_eq!(record.error.unwrap().0, "worker_lost");
+    assert!(record.finished_at.is_some());
+    // Nothing to claim: it is not retried a third time.
+    assert!(
+        store
+            .claim(&claim(
+                "w",
+                Uuid::new_v4(),
+                &[("default", 0)],
+                1,
+                after(now, Duration::from_secs(60))
+            ))
+            .await
+            .unwrap()
+            .tasks
+            .is_empty()
+    );
 }
 
 async fn leases_are_renewed_and_expired_ones_reaped_by_verdict(store: Arc<dyn Store>) {

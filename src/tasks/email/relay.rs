@@ -28,6 +28,26 @@ pub enum Delivery {
     Rejected(String),
 }
 
+/// The longest SMTP reply kept in a delivery's outcome.
+const MAX_REPLY_BYTES: usize = 2048;
+
+impl Delivery {
+    /// The same outcome with its text made storable: a remote server's reply is foreign text
+    /// (a NUL in it would make the delivery record unstorable, and the record must be written
+    /// before the batch's result).
+    fn storable(self) -> Self {
+        let clean = |text: String| match crate::domain::sanitize(&text, MAX_REPLY_BYTES) {
+            std::borrow::Cow::Borrowed(_) => text,
+            std::borrow::Cow::Owned(clean) => clean,
+        };
+        match self {
+            Delivery::Accepted(reply) => Delivery::Accepted(clean(reply)),
+            Delivery::Deferred(reply) => Delivery::Deferred(clean(reply)),
+            Delivery::Rejected(reply) => Delivery::Rejected(clean(reply)),
+        }
+    }
+}
+
 /// One relay.
 pub struct Relay {
     name: String,
@@ -142,7 +162,12 @@ impl Relay {
         }
         let envelope = message.envelope().clone();
         let bytes = message.formatted();
-        match tokio::time::timeout(self.send_timeout, self.pool.send(&envelope, &bytes)).await {
+        let delivery = match tokio::time::timeout(
+            self.send_timeout,
+            self.pool.send(&envelope, &bytes),
+        )
+        .await
+        {
             Err(_) => Delivery::Deferred(format!(
                 "no answer from {} within {}",
                 self.host,
@@ -155,7 +180,8 @@ impl Relay {
             )),
             Ok(Err(error)) if error.is_permanent() => Delivery::Rejected(error.to_string()),
             Ok(Err(error)) => Delivery::Deferred(error.to_string()),
-        }
+        };
+        delivery.storable()
     }
 
     /// Closes the relay's idle connections; sends in flight keep theirs. Answers how many.

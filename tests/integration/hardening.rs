@@ -1,0 +1,388 @@
+//! What an adversarial run threw at celeritas: text a store cannot hold, undecodable messages,
+//! oversized values. Over raw gRPC against a real coordinator and Postgres: one bad item fails
+//! alone, with its field named, and the stream and every good item go on.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use celeritas::grpc::pb;
+use celeritas::grpc::pb::task_service_client::TaskServiceClient;
+use celeritas::grpc::pb::worker_service_client::WorkerServiceClient;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::support::{CoordinatorProcess, TestDatabase, log_dir};
+
+async fn channel(coordinator: &CoordinatorProcess) -> Channel {
+    Endpoint::from_shared(coordinator.url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect to the coordinator")
+}
+
+fn request(message: pb::connect_request::Message) -> pb::ConnectRequest {
+    pb::ConnectRequest {
+        message: Some(message),
+    }
+}
+
+fn success(token: pb::LeaseToken, result_json: &str) -> pb::ConnectRequest {
+    request(pb::connect_request::Message::Result(pb::TaskResult {
+        lease: Some(token),
+        outcome: Some(pb::task_result::Outcome::Success(pb::TaskSuccess {
+            result_json: result_json.to_owned(),
+        })),
+    }))
+}
+
+/// A batch of 100 results written in group commits, one of them with a `\u0000` the store
+/// cannot hold, one after records that cannot be stored, one after a refused child: those three
+/// fail alone, named, and the other 97 succeed on the same, still open, stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_unstorable_item_fails_alone_and_the_stream_goes_on() {
+    let database = TestDatabase::create().await;
+    let logs = log_dir("one_unstorable_item");
+    let coordinator = CoordinatorProcess::start(&database, &logs).await;
+    let mut tasks = TaskServiceClient::new(channel(&coordinator).await);
+    let submitted = tasks
+        .submit_tasks(pb::SubmitTasksRequest {
+            tasks: (0..100)
+                .map(|_| pb::TaskSpec {
+                    name: "noop".to_owned(),
+                    ..Default::default()
+                })
+                .collect(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(submitted.tasks.len(), 100);
+
+    let mut workers = WorkerServiceClient::new(channel(&coordinator).await);
+    let (sender, receiver) = mpsc::channel(1024);
+    sender
+        .send(request(pb::connect_request::Message::Hello(pb::Hello {
+            worker_id: "raw-hardening".to_owned(),
+            hostname: "test".to_owned(),
+            pid: 1,
+            queues: vec!["default".to_owned()],
+            concurrency: 100,
+            prefetch_multiplier: 1,
+            task_names: vec!["noop".to_owned()],
+            version: "test".to_owned(),
+            held_leases: vec![],
+        })))
+        .await
+        .unwrap();
+    sender
+        .send(request(pb::connect_request::Message::Credit(pb::Credit {
+            grant: 100,
+        })))
+        .await
+        .unwrap();
+    let mut inbound = workers
+        .connect(ReceiverStream::new(receiver))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut leases = Vec::new();
+    while leases.len() < 100 {
+        if let pb::connect_response::Message::Lease(lease) = next(&mut inbound).await {
+            leases.push(lease.token.unwrap());
+        }
+    }
+
+    let unstorable_result = leases[37].clone();
+    let unstorable_records = leases[38].clone();
+    let refused_child = leases[39].clone();
+    sender
+        .send(request(pb::connect_request::Message::EmitRecords(
+            pb::EmitRecords {
+                lease: Some(unstorable_records.clone()),
+                records: vec![pb::RecordEntry {
+                    kind: "delivery".to_owned(),
+                    key: "good@example.com".to_owned(),
+                    status: "delivered".to_owned(),
+                    data_json: r#"{"reply": "250 ok\u0000"}"#.to_owned(),
+                }],
+            },
+        )))
+        .await
+        .unwrap();
+    sender
+        .send(request(pb::connect_request::Message::SubmitChildren(
+            pb::SubmitChildren {
+                request_id: 7,
+                lease: Some(refused_child.clone()),
+                children: vec![pb::TaskSpec {
+                    name: "noop".to_owned(),
+                    args_json: r#"{"to": "\u0000"}"#.to_owned(),
+                    ..Default::default()
+                }],
+                callback: None,
+            },
+        )))
+        .await
+        .unwrap();
+    for (index, token) in leases.iter().enumerate() {
+        let result = if index == 37 {
+            r#"{"reply": "250\u0000"}"#.to_owned()
+        } else {
+            format!(r#"{{"index": {index}}}"#)
+        };
+        sender.send(success(token.clone(), &result)).await.unwrap();
+    }
+
+    let mut acks = HashMap::new();
+    let mut child_answer = None;
+    while acks.len() < 100 {
+        match next(&mut inbound).await {
+            pb::connect_response::Message::ResultAck(ack) => {
+                acks.insert(ack.lease.clone().unwrap().task_id, ack);
+            }
+            pb::connect_response::Message::ChildrenSubmitted(answer) => {
+                child_answer = Some(answer);
+            }
+            _ => {}
+        }
+    }
+    let child_answer = child_answer.expect("the children request is answered");
+    assert_eq!(child_answer.request_id, 7);
+    assert!(
+        child_answer
+            .error
+            .starts_with("submit_children.children[0].args_json: "),
+        "{child_answer:?}"
+    );
+    assert!(!child_answer.retryable);
+    assert!(acks.values().all(|ack| ack.accepted), "{acks:?}");
+
+    let rows: Vec<(String, String, Option<String>, Option<String>)> =
+        sqlx::query_as("SELECT id::text, state, error_kind, error_message FROM tasks ORDER BY id")
+            .fetch_all(&database.pool)
+            .await
+            .unwrap();
+    assert_eq!(rows.len(), 100, "the refused child was not written");
+    let by_id: HashMap<_, _> = rows
+        .into_iter()
+        .map(|(id, state, kind, message)| (id, (state, kind, message)))
+        .collect();
+    let (state, kind, message) = &by_id[&unstorable_result.task_id];
+    assert_eq!(
+        (state.as_str(), kind.as_deref()),
+        ("failed", Some("invalid_result"))
+    );
+    assert!(
+        message
+            .as_deref()
+            .unwrap()
+            .contains("result.success.result_json"),
+        "{message:?}"
+    );
+    let (state, kind, _) = &by_id[&unstorable_records.task_id];
+    assert_eq!(
+        (state.as_str(), kind.as_deref()),
+        ("failed", Some("invalid_record"))
+    );
+    let succeeded = by_id
+        .values()
+        .filter(|(state, _, _)| state == "succeeded")
+        .count();
+    // The refused child's parent succeeds: the task was told, and went on.
+    assert_eq!(succeeded, 98);
+    let records: i64 = sqlx::query_scalar("SELECT count(*) FROM task_records")
+        .fetch_one(&database.pool)
+        .await
+        .unwrap();
+    assert_eq!(records, 0, "no record of the refused message was written");
+}
+
+/// Text nobody should be able to store is refused at submit, named, and short however long
+/// the input; a cron that never fires is refused; a huge hostname is refused at hello.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unstorable_or_oversized_input_is_refused_by_field() {
+    let database = TestDatabase::create().await;
+    let logs = log_dir("unstorable_input");
+    let coordinator = CoordinatorProcess::start(&database, &logs).await;
+    let mut tasks = TaskServiceClient::new(channel(&coordinator).await);
+    let submit = |args_json: String| pb::SubmitTaskRequest {
+        task: Some(pb::TaskSpec {
+            name: "noop".to_owned(),
+            args_json,
+            ..Default::default()
+        }),
+    };
+    for (args, why) in [
+        (r#"{"to": "a\u0000b"}"#.to_owned(), "NUL"),
+        (r#"["\ud800"]"#.to_owned(), "escape"),
+        (
+            format!("{}{}", "[".repeat(200), "]".repeat(200)),
+            "nested deeper",
+        ),
+    ] {
+        let status = tasks.submit_task(submit(args)).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(
+            status.message().starts_with("task.args_json: ") && status.message().contains(why),
+            "{status:?}"
+        );
+    }
+    let mut keyed = submit(String::new());
+    keyed.task.as_mut().unwrap().idempotency_key = "order\u{0}17".to_owned();
+    let status = tasks.submit_task(keyed).await.unwrap_err();
+    assert!(
+        status.message().starts_with("task.idempotency_key: "),
+        "{status:?}"
+    );
+
+    // A 100 KB id is not echoed back whole.
+    let status = tasks
+        .get_task(pb::GetTaskRequest {
+            task_id: "x".repeat(100_000),
+            wait: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().len() < 300, "{}", status.message().len());
+
+    let mut schedules =
+        pb::schedule_service_client::ScheduleServiceClient::new(channel(&coordinator).await);
+    let status = schedules
+        .put_schedule(pb::PutScheduleRequest {
+            schedule: Some(pb::Schedule {
+                name: "never".to_owned(),
+                task: Some(pb::TaskSpec {
+                    name: "noop".to_owned(),
+                    ..Default::default()
+                }),
+                timing: Some(pb::schedule::Timing::Cron("0 0 30 2 *".to_owned())),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("never fires"), "{status:?}");
+
+    let mut workers = WorkerServiceClient::new(channel(&coordinator).await);
+    let (sender, receiver) = mpsc::channel(4);
+    sender
+        .send(request(pb::connect_request::Message::Hello(pb::Hello {
+            worker_id: "raw-hostname".to_owned(),
+            hostname: "h".repeat(70_000),
+            pid: 1,
+            queues: vec!["default".to_owned()],
+            concurrency: 1,
+            prefetch_multiplier: 1,
+            ..Default::default()
+        })))
+        .await
+        .unwrap();
+    let status = match workers.connect(ReceiverStream::new(receiver)).await {
+        Err(status) => status,
+        Ok(response) => {
+            let mut inbound = response.into_inner();
+            tokio::time::timeout(Duration::from_secs(10), inbound.next())
+                .await
+                .expect("the hello is answered")
+                .expect("an answer")
+                .expect_err("the hello is refused")
+        }
+    };
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().starts_with("hello.hostname: "),
+        "{status:?}"
+    );
+}
+
+/// Bytes that are not protobuf are the sender's mistake: INVALID_ARGUMENT, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_messages_are_invalid_arguments() {
+    let database = TestDatabase::create().await;
+    let logs = log_dir("undecodable_messages");
+    let coordinator = CoordinatorProcess::start(&database, &logs).await;
+    let mut grpc = tonic::client::Grpc::new(channel(&coordinator).await);
+    grpc.ready().await.unwrap();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/celeritas.v1.TaskService/SubmitTask",
+    );
+    // Field 1 (task), length-delimited, claiming 100 bytes that never come.
+    let garbage = vec![0x0a, 100, 1, 2, 3];
+    let status = grpc
+        .unary::<_, pb::SubmitTaskResponse, _>(
+            tonic::Request::new(garbage),
+            path,
+            raw::RawCodec::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("not valid protobuf"),
+        "{status:?}"
+    );
+}
+
+/// The coordinator's next message on a worker stream that must stay open.
+async fn next(
+    inbound: &mut tonic::Streaming<pb::ConnectResponse>,
+) -> pb::connect_response::Message {
+    tokio::time::timeout(Duration::from_secs(30), inbound.next())
+        .await
+        .expect("the coordinator answers within 30 s")
+        .expect("the stream stays open")
+        .expect("the stream ends with no error")
+        .message
+        .expect("a message")
+}
+
+mod raw {
+    //! A codec that sends bytes as they are and decodes answers as protobuf.
+
+    use std::marker::PhantomData;
+
+    use prost::bytes::BufMut;
+    use tonic::Status;
+    use tonic::codec::{Codec, EncodeBuf, Encoder};
+
+    pub struct RawCodec<U>(PhantomData<U>);
+
+    impl<U> Default for RawCodec<U> {
+        fn default() -> Self {
+            Self(PhantomData)
+        }
+    }
+
+    impl<U: prost::Message + Default + Send + 'static> Codec for RawCodec<U> {
+        type Encode = Vec<u8>;
+        type Decode = U;
+        type Encoder = Bytes;
+        type Decoder = tonic_prost::ProstDecoder<U>;
+
+        fn encoder(&mut self) -> Self::Encoder {
+            Bytes
+        }
+
+        fn decoder(&mut self) -> Self::Decoder {
+            tonic_prost::ProstDecoder::default()
+        }
+    }
+
+    pub struct Bytes;
+
+    impl Encoder for Bytes {
+        type Item = Vec<u8>;
+        type Error = Status;
+
+        fn encode(&mut self, item: Vec<u8>, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
+            buf.put_slice(&item);
+            Ok(())
+        }
+    }
+}
