@@ -9,6 +9,7 @@ apart.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
@@ -52,6 +53,14 @@ def seconds_of(value: models.Seconds, field_name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{field_name}: expected seconds or a timedelta, got {value!r}")
     return float(value)
+
+
+def time_left(deadline: float | None) -> float | None:
+    """Seconds until the ``time.monotonic()`` moment ``deadline`` (0 once it has passed), for a
+    call's timeout; None without a deadline."""
+    if deadline is None:
+        return None
+    return max(0.0, deadline - time.monotonic())
 
 
 def duration_pb(value: models.Seconds, field_name: str) -> duration_pb2.Duration:

@@ -196,9 +196,16 @@ class TaskFailed(Exception):
 class TaskTimeout(TimeoutError):
     """The task had not finished when the caller's timeout ran out. It may still finish."""
 
-    def __init__(self, task: Task, timeout: float) -> None:
+    def __init__(self, task: Task, timeout: float, *, tree: bool = False) -> None:
         self.task: Task = task
         self.timeout: float = timeout
-        super().__init__(
-            f"task {task.id} ({task.name}) was still {task.state.value} after {timeout:g}s"
-        )
+        #: True when the wait was for the task's whole tree (``tree=True``).
+        self.tree: bool = tree
+        if tree:
+            message = (
+                f"the tree of task {task.id} ({task.name}, {task.state.value}) had not "
+                f"finished after {timeout:g}s"
+            )
+        else:
+            message = f"task {task.id} ({task.name}) was still {task.state.value} after {timeout:g}s"
+        super().__init__(message)
