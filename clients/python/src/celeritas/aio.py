@@ -54,7 +54,7 @@ class AsyncClient:
     """A connection to a celeritas coordinator for asyncio code.
 
     >>> async with AsyncClient("http://127.0.0.1:50051") as client:
-    ...     submitted = await client.submit("send_campaign", {"campaign_id": "c-42"})
+    ...     submitted = await client.submit("fan_out", {"task": "noop", "count": 10})
     ...     async for event in client.stream_progress(submitted.task_id):
     ...         print(event.sequence, event.kind)
 

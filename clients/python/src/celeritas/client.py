@@ -56,7 +56,7 @@ class Client:
     """A connection to a celeritas coordinator.
 
     >>> client = Client("http://127.0.0.1:50051")
-    >>> submitted = client.submit("send_campaign", {"campaign_id": "c-42"})
+    >>> submitted = client.submit("fan_out", {"task": "noop", "count": 10})
     >>> for event in client.stream_progress(submitted.task_id):
     ...     print(event.sequence, event.kind, event.aggregate.tasks_finished)
 
