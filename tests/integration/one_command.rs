@@ -1,5 +1,6 @@
-//! The one-command start: `celeritas dev` with no database server, and the compose file's
-//! commands checked against the real binary (compose itself cannot run on these machines).
+//! The one-command start: `celeritas dev` with no database server, the compose file's
+//! commands checked against the real binary and its settings read, and the Dockerfile's layers
+//! (neither compose nor Docker can run on these machines).
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -287,4 +288,50 @@ fn every_compose_service_runs_a_command_the_binary_accepts() {
         "the seed's production workers; the campaigns worker also runs the periodic upkeep (default)"
     );
     assert!(checked.len() >= 5, "{checked:?}");
+}
+
+/// The Dockerfile caches the dependencies in a layer of their own: they are built before any
+/// of `src/` is copied, from nothing but the manifest, the lock file, the build script and the
+/// proto contract, so a source change rebuilds the crate alone. (No Docker engine runs on
+/// these machines; this checks the file's shape.)
+#[test]
+fn the_dockerfile_builds_the_dependencies_before_it_copies_the_sources() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Dockerfile"))
+        .expect("a Dockerfile at the top of the project");
+    // Instructions, with continued lines joined; the build stage only.
+    let joined = text.replace("\\\n", " ");
+    let instructions: Vec<&str> = joined
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .take_while(|line| !line.starts_with("FROM") || line.contains("AS build"))
+        .collect();
+    let copies_sources = instructions
+        .iter()
+        .position(|line| line.starts_with("COPY src"))
+        .expect("the build stage copies src");
+    let builds = |line: &&str| line.starts_with("RUN") && line.contains("cargo build");
+    let dependency_build = instructions
+        .iter()
+        .position(builds)
+        .expect("the build stage runs cargo build");
+    assert!(
+        dependency_build < copies_sources,
+        "a cargo build runs before src is copied: {instructions:#?}"
+    );
+    for line in &instructions[..dependency_build] {
+        if let Some(sources) = line.strip_prefix("COPY ") {
+            let copied: Vec<&str> = sources.split_whitespace().collect();
+            for source in &copied[..copied.len() - 1] {
+                assert!(
+                    ["Cargo.toml", "Cargo.lock", "build.rs", "proto"].contains(source),
+                    "the dependency layer copies {source}, so it would be rebuilt when that changes"
+                );
+            }
+        }
+    }
+    assert!(
+        instructions[copies_sources..].iter().any(builds),
+        "the crate is built after src is copied: {instructions:#?}"
+    );
 }
