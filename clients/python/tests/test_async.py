@@ -124,7 +124,7 @@ def test_cancel_purge_health_and_errors(server: DevServer) -> None:
         root = await client.submit("fan_out", {"task": "emit_records", "args": [{"count": 1}]})
         async for _ in client.stream_progress(root.task_id):
             pass
-        child = [record async for record in client.list_records(root.task_id, True)][0].task_id
+        child = (await anext(aiter(client.list_records(root.task_id, True)))).task_id
         with pytest.raises(celeritas.FailedPrecondition) as refused:
             async for _ in client.stream_progress(child):
                 pass

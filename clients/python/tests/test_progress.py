@@ -55,7 +55,11 @@ def test_a_failed_root_reports_its_error_in_the_stream(client: celeritas.Client)
 
     events = list(client.stream_progress(submitted.task_id))
 
-    failed = [event.state_changed for event in events if event.state_changed and event.state_changed.state is TaskState.FAILED]
+    failed = [
+        event.state_changed
+        for event in events
+        if event.state_changed and event.state_changed.state is TaskState.FAILED
+    ]
     assert failed and failed[0].error == celeritas.TaskError("bounce", "no")
     assert events[-1].tree_finished == celeritas.TreeFinished(TaskState.FAILED)
 
@@ -187,7 +191,7 @@ def test_get_with_tree_returns_once_every_child_and_the_callback_finished(
 def test_waiting_for_the_tree_of_a_child_names_its_root(client: celeritas.Client) -> None:
     submitted = client.submit("fan_out", {"task": "noop", "count": 1})
     client.wait(submitted.task_id, timeout=20, tree=True)
-    child = next(task for task in client.list_tasks(root_id=submitted.task_id, states=[TaskState.SUCCEEDED]) if task.name == "noop")
+    (child,) = client.list_tasks(root_id=submitted.task_id, names=["noop"], states=[TaskState.SUCCEEDED])
 
     with pytest.raises(celeritas.FailedPrecondition) as refused:
         client.result(child.id, timeout=5, tree=True)

@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf import duration_pb2, timestamp_pb2
 from grpc_health.v1 import health_pb2
@@ -231,7 +231,10 @@ def close_idle_connections_request(
     return request
 
 
-_NUMBER_BY_STATE = {state: number for number, state in _STATE_BY_NUMBER.items()}
+_NUMBER_BY_STATE: dict[models.TaskState, tasks_pb2.TaskState] = {
+    # The generated enum's numbers are plain ints at run time.
+    state: cast("tasks_pb2.TaskState", number) for number, state in _STATE_BY_NUMBER.items()
+}
 
 
 def list_tasks_request(

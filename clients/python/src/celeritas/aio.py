@@ -299,7 +299,8 @@ class AsyncClient:
         """Asks the gRPC health service, without retries; see :meth:`celeritas.Client.health`."""
         request = health_pb2.HealthCheckRequest(service=service)
         try:
-            response = await self._health.Check(
+            # types-grpcio-health-checking's HealthStub declares no methods.
+            response = await self._health.Check(  # type: ignore[attr-defined]
                 request, timeout=self.timeout, metadata=self._metadata
             )
         except grpc.RpcError as rpc_error:

@@ -364,7 +364,10 @@ class Client:
         """
         request = health_pb2.HealthCheckRequest(service=service)
         try:
-            response = self._health.Check(request, timeout=self.timeout, metadata=self._metadata)
+            # types-grpcio-health-checking's HealthStub declares no methods.
+            response = self._health.Check(  # type: ignore[attr-defined]
+                request, timeout=self.timeout, metadata=self._metadata
+            )
         except grpc.RpcError as rpc_error:
             raise error_from_rpc_error(rpc_error) from None
         return _wire.health_status(response)

@@ -40,7 +40,8 @@ __all__ = [
 
 # A field path as the server writes it at the start of a message: `task_id`, `task.queue`,
 # `tasks[2].queue`.
-_LEADING_FIELD = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:\[\d+\])?(?:\.[A-Za-z_][A-Za-z0-9_]*(?:\[\d+\])?)*): ")
+_FIELD_PART = r"[A-Za-z_][A-Za-z0-9_]*(?:\[\d+\])?"
+_LEADING_FIELD = re.compile(rf"^({_FIELD_PART}(?:\.{_FIELD_PART})*): ")
 
 
 class CeleritasError(Exception):
