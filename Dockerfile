@@ -1,11 +1,23 @@
 # celeritas: one image for the coordinator, the workers and the CLI.
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
+# The dependencies first, in a layer of their own: it is rebuilt only when the manifest, the
+# lock file, the build script or the proto contract change, not on every change of src/. The
+# stub sources give cargo a crate to build them for.
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY proto proto
+RUN mkdir src \
+    && echo 'fn main() {}' > src/main.rs \
+    && touch src/lib.rs \
+    && cargo build --release --locked \
+    && rm -rf src
+# Then the crate itself. COPY keeps the context's modification times, which may be older than
+# the stubs' build: touching the sources makes cargo rebuild the crate rather than take the
+# stubs' artifacts for current.
 COPY migrations migrations
 COPY src src
-RUN cargo build --release --locked \
+RUN touch src/main.rs src/lib.rs \
+    && cargo build --release --locked \
     && cp target/release/celeritas /usr/local/bin/celeritas \
     && strip /usr/local/bin/celeritas
 
@@ -17,7 +29,9 @@ RUN apt-get update \
 COPY --from=build /usr/local/bin/celeritas /usr/local/bin/celeritas
 USER celeritas
 WORKDIR /home/celeritas
-EXPOSE 50051
+# gRPC, and Prometheus metrics (when the coordinator is told to listen for them beyond loopback,
+# as the compose file does).
+EXPOSE 50051 9464
 ENTRYPOINT ["celeritas"]
 # Without arguments: the one-process development mode on the embedded store.
 CMD ["dev", "--listen", "0.0.0.0:50051"]

@@ -1,5 +1,6 @@
-//! The one-command start: `celeritas dev` with no database server, and the compose file's
-//! commands checked against the real binary (compose itself cannot run on these machines).
+//! The one-command start: `celeritas dev` with no database server, the compose file's
+//! commands checked against the real binary and its settings read, and the Dockerfile's layers
+//! (neither compose nor Docker can run on these machines).
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -151,6 +152,63 @@ fn strings(node: &Yaml) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// What compose makes of `${NAME:-default}` when `NAME` is unset; other text as it is.
+fn compose_default(value: &str) -> Option<String> {
+    match value.strip_prefix("${") {
+        None => Some(value.to_owned()),
+        Some(rest) => {
+            let inner = rest.strip_suffix('}')?;
+            let (_, default) = inner.split_once(":-")?;
+            Some(default.to_owned())
+        }
+    }
+}
+
+/// A worker that sends or checks mail has a relay, by default one this file runs.
+fn check_smtp_relay(name: &str, service: &Yaml, services: &yaml_rust2::yaml::Hash) {
+    let url = service["environment"]["CELERITAS_SMTP_URL"]
+        .as_str()
+        .unwrap_or_else(|| panic!("service {name} sends mail: it needs CELERITAS_SMTP_URL"));
+    let default = compose_default(url).unwrap_or_else(|| {
+        panic!("service {name}: CELERITAS_SMTP_URL {url:?} needs a default (${{CELERITAS_SMTP_URL:-smtp://…}})")
+    });
+    let relay = celeritas::config::RelaySettings::from_url(&default)
+        .unwrap_or_else(|error| panic!("service {name}: CELERITAS_SMTP_URL {default:?}: {error}"));
+    assert!(
+        services.contains_key(&Yaml::String(relay.host.clone())),
+        "service {name}: the default relay {default:?} is not a service of the compose file"
+    );
+}
+
+/// The coordinator's metrics listen on the container's interfaces and the port is published.
+fn check_metrics_reachable(name: &str, service: &Yaml, command: &[String]) {
+    let from_command = command
+        .iter()
+        .position(|arg| arg == "--metrics-listen")
+        .map(|index| command[index + 1].clone());
+    let from_environment = service["environment"]["CELERITAS_COORDINATOR__METRICS_LISTEN"]
+        .as_str()
+        .map(str::to_owned);
+    // Without either, the default: 127.0.0.1:9464, the container's loopback.
+    let listen = from_command
+        .or(from_environment)
+        .unwrap_or_else(|| "127.0.0.1:9464".to_owned());
+    let address: std::net::SocketAddr = listen
+        .parse()
+        .unwrap_or_else(|error| panic!("service {name}: metrics listen {listen:?}: {error}"));
+    assert!(
+        !address.ip().is_loopback(),
+        "service {name}: metrics on {address} cannot be reached from outside the container"
+    );
+    let published = strings(&service["ports"]);
+    let port = format!(":{}", address.port());
+    assert!(
+        published.iter().any(|mapping| mapping.ends_with(&port)),
+        "service {name}: the metrics port {} is not published ({published:?})",
+        address.port()
+    );
+}
+
 #[test]
 fn every_compose_service_runs_a_command_the_binary_accepts() {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docker-compose.yml"))
@@ -196,12 +254,22 @@ fn every_compose_service_runs_a_command_the_binary_accepts() {
             let has_database = command.iter().any(|arg| arg == "--database-url")
                 || service["environment"]["DATABASE_URL"].as_str().is_some();
             assert!(has_database, "the coordinator is given its database");
+            check_metrics_reachable(name, service, &command);
         }
         if command[0] == "worker" {
             let queue = command
                 .iter()
                 .position(|arg| arg == "-Q")
                 .map(|index| command[index + 1].clone());
+            // The email worker sends; the campaigns worker's send_campaign refuses a campaign
+            // whose relay it does not have. Both need one.
+            let queues = queue.as_deref().unwrap_or_default();
+            if queues
+                .split(',')
+                .any(|queue| queue == "email" || queue == "campaigns")
+            {
+                check_smtp_relay(name, service, services);
+            }
             let concurrency = command
                 .iter()
                 .position(|arg| arg == "-c")
@@ -220,4 +288,50 @@ fn every_compose_service_runs_a_command_the_binary_accepts() {
         "the seed's production workers; the campaigns worker also runs the periodic upkeep (default)"
     );
     assert!(checked.len() >= 5, "{checked:?}");
+}
+
+/// The Dockerfile caches the dependencies in a layer of their own: they are built before any
+/// of `src/` is copied, from nothing but the manifest, the lock file, the build script and the
+/// proto contract, so a source change rebuilds the crate alone. (No Docker engine runs on
+/// these machines; this checks the file's shape.)
+#[test]
+fn the_dockerfile_builds_the_dependencies_before_it_copies_the_sources() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Dockerfile"))
+        .expect("a Dockerfile at the top of the project");
+    // Instructions, with continued lines joined; the build stage only.
+    let joined = text.replace("\\\n", " ");
+    let instructions: Vec<&str> = joined
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .take_while(|line| !line.starts_with("FROM") || line.contains("AS build"))
+        .collect();
+    let copies_sources = instructions
+        .iter()
+        .position(|line| line.starts_with("COPY src"))
+        .expect("the build stage copies src");
+    let builds = |line: &&str| line.starts_with("RUN") && line.contains("cargo build");
+    let dependency_build = instructions
+        .iter()
+        .position(builds)
+        .expect("the build stage runs cargo build");
+    assert!(
+        dependency_build < copies_sources,
+        "a cargo build runs before src is copied: {instructions:#?}"
+    );
+    for line in &instructions[..dependency_build] {
+        if let Some(sources) = line.strip_prefix("COPY ") {
+            let copied: Vec<&str> = sources.split_whitespace().collect();
+            for source in &copied[..copied.len() - 1] {
+                assert!(
+                    ["Cargo.toml", "Cargo.lock", "build.rs", "proto"].contains(source),
+                    "the dependency layer copies {source}, so it would be rebuilt when that changes"
+                );
+            }
+        }
+    }
+    assert!(
+        instructions[copies_sources..].iter().any(builds),
+        "the crate is built after src is copied: {instructions:#?}"
+    );
 }

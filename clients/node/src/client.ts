@@ -9,6 +9,7 @@ import type {
   Metadata,
   ServiceError,
 } from "@grpc/grpc-js";
+import { status } from "@grpc/grpc-js";
 import { CallContext, endpointFromUrl, type UnaryMethod } from "./connection";
 import { durationToPb, recordFromPb, submissionToPb, taskFromPb, taskSpecToPb, taskStateToPb } from "./convert";
 import { InspectServiceClient } from "./generated/celeritas/v1/inspect";
@@ -16,6 +17,7 @@ import { ScheduleServiceClient } from "./generated/celeritas/v1/schedules";
 import { TaskServiceClient } from "./generated/celeritas/v1/tasks";
 import { HealthCheckResponse_ServingStatus, HealthClient } from "./generated/grpc/health/v1/health";
 import { Inspector } from "./inspect";
+import { errorForStatus } from "./errors";
 import { followProgress, type StreamProgressOptions } from "./progress";
 import { defaultRetryOptions, type RetryOptions } from "./retry";
 import { Schedules } from "./schedules";
@@ -56,6 +58,15 @@ export interface GetOptions {
    * long polls.
    */
   wait?: number;
+  /**
+   * Wait for the task's whole tree instead: the task, every descendant and every callback, by
+   * following the tree's progress stream to its `treeFinished` event, then answer the task (the
+   * root). A task that fans out (`send_campaign`, `fan_out`) finishes as soon as it has submitted
+   * its children, so without `tree` a wait ends long before its work is done. `wait` bounds
+   * it (no bound without one); when it runs out first the call throws `DeadlineExceededError`.
+   * The task must be a root (a child throws `FailedPreconditionError` naming its root).
+   */
+  tree?: boolean;
 }
 
 /** How to cancel a task. */
@@ -191,8 +202,15 @@ export class Client {
     return response.tasks.map((task) => ({ taskId: task.taskId, created: task.created }));
   }
 
-  /** Reads a task; with `wait`, first waits up to that many milliseconds for it to finish. */
+  /**
+   * Reads a task; with `wait`, first waits up to that many milliseconds for it to finish; with
+   * `tree`, first waits for its whole tree to finish (see `GetOptions.tree`).
+   */
   async get(taskId: string, options: GetOptions = {}): Promise<Task> {
+    if (options.tree === true) {
+      await this.untilTreeFinished(taskId, options.wait);
+      return this.get(taskId);
+    }
     const waitUntil = Date.now() + Math.max(0, options.wait ?? 0);
     for (;;) {
       const waitMs = Math.min(longestServerWaitMs, Math.max(0, waitUntil - Date.now()));
@@ -202,6 +220,26 @@ export class Client {
       if (task.finished || Date.now() >= waitUntil) {
         return task;
       }
+    }
+  }
+
+  /** Follows the tree's progress stream to its end; throws `DeadlineExceededError` after `waitMs`. */
+  private async untilTreeFinished(taskId: string, waitMs: number | undefined): Promise<void> {
+    const deadline = new AbortController();
+    const timer =
+      waitMs === undefined
+        ? undefined
+        : setTimeout(() => {
+            const message = `the tree of task ${taskId} had not finished after ${waitMs} ms`;
+            deadline.abort(errorForStatus(status.DEADLINE_EXCEEDED, message));
+          }, Math.max(0, waitMs));
+    try {
+      // Only the end matters: the stream ends after the tree's `treeFinished` event.
+      for await (const _event of this.streamProgress(taskId, { signal: deadline.signal })) {
+        // Read and dropped.
+      }
+    } finally {
+      clearTimeout(timer);
     }
   }
 

@@ -3,7 +3,14 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { status } from "@grpc/grpc-js";
-import { Client, InvalidArgumentError, NotFoundError, type Task } from "../src";
+import {
+  Client,
+  DeadlineExceededError,
+  FailedPreconditionError,
+  InvalidArgumentError,
+  NotFoundError,
+  type Task,
+} from "../src";
 import { recordCalls } from "./support/calls";
 import { DevServer } from "./support/server";
 
@@ -274,5 +281,54 @@ describe("tasks", () => {
     }
     assert.equal(calls.length, 1);
     assert.deepEqual(calls[0]!.metadata.get("authorization"), []);
+  });
+
+  // A root that fans out finishes once it has submitted its children: waiting for it is not
+  // waiting for its tree.
+  test("get with wait answers when the root finishes, while its children still run", async () => {
+    const { taskId } = await client.submit("fan_out", { task: "sleep", args: [{ ms: 60_000 }, { ms: 60_000 }] });
+    try {
+      const root = await client.get(taskId, { wait: 20_000 });
+      assert.equal(root.state, "succeeded");
+      assert.equal((await client.listTasks({ rootId: taskId })).length, 2, "the children still run");
+
+      await assert.rejects(client.get(taskId, { wait: 500, tree: true }), (error: unknown) => {
+        assert.ok(error instanceof DeadlineExceededError, String(error));
+        assert.match(error.message, /the tree of task .* had not finished after 500 ms/);
+        return true;
+      });
+    } finally {
+      await client.cancel(taskId, { terminate: true });
+    }
+  });
+
+  test("get with tree answers once every child and the callback finished", async () => {
+    const { taskId } = await client.submit("fan_out", {
+      task: "sleep",
+      args: [{ ms: 300 }, { ms: 300 }, { ms: 300 }],
+      callback: { task: "noop", args: { n: 1 } },
+    });
+
+    const root = await client.get(taskId, { wait: 30_000, tree: true });
+
+    assert.equal(root.state, "succeeded");
+    assert.equal((root.result as { children: number }).children, 3);
+    assert.deepEqual(await client.listTasks({ rootId: taskId }), [], "nothing of the tree is unfinished");
+    const tree = await client.listTasks({ rootId: taskId, states: ["succeeded"] });
+    assert.deepEqual(tree.map((task) => task.name).sort(), ["fan_out", "noop", "sleep", "sleep", "sleep"]);
+    // Without a wait, tree waits as long as it takes; this tree is done already.
+    assert.equal((await client.get(taskId, { tree: true })).state, "succeeded");
+  });
+
+  test("get with tree on a child throws FailedPreconditionError naming its root", async () => {
+    const { taskId } = await client.submit("fan_out", { task: "noop", count: 1 });
+    await client.get(taskId, { wait: 20_000, tree: true });
+    const [child] = (await client.listTasks({ rootId: taskId, states: ["succeeded"], names: ["noop"] }));
+
+    await assert.rejects(client.get(child!.id, { wait: 5_000, tree: true }), (error: unknown) => {
+      assert.ok(error instanceof FailedPreconditionError, String(error));
+      assert.ok(error.message.includes(taskId), error.message);
+      return true;
+    });
   });
 });

@@ -53,6 +53,28 @@ def test_submit_many_and_failures(server: DevServer) -> None:
     run_with_client(server, scenario)
 
 
+def test_result_with_tree_waits_for_the_children_and_times_out_while_they_run(
+    server: DevServer,
+) -> None:
+    async def scenario(client: celeritas.AsyncClient) -> None:
+        quick = await client.submit(
+            "fan_out", {"task": "sleep", "args": [{"ms": 300}] * 2, "callback": {"task": "noop"}}
+        )
+        assert (await client.result(quick.task_id, timeout=30, tree=True))["children"] == 2
+        assert await client.list_tasks(root_id=quick.task_id) == [], "the whole tree finished"
+
+        slow = await client.submit("fan_out", {"task": "sleep", "args": [{"ms": 60_000}]})
+        try:
+            assert (await client.wait(slow.task_id, timeout=20)).state is TaskState.SUCCEEDED
+            with pytest.raises(celeritas.TaskTimeout) as timed_out:
+                await client.wait(slow.task_id, timeout=0.5, tree=True)
+            assert timed_out.value.tree and timed_out.value.task.state is TaskState.SUCCEEDED
+        finally:
+            await client.cancel(slow.task_id, terminate=True)
+
+    run_with_client(server, scenario)
+
+
 def test_stream_progress_and_list_records(server: DevServer) -> None:
     async def scenario(client: celeritas.AsyncClient) -> None:
         submitted = await client.submit(
@@ -102,7 +124,7 @@ def test_cancel_purge_health_and_errors(server: DevServer) -> None:
         root = await client.submit("fan_out", {"task": "emit_records", "args": [{"count": 1}]})
         async for _ in client.stream_progress(root.task_id):
             pass
-        child = [record async for record in client.list_records(root.task_id, True)][0].task_id
+        child = (await anext(aiter(client.list_records(root.task_id, True)))).task_id
         with pytest.raises(celeritas.FailedPrecondition) as refused:
             async for _ in client.stream_progress(child):
                 pass

@@ -9,8 +9,8 @@ import time
 import pytest
 
 import celeritas
-from celeritas.aio import AsyncClient
 from celeritas import TaskState
+from celeritas.aio import AsyncClient
 
 
 def _wait_for(condition, timeout: float = 20.0):

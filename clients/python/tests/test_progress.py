@@ -55,7 +55,11 @@ def test_a_failed_root_reports_its_error_in_the_stream(client: celeritas.Client)
 
     events = list(client.stream_progress(submitted.task_id))
 
-    failed = [event.state_changed for event in events if event.state_changed and event.state_changed.state is TaskState.FAILED]
+    failed = [
+        event.state_changed
+        for event in events
+        if event.state_changed and event.state_changed.state is TaskState.FAILED
+    ]
     assert failed and failed[0].error == celeritas.TaskError("bounce", "no")
     assert events[-1].tree_finished == celeritas.TreeFinished(TaskState.FAILED)
 
@@ -140,3 +144,56 @@ def test_list_records_pages_through_a_whole_tree(client: celeritas.Client) -> No
     ]
     with pytest.raises(celeritas.FailedPrecondition):
         list(client.list_records(child, whole_tree=True))
+
+
+# Waiting for a whole tree: a root that fans out finishes as soon as it has submitted its
+# children, so waiting for the root is not waiting for the work.
+
+
+def test_get_waits_for_the_root_alone_and_tree_true_times_out_while_children_run(
+    client: celeritas.Client,
+) -> None:
+    submitted = client.submit("fan_out", {"task": "sleep", "args": [{"ms": 60_000}] * 2})
+    handle = celeritas.TaskHandle(client, submitted.task_id)
+    try:
+        assert handle.get(timeout=20)["children"] == 2
+        assert len(client.list_tasks(root_id=submitted.task_id)) == 2, "the children still run"
+
+        with pytest.raises(celeritas.TaskTimeout) as timed_out:
+            handle.get(timeout=0.5, tree=True)
+
+        assert timed_out.value.tree and timed_out.value.timeout == 0.5
+        assert timed_out.value.task.id == submitted.task_id
+        assert timed_out.value.task.state is TaskState.SUCCEEDED
+        assert "tree" in str(timed_out.value)
+    finally:
+        handle.cancel(terminate=True)
+
+
+def test_get_with_tree_returns_once_every_child_and_the_callback_finished(
+    client: celeritas.Client,
+) -> None:
+    submitted = client.submit(
+        "fan_out",
+        {"task": "sleep", "args": [{"ms": 300}] * 3, "callback": {"task": "noop", "args": {"n": 1}}},
+    )
+    handle = celeritas.TaskHandle(client, submitted.task_id)
+
+    result = handle.get(timeout=30, tree=True)
+
+    assert result["children"] == 3
+    assert client.list_tasks(root_id=submitted.task_id) == [], "nothing of the tree is unfinished"
+    tree = client.list_tasks(root_id=submitted.task_id, states=[TaskState.SUCCEEDED])
+    assert sorted(task.name for task in tree) == ["fan_out", "noop", "sleep", "sleep", "sleep"]
+    assert client.wait(submitted.task_id, timeout=5, tree=True).state is TaskState.SUCCEEDED
+
+
+def test_waiting_for_the_tree_of_a_child_names_its_root(client: celeritas.Client) -> None:
+    submitted = client.submit("fan_out", {"task": "noop", "count": 1})
+    client.wait(submitted.task_id, timeout=20, tree=True)
+    (child,) = client.list_tasks(root_id=submitted.task_id, names=["noop"], states=[TaskState.SUCCEEDED])
+
+    with pytest.raises(celeritas.FailedPrecondition) as refused:
+        client.result(child.id, timeout=5, tree=True)
+
+    assert submitted.task_id in refused.value.message

@@ -85,12 +85,12 @@ def test_eta_and_expires_take_aware_datetimes(client: celeritas.Client) -> None:
 
 
 def test_a_naive_eta_is_refused_before_anything_is_sent(client: celeritas.Client) -> None:
-    with pytest.raises(ValueError, match="^task.eta: a naive datetime"):
+    with pytest.raises(ValueError, match=r"^task\.eta: a naive datetime"):
         client.submit("noop", eta=datetime.now() + timedelta(hours=1))
 
 
 def test_arguments_that_are_not_json_are_refused(client: celeritas.Client) -> None:
-    with pytest.raises(TypeError, match="^task.args: not JSON-serializable"):
+    with pytest.raises(TypeError, match=r"^task\.args: not JSON-serializable"):
         client.submit("noop", {"when": object()})
 
 

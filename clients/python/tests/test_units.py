@@ -33,7 +33,7 @@ def test_urls_become_grpc_targets(url: str, target: str, secure: bool) -> None:
 
 @pytest.mark.parametrize("url", ["", "ftp://host:1", "http://host:1/api", "http://:50051"])
 def test_urls_that_name_no_coordinator_are_refused(url: str) -> None:
-    with pytest.raises(ValueError, match="^url: "):
+    with pytest.raises(ValueError, match=r"^url: "):
         parse_url(url)
 
 

@@ -9,10 +9,11 @@ apart.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf import duration_pb2, timestamp_pb2
 from grpc_health.v1 import health_pb2
@@ -52,6 +53,14 @@ def seconds_of(value: models.Seconds, field_name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{field_name}: expected seconds or a timedelta, got {value!r}")
     return float(value)
+
+
+def time_left(deadline: float | None) -> float | None:
+    """Seconds until the ``time.monotonic()`` moment ``deadline`` (0 once it has passed), for a
+    call's timeout; None without a deadline."""
+    if deadline is None:
+        return None
+    return max(0.0, deadline - time.monotonic())
 
 
 def duration_pb(value: models.Seconds, field_name: str) -> duration_pb2.Duration:
@@ -222,7 +231,10 @@ def close_idle_connections_request(
     return request
 
 
-_NUMBER_BY_STATE = {state: number for number, state in _STATE_BY_NUMBER.items()}
+_NUMBER_BY_STATE: dict[models.TaskState, tasks_pb2.TaskState] = {
+    # The generated enum's numbers are plain ints at run time.
+    state: cast("tasks_pb2.TaskState", number) for number, state in _STATE_BY_NUMBER.items()
+}
 
 
 def list_tasks_request(

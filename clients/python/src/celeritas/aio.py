@@ -20,7 +20,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from celeritas import _wire
 from celeritas._connection import async_channel, call_metadata, parse_url
 from celeritas.client import DEFAULT_TIMEOUT
-from celeritas.errors import TaskFailed, TaskTimeout, Unavailable, error_from_rpc_error
+from celeritas.errors import (
+    DeadlineExceeded,
+    TaskFailed,
+    TaskTimeout,
+    Unavailable,
+    error_from_rpc_error,
+)
 from celeritas.models import (
     Event,
     HealthStatus,
@@ -48,7 +54,7 @@ class AsyncClient:
     """A connection to a celeritas coordinator for asyncio code.
 
     >>> async with AsyncClient("http://127.0.0.1:50051") as client:
-    ...     submitted = await client.submit("send_campaign", {"campaign_id": "c-42"})
+    ...     submitted = await client.submit("fan_out", {"task": "noop", "count": 10})
     ...     async for event in client.stream_progress(submitted.task_id):
     ...         print(event.sequence, event.kind)
 
@@ -137,8 +143,13 @@ class AsyncClient:
         response = await self._call(self._tasks.GetTask, request, timeout=self.timeout + extra)
         return _wire.task(response.task)
 
-    async def wait(self, task_id: str, timeout: Seconds | None = None) -> Task:
-        """Waits until the task finishes; see :meth:`celeritas.Client.wait`."""
+    async def wait(
+        self, task_id: str, timeout: Seconds | None = None, *, tree: bool = False
+    ) -> Task:
+        """Waits until the task finishes, or with ``tree=True`` until its whole tree has; see
+        :meth:`celeritas.Client.wait`."""
+        if tree:
+            return await self._wait_for_tree(task_id, timeout)
         deadline = None if timeout is None else time.monotonic() + _wire.seconds_of(timeout, "timeout")
         while True:
             remaining = _wire.MAX_SERVER_WAIT_SECONDS
@@ -150,9 +161,25 @@ class AsyncClient:
             if deadline is not None and time.monotonic() >= deadline:
                 raise TaskTimeout(task, _wire.seconds_of(timeout, "timeout"))  # type: ignore[arg-type]
 
-    async def result(self, task_id: str, timeout: Seconds | None = None) -> Any:
-        """Waits for the task and returns its result; see :meth:`celeritas.Client.result`."""
-        task = await self.wait(task_id, timeout)
+    async def _wait_for_tree(self, task_id: str, timeout: Seconds | None) -> Task:
+        seconds = None if timeout is None else _wire.seconds_of(timeout, "timeout")
+        deadline = None if seconds is None else time.monotonic() + seconds
+        try:
+            # Only the end matters; the stream's events are read and dropped.
+            async for _ in self._stream_progress(task_id, None, deadline):
+                pass
+        except DeadlineExceeded:
+            if seconds is None:
+                raise
+            raise TaskTimeout(await self.get(task_id), seconds, tree=True) from None
+        return await self.get(task_id)
+
+    async def result(
+        self, task_id: str, timeout: Seconds | None = None, *, tree: bool = False
+    ) -> Any:
+        """Waits for the task (or its whole tree) and returns its result; see
+        :meth:`celeritas.Client.result`."""
+        task = await self.wait(task_id, timeout, tree=tree)
         if task.state is not TaskState.SUCCEEDED:
             raise TaskFailed(task)
         return task.result
@@ -198,16 +225,25 @@ class AsyncClient:
 
     # Progress and records.
 
-    async def stream_progress(
+    def stream_progress(
         self, task_id: str, from_sequence: int | None = None
     ) -> AsyncIterator[Event]:
         """Iterates over a tree's events, resuming across reconnections; see
         :meth:`celeritas.Client.stream_progress`."""
+        return self._stream_progress(task_id, from_sequence, None)
+
+    async def _stream_progress(
+        self, task_id: str, from_sequence: int | None, deadline: float | None
+    ) -> AsyncIterator[Event]:
+        """:meth:`stream_progress`, raising :class:`celeritas.DeadlineExceeded` once the
+        ``time.monotonic()`` moment ``deadline`` has passed (None: no deadline)."""
         last_sequence = from_sequence
         retries_done = 0
         while True:
             request = _wire.stream_progress_request(task_id, last_sequence)
-            call = self._tasks.StreamProgress(request, metadata=self._metadata)
+            call = self._tasks.StreamProgress(
+                request, timeout=_wire.time_left(deadline), metadata=self._metadata
+            )
             try:
                 async for message in call:
                     event = _wire.event(message)
@@ -228,7 +264,10 @@ class AsyncClient:
                 call.cancel()
             if not self.retry.allows_retry(retries_done):
                 raise interruption
-            await asyncio.sleep(self.retry.backoff(retries_done))
+            backoff = self.retry.backoff(retries_done)
+            if deadline is not None and time.monotonic() + backoff >= deadline:
+                raise DeadlineExceeded("the deadline passed while the progress stream was down")
+            await asyncio.sleep(backoff)
             retries_done += 1
 
     async def list_records(
@@ -260,7 +299,8 @@ class AsyncClient:
         """Asks the gRPC health service, without retries; see :meth:`celeritas.Client.health`."""
         request = health_pb2.HealthCheckRequest(service=service)
         try:
-            response = await self._health.Check(
+            # types-grpcio-health-checking's HealthStub declares no methods.
+            response = await self._health.Check(  # type: ignore[attr-defined]
                 request, timeout=self.timeout, metadata=self._metadata
             )
         except grpc.RpcError as rpc_error:

@@ -17,7 +17,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from celeritas import _wire
 from celeritas._connection import call_metadata, parse_url, sync_channel
-from celeritas.errors import TaskFailed, TaskTimeout, Unavailable, error_from_rpc_error
+from celeritas.errors import (
+    DeadlineExceeded,
+    TaskFailed,
+    TaskTimeout,
+    Unavailable,
+    error_from_rpc_error,
+)
 from celeritas.models import (
     Event,
     HealthStatus,
@@ -50,7 +56,7 @@ class Client:
     """A connection to a celeritas coordinator.
 
     >>> client = Client("http://127.0.0.1:50051")
-    >>> submitted = client.submit("send_campaign", {"campaign_id": "c-42"})
+    >>> submitted = client.submit("fan_out", {"task": "noop", "count": 10})
     >>> for event in client.stream_progress(submitted.task_id):
     ...     print(event.sequence, event.kind, event.aggregate.tasks_finished)
 
@@ -163,12 +169,20 @@ class Client:
         response = self._call(self._tasks.GetTask, request, timeout=self.timeout + extra)
         return _wire.task(response.task)
 
-    def wait(self, task_id: str, timeout: Seconds | None = None) -> Task:
+    def wait(self, task_id: str, timeout: Seconds | None = None, *, tree: bool = False) -> Task:
         """Waits until the task finishes and returns it, whatever its final state.
 
         Long-polls in slices of up to 60 seconds; ``timeout`` None waits as long as it takes.
         Raises :class:`celeritas.TaskTimeout` if the task has not finished within ``timeout``.
+
+        A task that fans out (a campaign, ``fan_out``) finishes once it has submitted its
+        children, long before they have run. ``tree=True`` waits for the whole tree instead:
+        the task, every descendant and every callback, following the tree's progress stream to
+        its ``tree_finished`` event; then it returns the task (the root). The task must be a
+        root (a child raises :class:`celeritas.FailedPrecondition` naming its root).
         """
+        if tree:
+            return self._wait_for_tree(task_id, timeout)
         deadline = None if timeout is None else time.monotonic() + _wire.seconds_of(timeout, "timeout")
         while True:
             remaining = _wire.MAX_SERVER_WAIT_SECONDS
@@ -180,13 +194,29 @@ class Client:
             if deadline is not None and time.monotonic() >= deadline:
                 raise TaskTimeout(task, _wire.seconds_of(timeout, "timeout"))  # type: ignore[arg-type]
 
-    def result(self, task_id: str, timeout: Seconds | None = None) -> Any:
+    def _wait_for_tree(self, task_id: str, timeout: Seconds | None) -> Task:
+        seconds = None if timeout is None else _wire.seconds_of(timeout, "timeout")
+        deadline = None if seconds is None else time.monotonic() + seconds
+        try:
+            # Only the end matters; the stream's events are read and dropped.
+            for _ in self._stream_progress(task_id, None, deadline):
+                pass
+        except DeadlineExceeded:
+            if seconds is None:
+                raise
+            raise TaskTimeout(self.get(task_id), seconds, tree=True) from None
+        return self.get(task_id)
+
+    def result(self, task_id: str, timeout: Seconds | None = None, *, tree: bool = False) -> Any:
         """Waits for the task and returns its result (decoded JSON).
 
         Raises :class:`celeritas.TaskFailed` when it failed, was cancelled or expired, and
-        :class:`celeritas.TaskTimeout` when it has not finished within ``timeout``.
+        :class:`celeritas.TaskTimeout` when it has not finished within ``timeout``. With
+        ``tree=True`` it waits for the task's whole tree first (see :meth:`wait`); the result
+        and the verdict are still the root's: how the descendants ended is in the tree's
+        aggregate and records.
         """
-        task = self.wait(task_id, timeout)
+        task = self.wait(task_id, timeout, tree=tree)
         if task.state is not TaskState.SUCCEEDED:
             raise TaskFailed(task)
         return task.result
@@ -254,11 +284,20 @@ class Client:
         resumes after the last event it yielded, so the caller sees every event exactly once.
         Errors are raised when iteration reaches them, not when this method is called.
         """
+        return self._stream_progress(task_id, from_sequence, None)
+
+    def _stream_progress(
+        self, task_id: str, from_sequence: int | None, deadline: float | None
+    ) -> Iterator[Event]:
+        """:meth:`stream_progress`, raising :class:`celeritas.DeadlineExceeded` once the
+        ``time.monotonic()`` moment ``deadline`` has passed (None: no deadline)."""
         last_sequence = from_sequence
         retries_done = 0
         while True:
             request = _wire.stream_progress_request(task_id, last_sequence)
-            call = self._tasks.StreamProgress(request, metadata=self._metadata)
+            call = self._tasks.StreamProgress(
+                request, timeout=_wire.time_left(deadline), metadata=self._metadata
+            )
             try:
                 for message in call:
                     event = _wire.event(message)
@@ -282,7 +321,10 @@ class Client:
                 call.cancel()
             if not self.retry.allows_retry(retries_done):
                 raise interruption
-            time.sleep(self.retry.backoff(retries_done))
+            backoff = self.retry.backoff(retries_done)
+            if deadline is not None and time.monotonic() + backoff >= deadline:
+                raise DeadlineExceeded("the deadline passed while the progress stream was down")
+            time.sleep(backoff)
             retries_done += 1
 
     def list_records(
@@ -322,7 +364,10 @@ class Client:
         """
         request = health_pb2.HealthCheckRequest(service=service)
         try:
-            response = self._health.Check(request, timeout=self.timeout, metadata=self._metadata)
+            # types-grpcio-health-checking's HealthStub declares no methods.
+            response = self._health.Check(  # type: ignore[attr-defined]
+                request, timeout=self.timeout, metadata=self._metadata
+            )
         except grpc.RpcError as rpc_error:
             raise error_from_rpc_error(rpc_error) from None
         return _wire.health_status(response)

@@ -40,7 +40,8 @@ __all__ = [
 
 # A field path as the server writes it at the start of a message: `task_id`, `task.queue`,
 # `tasks[2].queue`.
-_LEADING_FIELD = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:\[\d+\])?(?:\.[A-Za-z_][A-Za-z0-9_]*(?:\[\d+\])?)*): ")
+_FIELD_PART = r"[A-Za-z_][A-Za-z0-9_]*(?:\[\d+\])?"
+_LEADING_FIELD = re.compile(rf"^({_FIELD_PART}(?:\.{_FIELD_PART})*): ")
 
 
 class CeleritasError(Exception):
@@ -196,9 +197,16 @@ class TaskFailed(Exception):
 class TaskTimeout(TimeoutError):
     """The task had not finished when the caller's timeout ran out. It may still finish."""
 
-    def __init__(self, task: Task, timeout: float) -> None:
+    def __init__(self, task: Task, timeout: float, *, tree: bool = False) -> None:
         self.task: Task = task
         self.timeout: float = timeout
-        super().__init__(
-            f"task {task.id} ({task.name}) was still {task.state.value} after {timeout:g}s"
-        )
+        #: True when the wait was for the task's whole tree (``tree=True``).
+        self.tree: bool = tree
+        if tree:
+            message = (
+                f"the tree of task {task.id} ({task.name}, {task.state.value}) had not "
+                f"finished after {timeout:g}s"
+            )
+        else:
+            message = f"task {task.id} ({task.name}) was still {task.state.value} after {timeout:g}s"
+        super().__init__(message)

@@ -49,14 +49,19 @@ class TaskHandle:
         """True once the task has finished, successfully or not."""
         return self.task().is_finished
 
-    def get(self, timeout: Seconds | None = None) -> Any:
+    def get(self, timeout: Seconds | None = None, *, tree: bool = False) -> Any:
         """Waits for the task and returns its result (decoded JSON).
 
         Raises :class:`celeritas.TaskFailed` when the task failed, was cancelled or expired, and
         :class:`celeritas.TaskTimeout` when it has not finished within ``timeout`` seconds
         (None waits as long as it takes).
+
+        The task itself is waited for: a campaign (or any task that fans out) finishes as soon
+        as it has submitted its batches. ``tree=True`` waits until its whole tree has finished,
+        every batch and callback included (the handle must be a root's); the result is still
+        the root's. See :meth:`celeritas.Client.wait`.
         """
-        return self.client.result(self.id, timeout)
+        return self.client.result(self.id, timeout, tree=tree)
 
     def progress(self, from_sequence: int | None = None) -> Iterator[Event]:
         """The events of the task's tree until it finishes; resumes across reconnections (see

@@ -1,10 +1,11 @@
 """The celeritas tasks this project calls.
 
-In VashSender this would be ``celeritas.django.task("send_campaign")``. The workers of
-``celeritas dev`` do not know VashSender's tasks, so the example calls the built-in ``fan_out``
-in its place, which has the same shape: a root task that submits one child per batch of
-recipients (``emit_records``: one delivery record per recipient) and a callback once every
-batch has finished.
+In VashSender this would be ``celeritas.django.task("send_campaign")``, which the workers of
+``celeritas dev`` run too; but it sends mail, so it needs a relay (``CELERITAS_SMTP_URL``) and
+an SMTP server. To run with nothing but ``celeritas dev``, the example calls the built-in
+``fan_out`` in its place, which has the same shape: a root task that submits one child per
+batch of recipients (``emit_records``: one delivery record per recipient) and a callback once
+every batch has finished.
 """
 
 from __future__ import annotations

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import datetime
 from typing import Any
 
 from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
 
 from celeritas.client import Client
 from celeritas.handle import TaskHandle
@@ -73,7 +75,10 @@ class RemoteTask:
     def delay(self, *args: Any, **kwargs: Any) -> TaskHandle:
         """Submits the task with ``kwargs`` as its arguments and returns its handle.
 
-        ``send_campaign.delay(campaign_id="c-42")`` submits ``{"campaign_id": "c-42"}``.
+        ``report.delay(day=date(2026, 12, 1), total=Decimal("9.50"))`` submits
+        ``{"day": "2026-12-01", "total": "9.50"}`` (see :meth:`apply_async` for how values are
+        encoded). A name that is a Python keyword, such as ``from``, goes through
+        ``apply_async({"from": ...})`` or ``delay(**{"from": ...})``.
         """
         if args:
             # Celery passes positional arguments too; celeritas tasks take one JSON object, so
@@ -99,11 +104,18 @@ class RemoteTask:
         hard_time_limit: Seconds | None = None,
     ) -> TaskHandle:
         """Submits the task with options, as Celery's ``apply_async`` does (``kwargs`` are the
-        task's arguments; the rest is :meth:`celeritas.Client.submit`'s options)."""
+        task's arguments; the rest is :meth:`celeritas.Client.submit`'s options).
+
+        The arguments are encoded as Django encodes JSON (``DjangoJSONEncoder``, what
+        ``JsonResponse`` uses): datetimes, dates and naive times as ISO 8601 text (``Z`` for
+        UTC, milliseconds at most), ``timedelta`` as an ISO 8601 duration (``P1DT02H00M00S``),
+        ``Decimal``, ``UUID`` and lazy translation strings as text. The task receives that text,
+        not the Python value.
+        """
         client = get_client()
         submitted = client.submit(
             self.name,
-            kwargs or {},
+            _as_json_data(self.name, kwargs or {}),
             queue=queue if queue is not None else self.queue,
             priority=priority if priority is not None else self.priority,
             countdown=countdown,
@@ -119,6 +131,14 @@ class RemoteTask:
     def handle(self, task_id: str) -> TaskHandle:
         """A handle on an earlier call of this task, from its id."""
         return handle(task_id)
+
+
+def _as_json_data(name: str, arguments: dict[str, Any]) -> Any:
+    """``arguments`` as plain JSON data, the values Django's encoder knows turned into text."""
+    try:
+        return json.loads(json.dumps(arguments, cls=DjangoJSONEncoder))
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"{name}: the arguments are not JSON-serializable: {error}") from error
 
 
 def task(
