@@ -321,6 +321,12 @@ pub struct CoordinatorSettings {
     pub database_pool_size: u32,
     /// Where Prometheus scrapes `/metrics`; none to serve no metrics.
     pub metrics_listen: Option<SocketAddr>,
+    /// The most leases a worker may ask to hold (its concurrency × prefetch multiplier); a
+    /// hello that declares more is refused.
+    pub max_worker_capacity: u32,
+    /// The most bytes of leases waiting to be sent down one worker stream; a worker that reads
+    /// slowly (or not at all) is sent no more until it catches up.
+    pub max_stream_buffer_bytes: usize,
 }
 
 /// `[worker]`.
@@ -465,6 +471,8 @@ impl Default for CoordinatorSettings {
             reap_interval: Duration::from_secs(1),
             database_pool_size: 16,
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+            max_worker_capacity: 10_000,
+            max_stream_buffer_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -572,6 +580,18 @@ impl Config {
         if self.worker.prefetch_multiplier == 0 {
             return Err(ValidationError::new(
                 "worker.prefetch_multiplier",
+                "must be at least 1",
+            ));
+        }
+        if self.coordinator.max_worker_capacity == 0 {
+            return Err(ValidationError::new(
+                "coordinator.max_worker_capacity",
+                "must be at least 1",
+            ));
+        }
+        if self.coordinator.max_stream_buffer_bytes == 0 {
+            return Err(ValidationError::new(
+                "coordinator.max_stream_buffer_bytes",
                 "must be at least 1",
             ));
         }

@@ -7,7 +7,9 @@
 //!   (for good) or `retried`.
 //! - `celeritas_task_retries_total{queue}`: attempts that will be retried.
 //! - `celeritas_task_queue_wait_seconds{queue}`: from due to started (histogram).
-//! - `celeritas_task_run_seconds{name}`: from started to ended (histogram).
+//! - `celeritas_task_run_seconds{name}`: from started to ended (histogram). Task names are
+//!   chosen by clients, so only the first `MAX_NAME_LABELS` names seen get a label of their
+//!   own; the rest share `other`, and no stream of names can grow `/metrics` without bound.
 //! - `celeritas_lease_expiries_total`: leases settled by the reaper.
 //! - `celeritas_workers_connected`: workers connected to this coordinator.
 //! - `celeritas_tasks{queue, state}`: unfinished tasks, refreshed every ten seconds.
@@ -25,6 +27,51 @@ const BUCKETS: &[f64] = &[
 ];
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// The most task names that get a label of their own.
+pub const MAX_NAME_LABELS: usize = 200;
+
+/// The label a task name reports under: itself while fewer than `limit` names have labels (or
+/// it has one already), `other` after that.
+#[derive(Debug)]
+pub struct NameLabels {
+    seen: std::sync::Mutex<std::collections::HashSet<String>>,
+    limit: usize,
+}
+
+impl NameLabels {
+    /// Labels for at most `limit` names.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            seen: std::sync::Mutex::default(),
+            limit,
+        }
+    }
+
+    /// The label for `name`.
+    pub fn label(&self, name: &str) -> String {
+        let mut seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if seen.contains(name) {
+            return name.to_owned();
+        }
+        if seen.len() < self.limit {
+            seen.insert(name.to_owned());
+            return name.to_owned();
+        }
+        "other".to_owned()
+    }
+}
+
+/// The label `celeritas_task_run_seconds` reports a task name under, for this process.
+pub fn task_name_label(name: &str) -> String {
+    static LABELS: OnceLock<NameLabels> = OnceLock::new();
+    LABELS
+        .get_or_init(|| NameLabels::new(MAX_NAME_LABELS))
+        .label(name)
+}
 
 /// Installs the process' recorder once; later calls return the same handle. `None` when
 /// another recorder was installed first.
@@ -72,4 +119,22 @@ pub async fn serve(address: SocketAddr, stop: CancellationToken) -> Option<Socke
     });
     tracing::info!(address = %bound, "metrics served at /metrics");
     Some(bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_past_the_limit_share_one_label() {
+        let labels = NameLabels::new(3);
+        assert_eq!(labels.label("send_email_batch"), "send_email_batch");
+        for index in 0..3_000 {
+            let label = labels.label(&format!("client_chosen_{index}"));
+            assert!(index >= 2 || label == format!("client_chosen_{index}"));
+            assert!(index < 2 || label == "other", "{index}: {label}");
+        }
+        // A name that has a label keeps it.
+        assert_eq!(labels.label("send_email_batch"), "send_email_batch");
+    }
 }

@@ -369,18 +369,38 @@ impl Coordinator {
         })
     }
 
-    /// Serves a worker stream in the background; its replies arrive on the returned receiver.
+    /// Serves a worker stream in the background; its replies arrive on the returned stream.
     pub fn spawn_worker_stream(
         self: &Arc<Self>,
         inbound: worker_stream::Inbound,
-    ) -> tokio::sync::mpsc::Receiver<Result<crate::domain::CoordinatorMessage, CoordinatorError>>
-    {
+    ) -> futures::stream::BoxStream<
+        'static,
+        Result<crate::domain::CoordinatorMessage, CoordinatorError>,
+    > {
+        use futures::StreamExt;
         // Room for a full batch of leases, their acknowledgements and control messages, so the
-        // dispatcher never waits on a slow reader.
+        // dispatcher never waits on a slow reader; what the leases weigh is bounded apart.
         let (outbound, receiver) = worker_stream::outbound_channel(2 * MAX_WRITE_BATCH + 64);
-        self.tracker
-            .spawn(worker_stream::serve(self.clone(), inbound, outbound));
-        receiver
+        let buffer = Arc::new(sessions::StreamBuffer::new(
+            self.settings.max_stream_buffer_bytes,
+        ));
+        self.tracker.spawn(worker_stream::serve(
+            self.clone(),
+            inbound,
+            outbound,
+            buffer.clone(),
+        ));
+        let signal = self.signal.clone();
+        tokio_stream::wrappers::ReceiverStream::new(receiver)
+            .inspect(move |reply| {
+                if let Ok(crate::domain::CoordinatorMessage::Lease(lease)) = reply
+                    && buffer.sent(lease)
+                {
+                    // The stream has room again: there may be work for its worker.
+                    signal.wake();
+                }
+            })
+            .boxed()
     }
 
     /// Runs `work` in the background until it ends; shutdown waits for it (bounded).

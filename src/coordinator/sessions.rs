@@ -84,6 +84,79 @@ struct SessionState {
     stats: Option<WorkerStats>,
 }
 
+/// What the leases waiting to go down one stream weigh, bounded: a worker that does not read
+/// is not sent more than `limit` bytes of leases (the channel bounds their count only).
+#[derive(Debug)]
+pub struct StreamBuffer {
+    bytes: std::sync::atomic::AtomicUsize,
+    /// What a lease on this stream has weighed lately, to size claims to the room left.
+    typical: std::sync::atomic::AtomicUsize,
+    limit: usize,
+}
+
+impl StreamBuffer {
+    /// A buffer of at most `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            bytes: std::sync::atomic::AtomicUsize::new(0),
+            // Until leases were seen, a new stream's first claims are kept small (at most 64
+            // leases fill the budget); the average learns the real weight within a few dozen.
+            typical: std::sync::atomic::AtomicUsize::new((limit / 64).max(Self::OVERHEAD)),
+            limit,
+        }
+    }
+
+    /// What a lease weighs besides its arguments.
+    const OVERHEAD: usize = 256;
+
+    /// What a lease weighs on the stream: its arguments and a little for the rest.
+    fn weight(lease: &Lease) -> usize {
+        lease.args.as_str().len() + Self::OVERHEAD
+    }
+
+    fn is_full(&self) -> bool {
+        self.bytes.load(std::sync::atomic::Ordering::Relaxed) >= self.limit
+    }
+
+    /// How many more leases of the typical weight fit; at least one while not full, so a lease
+    /// larger than the whole budget still goes (alone).
+    fn room(&self) -> u32 {
+        let used = self.bytes.load(std::sync::atomic::Ordering::Relaxed);
+        if used >= self.limit {
+            return 0;
+        }
+        let typical = self
+            .typical
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .max(1);
+        u32::try_from(((self.limit - used) / typical).max(1)).unwrap_or(u32::MAX)
+    }
+
+    fn queued(&self, lease: &Lease) {
+        let weight = Self::weight(lease);
+        self.bytes
+            .fetch_add(weight, std::sync::atomic::Ordering::Relaxed);
+        // A moving average, moving an eighth of the way each lease.
+        let typical = self.typical.load(std::sync::atomic::Ordering::Relaxed);
+        let moved = if weight >= typical {
+            typical + (weight - typical) / 8
+        } else {
+            typical - (typical - weight) / 8
+        };
+        self.typical
+            .store(moved, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A lease left the buffer for the wire; true when that made room again.
+    pub fn sent(&self, lease: &Lease) -> bool {
+        let weight = Self::weight(lease);
+        let before = self
+            .bytes
+            .fetch_sub(weight, std::sync::atomic::Ordering::Relaxed);
+        before >= self.limit && before - weight < self.limit
+    }
+}
+
 /// One worker's open stream.
 #[derive(Debug)]
 pub struct Session {
@@ -96,6 +169,7 @@ pub struct Session {
     /// When the stream opened.
     pub connected_at: DateTime<Utc>,
     outbound: Outbound,
+    buffer: Arc<StreamBuffer>,
     replaced: CancellationToken,
     state: Mutex<SessionState>,
     controls: Mutex<HashMap<u64, tokio::sync::oneshot::Sender<String>>>,
@@ -110,6 +184,7 @@ impl Session {
         queues: Vec<(QueueName, u8)>,
         kept: &[Lease],
         outbound: Outbound,
+        buffer: Arc<StreamBuffer>,
         connected_at: DateTime<Utc>,
     ) -> Self {
         let leases = kept
@@ -122,6 +197,7 @@ impl Session {
             queues,
             connected_at,
             outbound,
+            buffer,
             replaced: CancellationToken::new(),
             state: Mutex::new(SessionState {
                 credit: 0,
@@ -197,11 +273,13 @@ impl Session {
 
     /// How many more leases the worker may be sent now.
     pub fn available(&self) -> u32 {
+        let room = self.buffer.room();
         let state = self.state();
         let outstanding = u32::try_from(state.leases.len()).unwrap_or(u32::MAX);
         state
             .credit
             .min(self.hello.capacity().saturating_sub(outstanding))
+            .min(room)
     }
 
     /// The worker granted room for `grant` more leases.
@@ -224,21 +302,27 @@ impl Session {
     }
 
     /// Sends leases to the worker. Returns the tokens that could not be sent (the stream is
-    /// gone or stopped reading), which the caller must release.
+    /// gone, stopped reading, or holds its byte budget of leases), which the caller must
+    /// release.
     pub fn deliver(&self, leases: Vec<Lease>) -> Vec<LeaseToken> {
         let mut undelivered = Vec::new();
         for lease in leases {
             let token = lease.token;
+            if self.buffer.is_full() {
+                // The worker has not read what it was sent: the rest go back.
+                undelivered.push(token);
+                continue;
+            }
             {
                 let mut state = self.state();
                 state.credit = state.credit.saturating_sub(1);
                 state.leases.insert(token, HeldLease::from_lease(&lease));
             }
-            if self
-                .outbound
-                .try_send(Ok(CoordinatorMessage::Lease(lease)))
-                .is_err()
-            {
+            self.buffer.queued(&lease);
+            if let Err(error) = self.outbound.try_send(Ok(CoordinatorMessage::Lease(lease))) {
+                if let Ok(CoordinatorMessage::Lease(lease)) = error.into_inner() {
+                    self.buffer.sent(&lease);
+                }
                 self.state().leases.remove(&token);
                 undelivered.push(token);
             }

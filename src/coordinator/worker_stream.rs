@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::batcher::BatchError;
-use super::sessions::{HeldLease, Outbound, Session};
+use super::sessions::{HeldLease, Outbound, Session, StreamBuffer};
 use super::{AttemptUpdate, Coordinator, CoordinatorError};
 use crate::clock::after;
 use crate::domain::{
@@ -82,7 +82,12 @@ enum Written {
 type PendingWrite = futures::future::BoxFuture<'static, Written>;
 
 /// Serves one worker stream until it ends.
-pub async fn serve(coordinator: Arc<Coordinator>, mut inbound: Inbound, outbound: Outbound) {
+pub async fn serve(
+    coordinator: Arc<Coordinator>,
+    mut inbound: Inbound,
+    outbound: Outbound,
+    buffer: Arc<StreamBuffer>,
+) {
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.next()).await {
         Ok(Some(Ok(WorkerMessage::Hello(hello)))) => hello,
         Ok(Some(Ok(other))) => {
@@ -114,7 +119,7 @@ pub async fn serve(coordinator: Arc<Coordinator>, mut inbound: Inbound, outbound
             return;
         }
     };
-    let session = match open_session(&coordinator, hello, outbound.clone()).await {
+    let session = match open_session(&coordinator, hello, outbound.clone(), buffer).await {
         Ok(session) => session,
         Err(error) => {
             let _ = outbound.send(Err(error)).await;
@@ -137,7 +142,21 @@ async fn open_session(
     coordinator: &Arc<Coordinator>,
     hello: Hello,
     outbound: Outbound,
+    buffer: Arc<StreamBuffer>,
 ) -> Result<Arc<Session>, CoordinatorError> {
+    let limit = coordinator.settings.max_worker_capacity;
+    if hello.capacity() > limit {
+        return Err(CoordinatorError::Invalid(ValidationError::new(
+            "hello.concurrency",
+            format!(
+                "concurrency {} × prefetch multiplier {} asks for {} leases, more than this \
+                 coordinator's limit of {limit} ([coordinator] max_worker_capacity)",
+                hello.concurrency,
+                hello.prefetch_multiplier,
+                u64::from(hello.concurrency) * u64::from(hello.prefetch_multiplier),
+            ),
+        )));
+    }
     let mut queues = Vec::with_capacity(hello.queues.len());
     for (index, queue) in hello.queues.iter().enumerate() {
         let priority = coordinator.routing.queue_priority(queue).ok_or_else(|| {
@@ -175,6 +194,7 @@ async fn open_session(
         queues,
         &adopted.kept,
         outbound,
+        buffer,
         connected_at,
     );
     coordinator
@@ -621,7 +641,7 @@ fn record_outcome(lease: &HeldLease, completion: &Completion) {
         .increment(1);
     if let Some(started) = lease.started_at {
         let ran = (completion.at - started).to_std().unwrap_or_default();
-        metrics::histogram!("celeritas_task_run_seconds", "name" => lease.name.to_string())
+        metrics::histogram!("celeritas_task_run_seconds", "name" => crate::metrics::task_name_label(lease.name.as_str()))
             .record(ran.as_secs_f64());
     }
 }

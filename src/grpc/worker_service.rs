@@ -5,7 +5,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::{coordinator_message_to_pb, worker_message_from_pb};
@@ -46,8 +45,8 @@ impl pb::worker_service_server::WorkerService for WorkerApi {
             })
             .boxed();
         let replies = self.coordinator.spawn_worker_stream(inbound);
-        let outbound = ReceiverStream::new(replies)
-            .map(|reply| reply.map(coordinator_message_to_pb).map_err(Status::from));
+        let outbound =
+            replies.map(|reply| reply.map(coordinator_message_to_pb).map_err(Status::from));
         Ok(Response::new(Box::pin(outbound)))
     }
 }

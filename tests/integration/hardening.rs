@@ -386,3 +386,103 @@ mod raw {
         }
     }
 }
+
+/// A worker may not declare more capacity than the coordinator allows, and one that never
+/// reads is not sent more than the stream's byte budget of leases, however much it asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_gets_no_more_than_the_coordinator_allows() {
+    let database = TestDatabase::create().await;
+    let logs = log_dir("worker_bounds");
+    let coordinator = crate::support::CoordinatorLaunch::new(&database.url, &logs)
+        .env("CELERITAS_COORDINATOR__MAX_STREAM_BUFFER_BYTES", "1048576")
+        .start()
+        .await;
+    let raw_hello = |worker_id: &str, concurrency: u32| {
+        request(pb::connect_request::Message::Hello(pb::Hello {
+            worker_id: worker_id.to_owned(),
+            hostname: "test".to_owned(),
+            pid: 1,
+            queues: vec!["default".to_owned()],
+            concurrency,
+            prefetch_multiplier: 1,
+            task_names: vec!["noop".to_owned()],
+            version: "test".to_owned(),
+            held_leases: vec![],
+        }))
+    };
+
+    let mut workers = WorkerServiceClient::new(channel(&coordinator).await);
+    let (sender, receiver) = mpsc::channel(4);
+    sender.send(raw_hello("greedy", u32::MAX)).await.unwrap();
+    let mut inbound = workers
+        .connect(ReceiverStream::new(receiver))
+        .await
+        .unwrap()
+        .into_inner();
+    let status = tokio::time::timeout(Duration::from_secs(10), inbound.next())
+        .await
+        .expect("the hello is answered")
+        .expect("an answer")
+        .expect_err("the hello is refused");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().starts_with("hello.concurrency: ")
+            && status.message().contains("max_worker_capacity"),
+        "{status:?}"
+    );
+
+    // 400 tasks of 50 KB: 20 MB of leases for a worker that asks for 1,000 and reads nothing.
+    let mut tasks = TaskServiceClient::new(channel(&coordinator).await);
+    let args = format!(r#"{{"padding": "{}"}}"#, "x".repeat(50 * 1024));
+    tasks
+        .submit_tasks(pb::SubmitTasksRequest {
+            tasks: (0..400)
+                .map(|_| pb::TaskSpec {
+                    name: "noop".to_owned(),
+                    args_json: args.clone(),
+                    ..Default::default()
+                })
+                .collect(),
+        })
+        .await
+        .unwrap();
+    let mut workers = WorkerServiceClient::new(channel(&coordinator).await);
+    let (sender, receiver) = mpsc::channel(4);
+    sender.send(raw_hello("sleepy", 1000)).await.unwrap();
+    sender
+        .send(request(pb::connect_request::Message::Credit(pb::Credit {
+            grant: 1000,
+        })))
+        .await
+        .unwrap();
+    let _never_read = workers
+        .connect(ReceiverStream::new(receiver))
+        .await
+        .unwrap()
+        .into_inner();
+    let leased = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM tasks WHERE state = 'leased'")
+            .fetch_one(&database.pool)
+            .await
+            .unwrap()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while leased().await < 20 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the worker is sent leases"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Watched for two seconds: what went down the stream stays near the 1 MiB budget (plus what
+    // HTTP/2's windows hold), far from the 400 the worker asked for.
+    let watch_until = tokio::time::Instant::now() + Duration::from_secs(2);
+    while tokio::time::Instant::now() < watch_until {
+        let count = leased().await;
+        assert!(
+            count <= 100,
+            "{count} leases of 50 KB went to a worker that reads nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
