@@ -17,6 +17,9 @@ use crate::store::{Announcement, Interruption, TaskFilter};
 /// The longest reason an operator may give for a requeue or a failure.
 pub const MAX_REASON_CHARS: usize = 1_000;
 
+/// The most tasks one answer lists with their args and results.
+pub const MAX_LISTED_WITH_PAYLOADS: u32 = 100;
+
 /// Which tasks `Coordinator::list_tasks` answers; every filter given must match.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TaskQuery {
@@ -77,7 +80,8 @@ impl Coordinator {
         Ok(task)
     }
 
-    /// The tasks `query` asks for, longest quiet first.
+    /// The tasks `query` asks for, longest quiet first; at most `MAX_LISTED_WITH_PAYLOADS`
+    /// when their payloads are asked for.
     pub async fn list_tasks(&self, query: TaskQuery) -> Result<Vec<TaskRecord>, CoordinatorError> {
         let TaskQuery {
             root,
@@ -110,7 +114,11 @@ impl Coordinator {
             states,
             quiet_since,
             limit: if (1..=super::inspect::MAX_LISTED).contains(&limit) {
-                limit
+                if with_payloads {
+                    limit.min(MAX_LISTED_WITH_PAYLOADS)
+                } else {
+                    limit
+                }
             } else {
                 return Err(ValidationError::new(
                     "limit",

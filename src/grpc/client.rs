@@ -54,6 +54,28 @@ impl From<tonic::Status> for ClientError {
 
 /// Opens a channel to a coordinator.
 pub async fn connect_channel(url: &str) -> Result<Channel, ClientError> {
+    // tonic would connect to an https:// URL in plaintext without TLS configured: refuse
+    // instead, never downgrade silently.
+    match url
+        .split_once("://")
+        .map(|(scheme, _)| scheme.to_ascii_lowercase())
+    {
+        Some(scheme) if scheme == "http" => {}
+        Some(scheme) if scheme == "https" => {
+            return Err(ClientError::BadUrl {
+                url: url.to_owned(),
+                reason: "TLS to a coordinator is not supported yet; use http:// on a network you \
+                         trust (celeritas never connects to an https:// URL in plaintext)"
+                    .to_owned(),
+            });
+        }
+        _ => {
+            return Err(ClientError::BadUrl {
+                url: url.to_owned(),
+                reason: "a coordinator URL starts with http://".to_owned(),
+            });
+        }
+    }
     let endpoint = Endpoint::from_shared(url.to_owned())
         .map_err(|error| ClientError::BadUrl {
             url: url.to_owned(),
@@ -330,13 +352,13 @@ impl CoordinatorClient {
     pub async fn held_tasks(&mut self, running: bool) -> Result<Vec<TaskRecord>, ClientError> {
         let workers = if running {
             self.inspect
-                .active(pb::ActiveRequest {})
+                .active(pb::ActiveRequest::default())
                 .await?
                 .into_inner()
                 .workers
         } else {
             self.inspect
-                .reserved(pb::ReservedRequest {})
+                .reserved(pb::ReservedRequest::default())
                 .await?
                 .into_inner()
                 .workers

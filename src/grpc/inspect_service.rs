@@ -11,13 +11,15 @@ use super::convert::{
 };
 use super::pb;
 use super::status::invalid;
-use crate::coordinator::Coordinator;
+use crate::coordinator::{Coordinator, TaskQuery};
 use crate::domain::{QueueName, TaskState, ValidationError};
 
 /// How long a ping waits unless told otherwise.
 const DEFAULT_PING_WAIT: Duration = Duration::from_secs(2);
 /// How many scheduled tasks are listed unless told otherwise.
 const DEFAULT_SCHEDULED_LIMIT: u32 = 100;
+/// Running or reserved tasks listed when a request names no limit.
+const DEFAULT_WORKERS_TASKS_LIMIT: u32 = 1_000;
 
 /// A request's `timeout`: how long to wait for workers' answers.
 fn wait_from_timeout(timeout: Option<prost_types::Duration>) -> Result<Duration, Status> {
@@ -39,6 +41,30 @@ impl InspectApi {
     /// Serves `coordinator`.
     pub fn new(coordinator: Arc<Coordinator>) -> Self {
         Self { coordinator }
+    }
+
+    /// Tasks held by workers in `state`, paged by `limit` (0: the default; at most 10,000,
+    /// or 100 with args), without their args unless asked: 10,000 running batches of 100 KB
+    /// made one answer of a gigabyte.
+    async fn workers_tasks(
+        &self,
+        state: TaskState,
+        limit: u32,
+        include_args: bool,
+    ) -> Result<Vec<crate::domain::TaskRecord>, Status> {
+        let limit = match limit {
+            0 => DEFAULT_WORKERS_TASKS_LIMIT,
+            limit => limit.min(crate::coordinator::MAX_LISTED),
+        };
+        Ok(self
+            .coordinator
+            .list_tasks(TaskQuery {
+                states: vec![state],
+                limit,
+                with_payloads: include_args,
+                ..TaskQuery::default()
+            })
+            .await?)
     }
 }
 
@@ -79,11 +105,11 @@ impl pb::inspect_service_server::InspectService for InspectApi {
     #[tracing::instrument(skip_all, fields(rpc = "Active"))]
     async fn active(
         &self,
-        _request: Request<pb::ActiveRequest>,
+        request: Request<pb::ActiveRequest>,
     ) -> Result<Response<pb::ActiveResponse>, Status> {
+        let request = request.into_inner();
         let tasks = self
-            .coordinator
-            .tasks_in_state(TaskState::Running, u32::MAX)
+            .workers_tasks(TaskState::Running, request.limit, request.include_args)
             .await?;
         Ok(Response::new(pb::ActiveResponse {
             workers: tasks_by_worker_to_pb(tasks),
@@ -93,11 +119,11 @@ impl pb::inspect_service_server::InspectService for InspectApi {
     #[tracing::instrument(skip_all, fields(rpc = "Reserved"))]
     async fn reserved(
         &self,
-        _request: Request<pb::ReservedRequest>,
+        request: Request<pb::ReservedRequest>,
     ) -> Result<Response<pb::ReservedResponse>, Status> {
+        let request = request.into_inner();
         let tasks = self
-            .coordinator
-            .tasks_in_state(TaskState::Leased, u32::MAX)
+            .workers_tasks(TaskState::Leased, request.limit, request.include_args)
             .await?;
         Ok(Response::new(pb::ReservedResponse {
             workers: tasks_by_worker_to_pb(tasks),

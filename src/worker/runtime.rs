@@ -256,6 +256,9 @@ impl Runtime {
     /// The stream failed or could not be opened. A refusal of the hello is the worker's own
     /// configuration and ends it; anything else is retried with backoff.
     fn lost(&mut self, error: LinkError) -> Result<(), WorkerError> {
+        if let LinkError::Connect(crate::grpc::ClientError::BadUrl { .. }) = &error {
+            return Err(WorkerError::Refused(error.to_string()));
+        }
         let welcomed = matches!(&self.connection, Connection::Up(link) if link.welcomed);
         if let LinkError::Ended(status)
         | LinkError::Connect(crate::grpc::ClientError::Status(status)) = &error

@@ -486,3 +486,36 @@ async fn a_worker_gets_no_more_than_the_coordinator_allows() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// An https:// coordinator URL means TLS or a clear refusal, never a silent plaintext
+/// connection: the worker stops at once, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_url_is_refused_not_downgraded() {
+    for arguments in [
+        vec![
+            "worker",
+            "--coordinator",
+            "https://127.0.0.1:1",
+            "-Q",
+            "default",
+        ],
+        vec!["inspect", "stats", "--coordinator", "https://127.0.0.1:1"],
+    ] {
+        let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_celeritas"))
+            .args(&arguments)
+            .env_remove("CELERITAS_CONFIG")
+            .kill_on_drop(true)
+            .output();
+        let output = tokio::time::timeout(Duration::from_secs(30), run)
+            .await
+            .unwrap_or_else(|_| panic!("{arguments:?} does not give up on an https URL"))
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{arguments:?}: {stderr}");
+        assert!(
+            stderr.contains("https://") && stderr.contains("TLS"),
+            "{arguments:?}: {stderr}"
+        );
+        assert!(!stderr.contains("connected"), "{arguments:?}: {stderr}");
+    }
+}
