@@ -48,8 +48,12 @@ class WorkerTasks(_message.Message):
     def __init__(self, worker_id: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[_tasks_pb2.Task, _Mapping]]] = ...) -> None: ...
 
 class ActiveRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("limit", "include_args")
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_ARGS_FIELD_NUMBER: _ClassVar[int]
+    limit: int
+    include_args: bool
+    def __init__(self, limit: _Optional[int] = ..., include_args: _Optional[bool] = ...) -> None: ...
 
 class ActiveResponse(_message.Message):
     __slots__ = ("workers",)
@@ -58,8 +62,12 @@ class ActiveResponse(_message.Message):
     def __init__(self, workers: _Optional[_Iterable[_Union[WorkerTasks, _Mapping]]] = ...) -> None: ...
 
 class ReservedRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("limit", "include_args")
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_ARGS_FIELD_NUMBER: _ClassVar[int]
+    limit: int
+    include_args: bool
+    def __init__(self, limit: _Optional[int] = ..., include_args: _Optional[bool] = ...) -> None: ...
 
 class ReservedResponse(_message.Message):
     __slots__ = ("workers",)

@@ -72,6 +72,13 @@ export interface WorkerTasks {
 
 /** Asks for the running tasks. */
 export interface ActiveRequest {
+  /** The most tasks to list, default 1,000, at most 10,000 (100 with args). */
+  limit: number;
+  /**
+   * Include each task's args; without, they are "{}" (a campaign's batches carry their
+   * recipients).
+   */
+  includeArgs: boolean;
 }
 
 /** The running tasks. */
@@ -82,6 +89,10 @@ export interface ActiveResponse {
 
 /** Asks for the reserved tasks. */
 export interface ReservedRequest {
+  /** The most tasks to list, default 1,000, at most 10,000 (100 with args). */
+  limit: number;
+  /** Include each task's args; without, they are "{}". */
+  includeArgs: boolean;
 }
 
 /** The reserved tasks. */
@@ -547,11 +558,17 @@ export const WorkerTasks: MessageFns<WorkerTasks> = {
 };
 
 function createBaseActiveRequest(): ActiveRequest {
-  return {};
+  return { limit: 0, includeArgs: false };
 }
 
 export const ActiveRequest: MessageFns<ActiveRequest> = {
-  encode(_: ActiveRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+  encode(message: ActiveRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.limit !== 0) {
+      writer.uint32(8).uint32(message.limit);
+    }
+    if (message.includeArgs !== false) {
+      writer.uint32(16).bool(message.includeArgs);
+    }
     return writer;
   },
 
@@ -568,6 +585,22 @@ export const ActiveRequest: MessageFns<ActiveRequest> = {
       while (reader.pos < end) {
         const tag = reader.uint32();
         switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.limit = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.includeArgs = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -583,8 +616,10 @@ export const ActiveRequest: MessageFns<ActiveRequest> = {
   create<I extends Exact<DeepPartial<ActiveRequest>, I>>(base?: I): ActiveRequest {
     return ActiveRequest.fromPartial(base ?? ({} as any));
   },
-  fromPartial<I extends Exact<DeepPartial<ActiveRequest>, I>>(_: I): ActiveRequest {
+  fromPartial<I extends Exact<DeepPartial<ActiveRequest>, I>>(object: I): ActiveRequest {
     const message = createBaseActiveRequest();
+    message.limit = object.limit ?? 0;
+    message.includeArgs = object.includeArgs ?? false;
     return message;
   },
 };
@@ -645,11 +680,17 @@ export const ActiveResponse: MessageFns<ActiveResponse> = {
 };
 
 function createBaseReservedRequest(): ReservedRequest {
-  return {};
+  return { limit: 0, includeArgs: false };
 }
 
 export const ReservedRequest: MessageFns<ReservedRequest> = {
-  encode(_: ReservedRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+  encode(message: ReservedRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.limit !== 0) {
+      writer.uint32(8).uint32(message.limit);
+    }
+    if (message.includeArgs !== false) {
+      writer.uint32(16).bool(message.includeArgs);
+    }
     return writer;
   },
 
@@ -666,6 +707,22 @@ export const ReservedRequest: MessageFns<ReservedRequest> = {
       while (reader.pos < end) {
         const tag = reader.uint32();
         switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.limit = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.includeArgs = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -681,8 +738,10 @@ export const ReservedRequest: MessageFns<ReservedRequest> = {
   create<I extends Exact<DeepPartial<ReservedRequest>, I>>(base?: I): ReservedRequest {
     return ReservedRequest.fromPartial(base ?? ({} as any));
   },
-  fromPartial<I extends Exact<DeepPartial<ReservedRequest>, I>>(_: I): ReservedRequest {
+  fromPartial<I extends Exact<DeepPartial<ReservedRequest>, I>>(object: I): ReservedRequest {
     const message = createBaseReservedRequest();
+    message.limit = object.limit ?? 0;
+    message.includeArgs = object.includeArgs ?? false;
     return message;
   },
 };

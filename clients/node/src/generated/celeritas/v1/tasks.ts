@@ -472,7 +472,10 @@ export interface ListTasksRequest {
   quietFor:
     | Duration
     | undefined;
-  /** The most tasks to return, 1 to 10,000; 0 means 1,000. */
+  /**
+   * The most tasks to return, 1 to 10,000; 0 means 1,000. With `include_payloads`, at most
+   * 100 are returned (a page of 100 KB args is already 10 MB).
+   */
   limit: number;
   /** Only tasks of this tree (the root and its descendants), when set. */
   rootId: string;
