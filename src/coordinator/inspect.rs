@@ -13,6 +13,10 @@ use crate::domain::{
 
 /// The most tasks one inspection lists.
 pub const MAX_LISTED: u32 = 10_000;
+
+/// Workers not seen for this long are left out of `workers` (Inspect's stats, active queues,
+/// registered).
+const FORGET_WORKERS_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
 /// The longest a ping waits.
 pub const MAX_PING_WAIT: Duration = Duration::from_secs(30);
 
@@ -24,6 +28,14 @@ impl Coordinator {
         let liveness = self.settings.heartbeat_interval * super::worker_stream::MISSED_HEARTBEATS;
         let sessions = self.sessions.snapshot();
         let mut workers = self.store.workers().await?;
+        // A worker gone for a day is history, not part of the fleet.
+        workers.retain(|worker| {
+            let seen = worker
+                .last_seen_at
+                .unwrap_or(worker.connected_at)
+                .max(worker.connected_at);
+            (now - seen).to_std().unwrap_or(Duration::ZERO) < FORGET_WORKERS_AFTER
+        });
         for worker in &mut workers {
             let local = sessions
                 .iter()
@@ -35,6 +47,12 @@ impl Coordinator {
                 });
             if let Some(stats) = local.and_then(|session| session.stats()) {
                 worker.stats = Some(stats);
+            }
+            // A stopped worker has no uptime; its last counters stay.
+            if !worker.connected
+                && let Some(stats) = &mut worker.stats
+            {
+                stats.started_at = None;
             }
             for (queue, priority) in &mut worker.queues {
                 *priority = self.routing.queue_priority(queue).unwrap_or(0);

@@ -519,3 +519,72 @@ async fn an_https_url_is_refused_not_downgraded() {
         assert!(!stderr.contains("connected"), "{arguments:?}: {stderr}");
     }
 }
+
+fn inspect_stats(url: &str) -> serde_json::Value {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_celeritas"))
+        .args(["inspect", "stats", "--json", "--coordinator", url])
+        .output()
+        .expect("run celeritas inspect stats");
+    assert!(output.status.success(), "{output:?}");
+    serde_json::from_slice(&output.stdout).expect("inspect prints JSON")
+}
+
+/// A stopped worker is shown as disconnected with no uptime, instead of its uptime counting on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_worker_has_no_uptime() {
+    let database = TestDatabase::create().await;
+    let logs = log_dir("stopped_worker_stats");
+    let coordinator = crate::support::CoordinatorLaunch::new(&database.url, &logs)
+        .env("CELERITAS_COORDINATOR__HEARTBEAT_INTERVAL", "300ms")
+        .start()
+        .await;
+    let worker = crate::support::WorkerProcess::start(
+        &coordinator,
+        &logs,
+        "short-lived",
+        &["-Q", "default"],
+    );
+    let url = coordinator.url.clone();
+    crate::support::wait_until(
+        "the worker reports its uptime",
+        Duration::from_secs(30),
+        || {
+            let url = url.clone();
+            async move {
+                tokio::task::spawn_blocking(move || inspect_stats(&url))
+                    .await
+                    .unwrap()
+                    .as_array()
+                    .and_then(|workers| workers.first().cloned())
+                    .is_some_and(|worker| {
+                        worker["connected"] == true && worker["uptime_seconds"].is_i64()
+                    })
+            }
+        },
+    )
+    .await;
+    assert!(worker.terminate().await.success());
+    // The coordinator sees the stream end a moment after the process exits.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(serde_json::Value::Null));
+    crate::support::wait_until(
+        "the worker shows as stopped",
+        Duration::from_secs(30),
+        || {
+            let url = url.clone();
+            let seen = seen.clone();
+            async move {
+                let stats = tokio::task::spawn_blocking(move || inspect_stats(&url))
+                    .await
+                    .unwrap();
+                let worker = stats[0].clone();
+                let stopped = worker["connected"] == false;
+                *seen.lock().unwrap() = worker;
+                stopped
+            }
+        },
+    )
+    .await;
+    let worker = seen.lock().unwrap().clone();
+    assert_eq!(worker["worker_id"], "short-lived");
+    assert!(worker["uptime_seconds"].is_null(), "{worker}");
+}
