@@ -11,7 +11,7 @@ use super::convert::{coordinator_message_to_pb, worker_message_from_pb};
 use super::pb;
 use crate::coordinator::Coordinator;
 use crate::coordinator::worker_stream::InboundError;
-use crate::domain::Refusal;
+use crate::domain::{Refusal, ValidationError};
 
 /// The worker API of one coordinator.
 pub struct WorkerApi {
@@ -41,6 +41,10 @@ impl pb::worker_service_server::WorkerService for WorkerApi {
                     Refusal::Stream(error) => InboundError::Invalid(error),
                     refusal => InboundError::Refused(refusal),
                 }),
+                // A message that does not decode: the worker is told why its stream ended.
+                Err(status) if status.code() == tonic::Code::InvalidArgument => Err(
+                    InboundError::Invalid(ValidationError::new("message", status.message())),
+                ),
                 Err(status) => Err(InboundError::Broken(status.to_string())),
             })
             .boxed();

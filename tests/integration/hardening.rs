@@ -327,6 +327,51 @@ async fn undecodable_messages_are_invalid_arguments() {
         status.message().contains("not valid protobuf"),
         "{status:?}"
     );
+
+    // On a worker stream, after a good hello: the stream ends saying why.
+    use prost::Message as _;
+    let hello = request(pb::connect_request::Message::Hello(pb::Hello {
+        worker_id: "raw-garbage".to_owned(),
+        hostname: "test".to_owned(),
+        pid: 1,
+        queues: vec!["default".to_owned()],
+        concurrency: 1,
+        prefetch_multiplier: 1,
+        ..Default::default()
+    }))
+    .encode_to_vec();
+    let (sender, receiver) = mpsc::channel::<Vec<u8>>(4);
+    sender.send(hello).await.unwrap();
+    grpc.ready().await.unwrap();
+    let mut replies = grpc
+        .streaming::<_, Vec<u8>, pb::ConnectResponse, _>(
+            tonic::Request::new(ReceiverStream::new(receiver)),
+            tonic::codegen::http::uri::PathAndQuery::from_static(
+                "/celeritas.v1.WorkerService/Connect",
+            ),
+            raw::RawCodec::default(),
+        )
+        .await
+        .unwrap()
+        .into_inner();
+    let welcome = next(&mut replies).await;
+    assert!(matches!(welcome, pb::connect_response::Message::Welcome(_)));
+    sender.send(vec![0x0a, 100, 1, 2, 3]).await.unwrap();
+    let status = loop {
+        match tokio::time::timeout(Duration::from_secs(30), replies.next())
+            .await
+            .expect("the stream ends")
+        {
+            Some(Ok(_)) => continue,
+            Some(Err(status)) => break status,
+            None => panic!("the stream ended without saying why"),
+        }
+    };
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("not valid protobuf"),
+        "{status:?}"
+    );
 }
 
 /// The coordinator's next message on a worker stream that must stay open.
