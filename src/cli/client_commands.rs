@@ -182,12 +182,12 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let submitted = client.submit(&spec).await?;
     if !args.wait {
         if args.json {
-            println!(
+            outln!(
                 "{}",
                 json!({"task_id": submitted.id.to_string(), "created": submitted.created})
             );
         } else {
-            println!("{}", submitted.id);
+            outln!("{}", submitted.id);
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -201,18 +201,18 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
             break task;
         }
         if deadline.is_some_and(|deadline| tokio::time::Instant::now() + pause > deadline) {
-            eprintln!("task {} is still {} after the timeout", task.id, task.state);
+            errln!("task {} is still {} after the timeout", task.id, task.state);
             return Ok(ExitCode::from(EXIT_TIMEOUT));
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(500));
     };
     if args.json {
-        println!("{}", task_json(&task));
+        outln!("{}", task_json(&task));
     } else if let Some(result) = &task.result {
-        println!("{result}");
+        outln!("{result}");
     } else {
-        eprintln!("{}", describe(&task));
+        errln!("{}", describe(&task));
     }
     Ok(exit_code_for(task.state))
 }
@@ -222,9 +222,9 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let mut client = CoordinatorClient::connect(&args.coordinator.url).await?;
     let task = client.task(id).await?;
     if args.json {
-        println!("{}", task_json(&task));
+        outln!("{}", task_json(&task));
     } else {
-        println!("{}", describe(&task));
+        outln!("{}", describe(&task));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -234,11 +234,11 @@ pub async fn cancel(args: CancelArgs) -> anyhow::Result<ExitCode> {
     let mut client = CoordinatorClient::connect(&args.coordinator.url).await?;
     let task = client.cancel(id, args.terminate).await?;
     if args.json {
-        println!("{}", task_json(&task));
+        outln!("{}", task_json(&task));
     } else if task.state == TaskState::Cancelled {
-        println!("task {} cancelled", task.id);
+        outln!("task {} cancelled", task.id);
     } else {
-        println!("task {} had already finished: {}", task.id, task.state);
+        outln!("task {} had already finished: {}", task.id, task.state);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -250,11 +250,13 @@ pub async fn intervene(args: InterveneArgs, fail: bool) -> anyhow::Result<ExitCo
         .intervene(id, args.attempt.unwrap_or(0), fail, &args.reason)
         .await?;
     if args.json {
-        println!("{}", task_json(&task));
+        outln!("{}", task_json(&task));
     } else {
-        println!(
+        outln!(
             "task {} is {} (attempt {})",
-            task.id, task.state, task.attempt
+            task.id,
+            task.state,
+            task.attempt
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -269,13 +271,13 @@ pub async fn purge(args: PurgeArgs) -> anyhow::Result<ExitCode> {
     }
     let mut client = CoordinatorClient::connect(&args.coordinator.url).await?;
     let cancelled = client.purge(&queue).await?;
-    println!("{cancelled} tasks of queue {queue} cancelled");
+    outln!("{cancelled} tasks of queue {queue} cancelled");
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn health(args: HealthArgs) -> anyhow::Result<ExitCode> {
     let serving = crate::grpc::client::check_health(&args.coordinator.url, &args.service).await?;
-    println!("{}", if serving { "SERVING" } else { "NOT_SERVING" });
+    outln!("{}", if serving { "SERVING" } else { "NOT_SERVING" });
     Ok(if serving {
         ExitCode::SUCCESS
     } else {

@@ -179,15 +179,15 @@ fn print_table(header: &[&str], rows: Vec<Vec<String>>) {
             .trim_end()
             .to_owned()
     };
-    println!(
+    outln!(
         "{}",
         line(header.iter().map(|title| title.to_string()).collect())
     );
     if rows.is_empty() {
-        println!("(none)");
+        outln!("(none)");
     }
     for row in rows {
-        println!("{}", line(row));
+        outln!("{}", line(row));
     }
 }
 
@@ -299,7 +299,7 @@ pub async fn tasks(args: TasksArgs) -> anyhow::Result<ExitCode> {
     let mut client = CoordinatorClient::connect(&args.coordinator.url).await?;
     let tasks = client.list_tasks(&query).await?;
     if args.json {
-        println!("{}", Value::Array(tasks.iter().map(task_json).collect()));
+        outln!("{}", Value::Array(tasks.iter().map(task_json).collect()));
     } else {
         print_table(
             &[
@@ -341,7 +341,7 @@ pub async fn close_idle(args: CloseIdleArgs) -> anyhow::Result<ExitCode> {
                 })
             })
             .collect();
-        println!("{}", Value::Array(answers));
+        outln!("{}", Value::Array(answers));
     } else {
         print_table(
             &["WORKER", "HOST", "ANSWER"],
@@ -373,7 +373,7 @@ pub async fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
                     "round_trip_ms": ping.round_trip.map(|round_trip| round_trip.as_secs_f64() * 1000.0),
                     "detail": ping.detail,
                 })).collect();
-                println!("{}", Value::Array(pings));
+                outln!("{}", Value::Array(pings));
             } else {
                 print_table(
                     &["WORKER", "HOST", "ROUND TRIP", "DETAIL"],
@@ -398,7 +398,7 @@ pub async fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
                 .held_tasks(matches!(args.command, InspectCommand::Active))
                 .await?;
             if args.json {
-                println!("{}", Value::Array(tasks.iter().map(task_json).collect()));
+                outln!("{}", Value::Array(tasks.iter().map(task_json).collect()));
             } else {
                 print_table(
                     &["WORKER", "TASK", "NAME", "QUEUE", "SINCE", "PROGRESS"],
@@ -409,7 +409,7 @@ pub async fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
         InspectCommand::Scheduled => {
             let (tasks, schedules) = client.scheduled(100).await?;
             if args.json {
-                println!(
+                outln!(
                     "{}",
                     json!({
                         "tasks": tasks.iter().map(task_json).collect::<Vec<_>>(),
@@ -432,7 +432,7 @@ pub async fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
                         })
                         .collect(),
                 );
-                println!();
+                outln!("");
                 print_table(
                     SCHEDULE_HEADER,
                     schedules.iter().map(schedule_row).collect(),
@@ -462,7 +462,7 @@ pub async fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
                         "task_names": worker.task_names,
                     })
                 }).collect();
-                println!("{}", Value::Array(workers));
+                outln!("{}", Value::Array(workers));
                 return Ok(ExitCode::SUCCESS);
             }
             match args.command {
@@ -539,7 +539,7 @@ pub async fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
                     "oldest_pending_age_seconds": queue.oldest_pending_age.map(|age| age.as_secs_f64()),
                     "consumers": queue.consumers,
                 })).collect();
-                println!("{}", Value::Array(queues));
+                outln!("{}", Value::Array(queues));
             } else {
                 let mut header = vec!["QUEUE", "PRIORITY"];
                 header.extend(states.iter().map(|state| match *state {
@@ -593,7 +593,7 @@ pub async fn follow(args: FollowArgs) -> anyhow::Result<ExitCode> {
         let event = event?;
         let aggregate = &event.aggregate;
         if args.json {
-            println!(
+            outln!(
                 "{}",
                 json!({
                     "sequence": event.sequence,
@@ -636,7 +636,7 @@ pub async fn schedules(args: SchedulesArgs) -> anyhow::Result<ExitCode> {
         SchedulesCommand::List { json } => {
             let schedules = client.list_schedules().await?;
             if json {
-                println!(
+                outln!(
                     "{}",
                     Value::Array(schedules.iter().map(schedule_json).collect())
                 );
@@ -680,7 +680,7 @@ pub async fn schedules(args: SchedulesArgs) -> anyhow::Result<ExitCode> {
                 source: ScheduleSource::Api,
             };
             let stored = client.put_schedule(&schedule).await?;
-            println!(
+            outln!(
                 "schedule {} ticks next at {}",
                 stored.name,
                 moment(stored.next_run_at)
@@ -688,15 +688,15 @@ pub async fn schedules(args: SchedulesArgs) -> anyhow::Result<ExitCode> {
         }
         SchedulesCommand::Remove { name } => {
             client.delete_schedule(&name).await?;
-            println!("schedule {name} removed");
+            outln!("schedule {name} removed");
         }
         SchedulesCommand::Pause { name } => {
             client.pause_schedule(&name, true).await?;
-            println!("schedule {name} paused");
+            outln!("schedule {name} paused");
         }
         SchedulesCommand::Resume { name } => {
             let schedule = client.pause_schedule(&name, false).await?;
-            println!(
+            outln!(
                 "schedule {name} resumed; next tick at {}",
                 moment(schedule.next_run_at)
             );

@@ -1,5 +1,21 @@
 //! The `celeritas` command line: Celery's vocabulary over the coordinator's API.
 
+/// Prints a line on stdout; when the reader has gone away (`celeritas … | head`), the command
+/// ends quietly with exit code 141, as a process killed by SIGPIPE would, instead of panicking.
+macro_rules! outln {
+    ($($argument:tt)*) => {
+        $crate::cli::write_stdout(format_args!("{}\n", format_args!($($argument)*)))
+    };
+}
+
+/// Prints a line on stderr, ignoring a closed stderr: a message nobody can read is no reason to
+/// panic.
+macro_rules! errln {
+    ($($argument:tt)*) => {
+        $crate::cli::write_stderr(format_args!("{}\n", format_args!($($argument)*)))
+    };
+}
+
 mod bench_command;
 mod client_commands;
 mod inspect_commands;
@@ -102,14 +118,37 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The exit code of a command whose stdout reader went away: 128 + SIGPIPE, as shells report.
+pub const EXIT_BROKEN_PIPE: i32 = 141;
+
+/// Writes to stdout; a closed pipe ends the process quietly (see `outln!`).
+pub fn write_stdout(text: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = stdout.write_fmt(text).and_then(|()| stdout.flush()) {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(EXIT_BROKEN_PIPE);
+        }
+        write_stderr(format_args!("error: writing to stdout: {error}\n"));
+        std::process::exit(1);
+    }
+}
+
+/// Writes to stderr, ignoring failures (see `errln!`).
+pub fn write_stderr(text: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = std::io::stderr().lock().write_fmt(text);
+}
+
 /// A token that fires on SIGINT or SIGTERM.
 pub fn shutdown_on_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let fired = token.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
-        tracing::info!("stop requested; finishing gracefully (signal again to force)");
+        // Cancel before logging: nothing a log line does may stand between a signal and a stop.
         fired.cancel();
+        tracing::info!("stop requested; finishing gracefully (signal again to force)");
         wait_for_signal().await;
         tracing::warn!("second signal: exiting now");
         std::process::exit(130);

@@ -236,3 +236,138 @@ async fn stuck_tasks_are_listed_requeued_and_failed_by_hand() {
         "closed 0 idle SMTP connection(s) of 0 relay(s)"
     );
 }
+
+/// Arguments of about 200 KB: more than a pipe holds, so a command printing them is still
+/// writing when its reader goes away.
+fn large_args() -> String {
+    let recipients: Vec<String> = (0..5000)
+        .map(|index| format!("recipient-{index:05}@example.test"))
+        .collect();
+    serde_json::json!({ "recipients": recipients }).to_string()
+}
+
+/// Runs `celeritas ARGS` with stdout a pipe, reads `keep` bytes, closes the pipe and returns
+/// the exit status and stderr.
+fn run_with_early_closed_stdout(
+    arguments: &[String],
+    keep: usize,
+) -> (std::process::ExitStatus, String) {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_celeritas"))
+        .args(arguments)
+        .env_remove("CELERITAS_COORDINATOR")
+        .env("RUST_LOG", "warn")
+        .env("RUST_BACKTRACE", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run celeritas");
+    let mut stdout = child.stdout.take().unwrap();
+    let mut head = vec![0; keep];
+    stdout
+        .read_exact(&mut head)
+        .expect("the first bytes of the output");
+    drop(stdout);
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (child.wait().unwrap(), stderr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_end_quietly_when_their_reader_goes_away() {
+    let database = TestDatabase::create().await;
+    let logs = log_dir("cli_broken_pipe");
+    let coordinator = CoordinatorProcess::start(&database, &logs).await;
+    let url = coordinator.url.clone();
+    // A scheduled task (no worker needed) whose args outgrow a pipe; from a file, as they
+    // outgrow a command line too.
+    let args_file = logs.join("args.json");
+    std::fs::write(&args_file, large_args()).unwrap();
+    let args_file = format!("@{}", args_file.display());
+    let submitted = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || {
+            celeritas(&[
+                "submit",
+                "noop",
+                "--countdown",
+                "1h",
+                "--args",
+                &args_file,
+                "--coordinator",
+                &url,
+            ])
+        }
+    })
+    .await
+    .unwrap();
+    assert!(submitted.status.success(), "{submitted:?}");
+    let id = String::from_utf8(submitted.stdout)
+        .unwrap()
+        .trim()
+        .to_owned();
+
+    for command in [
+        vec!["inspect", "scheduled", "--json"],
+        vec!["status", &id, "--json"],
+        vec!["tasks", "--state", "scheduled", "--with-args", "--json"],
+    ] {
+        let mut arguments: Vec<String> = command.iter().map(|part| part.to_string()).collect();
+        arguments.extend(["--coordinator".to_owned(), url.clone()]);
+        let (status, stderr) =
+            tokio::task::spawn_blocking(move || run_with_early_closed_stdout(&arguments, 100))
+                .await
+                .unwrap();
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+            "{command:?} complained: {stderr}"
+        );
+        assert!(
+            status.code() == Some(0) || status.code() == Some(141),
+            "{command:?} ended with {status:?}: {stderr}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_with_a_closed_stderr_stops_on_sigterm() {
+    use tokio::io::AsyncBufReadExt;
+    let database = TestDatabase::create().await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_celeritas"))
+        .args([
+            "coordinator",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "none",
+            "--database-url",
+            &database.url,
+        ])
+        .env("RUST_LOG", "info")
+        .env_remove("CELERITAS_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start a coordinator");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(std::time::Duration::from_secs(60), lines.next_line())
+        .await
+        .expect("the coordinator starts")
+        .unwrap();
+    assert!(first.is_some_and(|line| line.starts_with("listening on ")));
+    // The reader of stderr goes away, as `head` does; every later log line fails to write.
+    drop(child.stderr.take());
+    crate::support::send_signal(&child, "TERM");
+    let status = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait())
+        .await
+        .expect("the coordinator stops within 30 s of SIGTERM, closed stderr or not")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
