@@ -69,7 +69,10 @@ pub struct StatusArgs {
     pub id: String,
     #[command(flatten)]
     pub coordinator: CoordinatorAddress,
-    /// Print JSON.
+    /// Print the whole args and result; without it, long ones are cut at 200 characters.
+    #[arg(long)]
+    pub full: bool,
+    /// Print JSON (always whole).
     #[arg(long)]
     pub json: bool,
 }
@@ -212,7 +215,7 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     } else if let Some(result) = &task.result {
         outln!("{result}");
     } else {
-        errln!("{}", describe(&task));
+        errln!("{}", describe(&task, false));
     }
     Ok(exit_code_for(task.state))
 }
@@ -224,7 +227,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         outln!("{}", task_json(&task));
     } else {
-        outln!("{}", describe(&task));
+        outln!("{}", describe(&task, args.full));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -326,7 +329,23 @@ fn task_json(task: &TaskRecord) -> Value {
     })
 }
 
-fn describe(task: &TaskRecord) -> String {
+/// How many characters of args and results `status` shows without `--full`.
+const SHOWN_CHARACTERS: usize = 200;
+
+/// `text`, or its first `SHOWN_CHARACTERS` characters and how much was left out.
+fn shortened(text: &str, full: bool) -> String {
+    let total = text.chars().count();
+    if full || total <= SHOWN_CHARACTERS {
+        return text.to_owned();
+    }
+    let shown: String = text.chars().take(SHOWN_CHARACTERS).collect();
+    format!(
+        "{shown}… ({} more characters, {total} in all; --full shows them)",
+        total - SHOWN_CHARACTERS
+    )
+}
+
+fn describe(task: &TaskRecord, full: bool) -> String {
     let moment = |value: Option<DateTime<Utc>>| {
         value.map_or_else(|| "-".to_owned(), |value| value.to_rfc3339())
     };
@@ -353,10 +372,10 @@ fn describe(task: &TaskRecord) -> String {
         format!("runs at:   {}", task.run_at.to_rfc3339()),
         format!("started:   {}", moment(task.started_at)),
         format!("finished:  {}", moment(task.finished_at)),
-        format!("args:      {}", task.args),
+        format!("args:      {}", shortened(task.args.as_str(), full)),
     ];
     if let Some(result) = &task.result {
-        lines.push(format!("result:    {result}"));
+        lines.push(format!("result:    {}", shortened(result.as_str(), full)));
     }
     if let Some((kind, message)) = &task.error {
         lines.push(format!("error:     {kind}: {message}"));

@@ -371,3 +371,61 @@ async fn a_coordinator_with_a_closed_stderr_stops_on_sigterm() {
         .unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_cuts_long_args_unless_asked_for_all() {
+    let database = TestDatabase::create().await;
+    let logs = log_dir("cli_status_full");
+    let coordinator = CoordinatorProcess::start(&database, &logs).await;
+    let url = coordinator.url.clone();
+    let args_file = logs.join("args.json");
+    std::fs::write(&args_file, large_args()).unwrap();
+    let args_file = format!("@{}", args_file.display());
+    let run = |arguments: Vec<String>| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut arguments: Vec<&str> = arguments.iter().map(String::as_str).collect();
+            arguments.extend(["--coordinator", &url]);
+            celeritas(&arguments)
+        })
+    };
+    let submitted = run(vec![
+        "submit".into(),
+        "noop".into(),
+        "--countdown".into(),
+        "1h".into(),
+        "--args".into(),
+        args_file,
+    ])
+    .await
+    .unwrap();
+    assert!(submitted.status.success(), "{submitted:?}");
+    let id = String::from_utf8(submitted.stdout)
+        .unwrap()
+        .trim()
+        .to_owned();
+
+    let short = run(vec!["status".into(), id.clone()]).await.unwrap();
+    assert!(short.status.success(), "{short:?}");
+    let short = String::from_utf8(short.stdout).unwrap();
+    let args_line = short
+        .lines()
+        .find(|line| line.starts_with("args:"))
+        .unwrap();
+    assert!(args_line.len() < 400, "{args_line}");
+    // The coordinator stores the args re-encoded, so their length is read from the full view.
+    assert!(args_line.contains(" more characters, "), "{args_line}");
+    assert!(
+        args_line.ends_with(" in all; --full shows them)"),
+        "{args_line}"
+    );
+    assert!(!short.contains("recipient-04999@example.test"));
+
+    let full = run(vec!["status".into(), id, "--full".into()])
+        .await
+        .unwrap();
+    assert!(full.status.success(), "{full:?}");
+    let full = String::from_utf8(full.stdout).unwrap();
+    assert!(full.contains("recipient-04999@example.test"));
+    assert!(!full.contains("--full shows them"));
+}
