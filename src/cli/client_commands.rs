@@ -51,11 +51,17 @@ pub struct SubmitArgs {
     /// The hard time limit.
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub time_limit: Option<Duration>,
-    /// Wait for the task to finish, print its result, and exit non-zero unless it succeeded.
-    #[arg(long)]
+    /// Wait for this task alone to finish (not the children it submits), print its result, and
+    /// exit non-zero unless it succeeded. A root that fans out (`send_campaign`, `fan_out`)
+    /// finishes when its children are submitted; use --wait-tree to wait for them.
+    #[arg(long, conflicts_with = "wait_tree")]
     pub wait: bool,
-    /// With --wait: give up after this long (exit code 3).
-    #[arg(long, value_parser = parse_duration, requires = "wait", value_name = "DURATION")]
+    /// Wait for the whole tree (the task, its children, theirs, and callbacks) to finish, then
+    /// print the root's result; exit non-zero unless the root succeeded.
+    #[arg(long)]
+    pub wait_tree: bool,
+    /// With --wait or --wait-tree: give up after this long (exit code 3).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub timeout: Option<Duration>,
     /// Print JSON.
     #[arg(long)]
@@ -182,7 +188,13 @@ impl SubmitArgs {
 pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let spec = args.spec()?;
     let mut client = CoordinatorClient::connect(&args.coordinator.url).await?;
+    if args.timeout.is_some() && !args.wait && !args.wait_tree {
+        anyhow::bail!("--timeout needs --wait or --wait-tree");
+    }
     let submitted = client.submit(&spec).await?;
+    if args.wait_tree {
+        return wait_for_tree(&mut client, submitted.id, &args).await;
+    }
     if !args.wait {
         if args.json {
             outln!(
@@ -210,14 +222,58 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(500));
     };
-    if args.json {
-        outln!("{}", task_json(&task));
+    print_outcome(&task, args.json);
+    Ok(exit_code_for(task.state))
+}
+
+/// `--wait-tree`: follows the tree's progress stream until its `tree_finished` event, then
+/// prints the root as `--wait` does.
+async fn wait_for_tree(
+    client: &mut CoordinatorClient,
+    id: TaskId,
+    args: &SubmitArgs,
+) -> anyhow::Result<ExitCode> {
+    use futures::StreamExt;
+    let mut events = Box::pin(client.stream_progress(id, None).await?);
+    let finished = async {
+        while let Some(event) = events.next().await {
+            if let crate::domain::TreeEventKind::TreeFinished { .. } = event?.kind {
+                return Ok(true);
+            }
+        }
+        Ok::<bool, anyhow::Error>(false)
+    };
+    let finished = match args.timeout {
+        Some(timeout) => match tokio::time::timeout(timeout, finished).await {
+            Ok(finished) => finished?,
+            Err(_) => {
+                let task = client.task(id).await?;
+                errln!(
+                    "the tree of task {id} is unfinished after the timeout (root {})",
+                    task.state
+                );
+                return Ok(ExitCode::from(EXIT_TIMEOUT));
+            }
+        },
+        None => finished.await?,
+    };
+    if !finished {
+        anyhow::bail!("the progress stream of task {id} ended before its tree finished");
+    }
+    let task = client.task(id).await?;
+    print_outcome(&task, args.json);
+    Ok(exit_code_for(task.state))
+}
+
+/// What `--wait` and `--wait-tree` print: the result, or the task when there is none.
+fn print_outcome(task: &TaskRecord, json: bool) {
+    if json {
+        outln!("{}", task_json(task));
     } else if let Some(result) = &task.result {
         outln!("{result}");
     } else {
-        errln!("{}", describe(&task, false));
+        errln!("{}", describe(task, false));
     }
-    Ok(exit_code_for(task.state))
 }
 
 pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {

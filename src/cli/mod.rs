@@ -57,7 +57,7 @@ pub enum Command {
     Dev(serve_commands::DevArgs),
     /// Applies the database migrations and exits.
     Migrate(serve_commands::MigrateArgs),
-    /// Submits a task and prints its id (or, with --wait, its result).
+    /// Submits a task and prints its id (or, with --wait or --wait-tree, its result).
     Submit(client_commands::SubmitArgs),
     /// Shows a task.
     Status(client_commands::StatusArgs),

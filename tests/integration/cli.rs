@@ -429,3 +429,42 @@ async fn status_cuts_long_args_unless_asked_for_all() {
     assert!(full.contains("recipient-04999@example.test"));
     assert!(!full.contains("--full shows them"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_wait_tree_returns_when_the_children_are_done() {
+    let database = TestDatabase::create().await;
+    let logs = log_dir("cli_wait_tree");
+    let coordinator = CoordinatorProcess::start(&database, &logs).await;
+    let worker = WorkerProcess::start(&coordinator, &logs, "cli-tree", &["-c", "4"]);
+    let url = coordinator.url.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        celeritas(&[
+            "submit",
+            "fan_out",
+            "--args",
+            r#"{"task": "sleep", "args": [{"ms": 300}, {"ms": 300}, {"ms": 300}]}"#,
+            "--wait-tree",
+            "--json",
+            "--coordinator",
+            &url,
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let root: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(root["state"], "succeeded");
+    // Every child had finished when the command returned, not only the root.
+    let unfinished: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM tasks WHERE state NOT IN ('succeeded', 'failed', 'cancelled')",
+    )
+    .fetch_one(&database.pool)
+    .await
+    .unwrap();
+    assert_eq!(unfinished, 0);
+    assert_eq!(
+        crate::support::count_in_state(&database.pool, "succeeded").await,
+        4
+    );
+    assert!(worker.terminate().await.success());
+}
