@@ -90,7 +90,8 @@ pub enum SchedulesCommand {
         /// Tick every this long (seconds, or `5m`).
         #[arg(long, value_parser = parse_duration, conflicts_with = "cron", required_unless_present = "cron")]
         every: Option<Duration>,
-        /// Tick on this cron expression (five fields, or six with seconds).
+        /// Tick on this cron expression: five fields (minute hour day month weekday), six with
+        /// seconds first, or seven with seconds first and a year last.
         #[arg(long)]
         cron: Option<String>,
         /// The IANA zone the cron expression is read in.
@@ -191,10 +192,11 @@ fn print_table(header: &[&str], rows: Vec<Vec<String>>) {
     }
 }
 
+/// A moment as RFC 3339 in UTC, marked `Z`, so nobody reads it in their own zone.
 fn moment(value: Option<DateTime<Utc>>) -> String {
     value.map_or_else(
         || "-".to_owned(),
-        |value| value.format("%Y-%m-%d %H:%M:%S").to_string(),
+        |value| value.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     )
 }
 
@@ -703,4 +705,29 @@ pub async fn schedules(args: SchedulesArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_mark_their_moments_as_utc() {
+        let at: DateTime<Utc> = "2026-12-01T23:05:07.250Z".parse().unwrap();
+        assert_eq!(moment(Some(at)), "2026-12-01T23:05:07Z");
+        assert_eq!(moment(None), "-");
+    }
+
+    #[test]
+    fn cron_expressions_take_the_fields_the_help_names() {
+        for accepted in ["0 3 * * *", "30 0 3 * * *", "30 0 3 * * * 2030"] {
+            Timing::cron("--cron", accepted, "--timezone", "UTC")
+                .unwrap_or_else(|error| panic!("{accepted:?}: {error}"));
+        }
+        let refused = Timing::cron("--cron", "0 3 *", "--timezone", "UTC").unwrap_err();
+        assert!(
+            refused.to_string().contains("between 5 and 7 fields"),
+            "{refused}"
+        );
+    }
 }
