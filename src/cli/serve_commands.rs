@@ -180,10 +180,11 @@ pub async fn dev(args: DevArgs, mut config: Config) -> anyhow::Result<ExitCode> 
         "celeritas dev: a coordinator and a worker on every queue (-c {}), store {database_url}",
         args.concurrency
     );
+    let celeritas = command_for_hints();
     outln!("try, from another shell:");
-    outln!("  celeritas submit test_celery --coordinator {url} --wait");
-    outln!("  celeritas submit sleep --args '{{\"ms\": 500}}' --coordinator {url}");
-    outln!("  celeritas status <task id> --coordinator {url}");
+    outln!("  {celeritas} submit test_celery --coordinator {url} --wait");
+    outln!("  {celeritas} submit sleep --args '{{\"ms\": 500}}' --coordinator {url}");
+    outln!("  {celeritas} status <task id> --coordinator {url}");
     let queues = config
         .routing()?
         .queues()
@@ -211,6 +212,21 @@ pub async fn dev(args: DevArgs, mut config: Config) -> anyhow::Result<ExitCode> 
     coordinator.await??;
     drained?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// How hints name this program: `celeritas` when that is on PATH, else the running executable's
+/// path (someone who ran `cargo run` has no `celeritas` to type).
+fn command_for_hints() -> String {
+    let on_path = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|directory| directory.join("celeritas").is_file())
+    });
+    if on_path {
+        return "celeritas".to_owned();
+    }
+    std::env::current_exe().map_or_else(
+        |_| "celeritas".to_owned(),
+        |executable| executable.display().to_string(),
+    )
 }
 
 /// Where metrics are served: an address, or nowhere.
