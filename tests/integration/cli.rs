@@ -468,3 +468,50 @@ async fn submit_wait_tree_returns_when_the_children_are_done() {
     );
     assert!(worker.terminate().await.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_prints_lines_and_a_summary_when_stdout_is_not_a_terminal() {
+    let database = TestDatabase::create().await;
+    let logs = log_dir("cli_follow_pipe");
+    let coordinator = CoordinatorProcess::start(&database, &logs).await;
+    let worker = WorkerProcess::start(&coordinator, &logs, "cli-follow", &["-c", "4"]);
+    let url = coordinator.url.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        let submitted = celeritas(&[
+            "submit",
+            "fan_out",
+            "--args",
+            r#"{"task": "sleep", "args": [{"ms": 200}, {"ms": 200}, {"ms": 200}]}"#,
+            "--coordinator",
+            &url,
+        ]);
+        assert!(submitted.status.success(), "{submitted:?}");
+        let id = String::from_utf8(submitted.stdout)
+            .unwrap()
+            .trim()
+            .to_owned();
+        // `output()` gives the command a pipe for stdout, as `| tee` or CI would.
+        (
+            id.clone(),
+            celeritas(&["follow", &id, "--coordinator", &url]),
+        )
+    })
+    .await
+    .unwrap();
+    let (id, output) = output;
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines.len() >= 2,
+        "a progress line and a summary: {stdout:?}"
+    );
+    assert!(lines[0].contains(" tasks finished"), "{stdout:?}");
+    let summary = lines.last().unwrap();
+    assert!(
+        summary.starts_with(&format!("tree {id} finished: root succeeded;"))
+            && summary.contains("4/4 tasks finished"),
+        "{summary:?}"
+    );
+    assert!(worker.terminate().await.success());
+}
