@@ -98,10 +98,25 @@ pub struct CoordinatorAddress {
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
-        Command::Coordinator(args) => serve_commands::coordinator(args, config).await,
+        Command::Coordinator(args) => {
+            let url = args.database.database_url.clone();
+            serve_commands::coordinator(args, config)
+                .await
+                .map_err(|error| explain_missing_database(error, &url))
+        }
         Command::Worker(args) => serve_commands::worker(args, config).await,
-        Command::Dev(args) => serve_commands::dev(args, config).await,
-        Command::Migrate(args) => serve_commands::migrate(args, config).await,
+        Command::Dev(args) => {
+            let url = args.database_url.clone().unwrap_or_default();
+            serve_commands::dev(args, config)
+                .await
+                .map_err(|error| explain_missing_database(error, &url))
+        }
+        Command::Migrate(args) => {
+            let url = args.database.database_url.clone();
+            serve_commands::migrate(args, config)
+                .await
+                .map_err(|error| explain_missing_database(error, &url))
+        }
         Command::Submit(args) => client_commands::submit(args).await,
         Command::Status(args) => client_commands::status(args).await,
         Command::Cancel(args) => client_commands::cancel(args).await,
@@ -138,6 +153,33 @@ pub fn write_stdout(text: std::fmt::Arguments<'_>) {
 pub fn write_stderr(text: std::fmt::Arguments<'_>) {
     use std::io::Write;
     let _ = std::io::stderr().lock().write_fmt(text);
+}
+
+/// A Postgres database that does not exist (SQLSTATE 3D000) becomes one error with the command
+/// that creates it, instead of the driver's message repeated at every level of the chain.
+fn explain_missing_database(error: anyhow::Error, url: &str) -> anyhow::Error {
+    let missing = error.chain().any(|cause| {
+        cause
+            .downcast_ref::<sqlx::Error>()
+            .and_then(sqlx::Error::as_database_error)
+            .and_then(|database| database.code())
+            .is_some_and(|code| code == "3D000")
+    });
+    let Ok(options) = url.parse::<sqlx::postgres::PgConnectOptions>() else {
+        return error;
+    };
+    if !missing {
+        return error;
+    }
+    let database = options.get_database().unwrap_or("postgres");
+    anyhow::anyhow!(
+        "database {database:?} does not exist on {}:{}; create it with `createdb -h {} -p {} -U {} {database}` (then run celeritas again)",
+        options.get_host(),
+        options.get_port(),
+        options.get_host(),
+        options.get_port(),
+        options.get_username(),
+    )
 }
 
 /// A token that fires on SIGINT or SIGTERM.

@@ -515,3 +515,25 @@ async fn follow_prints_lines_and_a_summary_when_stdout_is_not_a_terminal() {
     );
     assert!(worker.terminate().await.success());
 }
+
+#[test]
+fn a_missing_database_is_one_error_with_the_command_that_creates_it() {
+    let name = format!("celeritas_missing_{}", uuid::Uuid::new_v4().simple());
+    let url = crate::support::with_database(&crate::support::server_url(), &name);
+    for command in ["migrate", "coordinator"] {
+        let mut arguments = vec![command, "--database-url", &url];
+        if command == "coordinator" {
+            arguments.extend(["--listen", "127.0.0.1:0", "--metrics-listen", "none"]);
+        }
+        let output = celeritas(&arguments);
+        assert_eq!(output.status.code(), Some(1), "{output:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            stderr.matches("does not exist").count(),
+            1,
+            "said once: {stderr}"
+        );
+        assert!(stderr.contains("createdb "), "{stderr}");
+        assert!(stderr.contains(&name), "{stderr}");
+    }
+}
