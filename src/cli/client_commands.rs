@@ -291,13 +291,20 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
 pub async fn cancel(args: CancelArgs) -> anyhow::Result<ExitCode> {
     let id = TaskId::parse("ID", &args.id)?;
     let mut client = CoordinatorClient::connect(&args.coordinator.url).await?;
-    let task = client.cancel(id, args.terminate).await?;
+    let (task, descendants) = client.cancel_counted(id, args.terminate).await?;
     if args.json {
-        outln!("{}", task_json(&task));
-    } else if task.state == TaskState::Cancelled {
-        outln!("task {} cancelled", task.id);
+        let mut value = task_json(&task);
+        value["descendants_cancelled"] = json!(descendants);
+        outln!("{value}");
     } else {
-        outln!("task {} had already finished: {}", task.id, task.state);
+        // Say what this request did: a root that has fanned out is finished itself, while its
+        // unstarted children are what gets cancelled.
+        let itself = if task.state == TaskState::Cancelled {
+            format!("task {} cancelled", task.id)
+        } else {
+            format!("task {} had already finished ({})", task.id, task.state)
+        };
+        outln!("{itself}; {descendants} unfinished descendant(s) cancelled");
     }
     Ok(ExitCode::SUCCESS)
 }

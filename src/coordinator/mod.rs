@@ -21,7 +21,7 @@ mod trees;
 pub mod waiters;
 pub mod worker_stream;
 
-pub use cancel::{Intervention, MAX_REASON_CHARS, TaskQuery};
+pub use cancel::{Cancellation, Intervention, MAX_REASON_CHARS, TaskQuery};
 pub use progress::{RecordsPage, RecordsRequest};
 
 use std::collections::HashSet;

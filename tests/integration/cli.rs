@@ -537,3 +537,48 @@ fn a_missing_database_is_one_error_with_the_command_that_creates_it() {
         assert!(stderr.contains(&name), "{stderr}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_says_how_many_descendants_it_cancelled() {
+    let database = TestDatabase::create().await;
+    let logs = log_dir("cli_cancel_tree");
+    let coordinator = CoordinatorProcess::start(&database, &logs).await;
+    // The worker runs the root; its children wait on a queue nobody consumes.
+    let worker = WorkerProcess::start(&coordinator, &logs, "cli-cancel", &["-Q", "default"]);
+    let url = coordinator.url.clone();
+    let (root, cancelled) = tokio::task::spawn_blocking(move || {
+        let root = celeritas(&[
+            "submit",
+            "fan_out",
+            "--queue",
+            "default",
+            "--args",
+            r#"{"task": "noop", "count": 3, "queue": "import"}"#,
+            "--wait",
+            "--json",
+            "--coordinator",
+            &url,
+        ]);
+        assert!(root.status.success(), "{root:?}");
+        let root: serde_json::Value = serde_json::from_slice(&root.stdout).unwrap();
+        let id = root["id"].as_str().unwrap().to_owned();
+        (
+            id.clone(),
+            celeritas(&["cancel", &id, "--coordinator", &url]),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(cancelled.status.success(), "{cancelled:?}");
+    assert_eq!(
+        String::from_utf8(cancelled.stdout).unwrap().trim(),
+        format!(
+            "task {root} had already finished (succeeded); 3 unfinished descendant(s) cancelled"
+        )
+    );
+    assert_eq!(
+        crate::support::count_in_state(&database.pool, "cancelled").await,
+        3
+    );
+    assert!(worker.terminate().await.success());
+}
