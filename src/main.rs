@@ -11,7 +11,8 @@ async fn main() -> ExitCode {
     match celeritas::cli::run(cli).await {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            // Not `eprintln!`, which panics when stderr is closed.
+            celeritas::cli::write_stderr(format_args!("error: {error:#}\n"));
             ExitCode::FAILURE
         }
     }

@@ -74,13 +74,13 @@ pub async fn bench(
     let options = options(args, &config, config_path)?;
     let report = bench::run(options, shutdown_on_signal()).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+        outln!("{}", serde_json::to_string_pretty(&report.to_json())?);
     } else {
-        print!("{}", report.to_table());
+        super::write_stdout(format_args!("{}", report.to_table()));
     }
     let failed = report.load.failed + report.idle.as_ref().map_or(0, |idle| idle.failed);
     if failed > 0 {
-        eprintln!("error: {failed} benchmark task(s) did not succeed");
+        errln!("error: {failed} benchmark task(s) did not succeed");
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)

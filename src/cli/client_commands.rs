@@ -51,11 +51,17 @@ pub struct SubmitArgs {
     /// The hard time limit.
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub time_limit: Option<Duration>,
-    /// Wait for the task to finish, print its result, and exit non-zero unless it succeeded.
-    #[arg(long)]
+    /// Wait for this task alone to finish (not the children it submits), print its result, and
+    /// exit non-zero unless it succeeded. A root that fans out (`send_campaign`, `fan_out`)
+    /// finishes when its children are submitted; use --wait-tree to wait for them.
+    #[arg(long, conflicts_with = "wait_tree")]
     pub wait: bool,
-    /// With --wait: give up after this long (exit code 3).
-    #[arg(long, value_parser = parse_duration, requires = "wait", value_name = "DURATION")]
+    /// Wait for the whole tree (the task, its children, theirs, and callbacks) to finish, then
+    /// print the root's result; exit non-zero unless the root succeeded.
+    #[arg(long)]
+    pub wait_tree: bool,
+    /// With --wait or --wait-tree: give up after this long (exit code 3).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub timeout: Option<Duration>,
     /// Print JSON.
     #[arg(long)]
@@ -69,7 +75,10 @@ pub struct StatusArgs {
     pub id: String,
     #[command(flatten)]
     pub coordinator: CoordinatorAddress,
-    /// Print JSON.
+    /// Print the whole args and result; without it, long ones are cut at 200 characters.
+    #[arg(long)]
+    pub full: bool,
+    /// Print JSON (always whole).
     #[arg(long)]
     pub json: bool,
 }
@@ -179,15 +188,21 @@ impl SubmitArgs {
 pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let spec = args.spec()?;
     let mut client = CoordinatorClient::connect(&args.coordinator.url).await?;
+    if args.timeout.is_some() && !args.wait && !args.wait_tree {
+        anyhow::bail!("--timeout needs --wait or --wait-tree");
+    }
     let submitted = client.submit(&spec).await?;
+    if args.wait_tree {
+        return wait_for_tree(&mut client, submitted.id, &args).await;
+    }
     if !args.wait {
         if args.json {
-            println!(
+            outln!(
                 "{}",
                 json!({"task_id": submitted.id.to_string(), "created": submitted.created})
             );
         } else {
-            println!("{}", submitted.id);
+            outln!("{}", submitted.id);
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -201,20 +216,64 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
             break task;
         }
         if deadline.is_some_and(|deadline| tokio::time::Instant::now() + pause > deadline) {
-            eprintln!("task {} is still {} after the timeout", task.id, task.state);
+            errln!("task {} is still {} after the timeout", task.id, task.state);
             return Ok(ExitCode::from(EXIT_TIMEOUT));
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(500));
     };
-    if args.json {
-        println!("{}", task_json(&task));
-    } else if let Some(result) = &task.result {
-        println!("{result}");
-    } else {
-        eprintln!("{}", describe(&task));
-    }
+    print_outcome(&task, args.json);
     Ok(exit_code_for(task.state))
+}
+
+/// `--wait-tree`: follows the tree's progress stream until its `tree_finished` event, then
+/// prints the root as `--wait` does.
+async fn wait_for_tree(
+    client: &mut CoordinatorClient,
+    id: TaskId,
+    args: &SubmitArgs,
+) -> anyhow::Result<ExitCode> {
+    use futures::StreamExt;
+    let mut events = Box::pin(client.stream_progress(id, None).await?);
+    let finished = async {
+        while let Some(event) = events.next().await {
+            if let crate::domain::TreeEventKind::TreeFinished { .. } = event?.kind {
+                return Ok(true);
+            }
+        }
+        Ok::<bool, anyhow::Error>(false)
+    };
+    let finished = match args.timeout {
+        Some(timeout) => match tokio::time::timeout(timeout, finished).await {
+            Ok(finished) => finished?,
+            Err(_) => {
+                let task = client.task(id).await?;
+                errln!(
+                    "the tree of task {id} is unfinished after the timeout (root {})",
+                    task.state
+                );
+                return Ok(ExitCode::from(EXIT_TIMEOUT));
+            }
+        },
+        None => finished.await?,
+    };
+    if !finished {
+        anyhow::bail!("the progress stream of task {id} ended before its tree finished");
+    }
+    let task = client.task(id).await?;
+    print_outcome(&task, args.json);
+    Ok(exit_code_for(task.state))
+}
+
+/// What `--wait` and `--wait-tree` print: the result, or the task when there is none.
+fn print_outcome(task: &TaskRecord, json: bool) {
+    if json {
+        outln!("{}", task_json(task));
+    } else if let Some(result) = &task.result {
+        outln!("{result}");
+    } else {
+        errln!("{}", describe(task, false));
+    }
 }
 
 pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
@@ -222,9 +281,9 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let mut client = CoordinatorClient::connect(&args.coordinator.url).await?;
     let task = client.task(id).await?;
     if args.json {
-        println!("{}", task_json(&task));
+        outln!("{}", task_json(&task));
     } else {
-        println!("{}", describe(&task));
+        outln!("{}", describe(&task, args.full));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -232,13 +291,20 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
 pub async fn cancel(args: CancelArgs) -> anyhow::Result<ExitCode> {
     let id = TaskId::parse("ID", &args.id)?;
     let mut client = CoordinatorClient::connect(&args.coordinator.url).await?;
-    let task = client.cancel(id, args.terminate).await?;
+    let (task, descendants) = client.cancel_counted(id, args.terminate).await?;
     if args.json {
-        println!("{}", task_json(&task));
-    } else if task.state == TaskState::Cancelled {
-        println!("task {} cancelled", task.id);
+        let mut value = task_json(&task);
+        value["descendants_cancelled"] = json!(descendants);
+        outln!("{value}");
     } else {
-        println!("task {} had already finished: {}", task.id, task.state);
+        // Say what this request did: a root that has fanned out is finished itself, while its
+        // unstarted children are what gets cancelled.
+        let itself = if task.state == TaskState::Cancelled {
+            format!("task {} cancelled", task.id)
+        } else {
+            format!("task {} had already finished ({})", task.id, task.state)
+        };
+        outln!("{itself}; {descendants} unfinished descendant(s) cancelled");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -250,11 +316,13 @@ pub async fn intervene(args: InterveneArgs, fail: bool) -> anyhow::Result<ExitCo
         .intervene(id, args.attempt.unwrap_or(0), fail, &args.reason)
         .await?;
     if args.json {
-        println!("{}", task_json(&task));
+        outln!("{}", task_json(&task));
     } else {
-        println!(
+        outln!(
             "task {} is {} (attempt {})",
-            task.id, task.state, task.attempt
+            task.id,
+            task.state,
+            task.attempt
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -269,13 +337,13 @@ pub async fn purge(args: PurgeArgs) -> anyhow::Result<ExitCode> {
     }
     let mut client = CoordinatorClient::connect(&args.coordinator.url).await?;
     let cancelled = client.purge(&queue).await?;
-    println!("{cancelled} tasks of queue {queue} cancelled");
+    outln!("{cancelled} tasks of queue {queue} cancelled");
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn health(args: HealthArgs) -> anyhow::Result<ExitCode> {
     let serving = crate::grpc::client::check_health(&args.coordinator.url, &args.service).await?;
-    println!("{}", if serving { "SERVING" } else { "NOT_SERVING" });
+    outln!("{}", if serving { "SERVING" } else { "NOT_SERVING" });
     Ok(if serving {
         ExitCode::SUCCESS
     } else {
@@ -324,7 +392,23 @@ fn task_json(task: &TaskRecord) -> Value {
     })
 }
 
-fn describe(task: &TaskRecord) -> String {
+/// How many characters of args and results `status` shows without `--full`.
+const SHOWN_CHARACTERS: usize = 200;
+
+/// `text`, or its first `SHOWN_CHARACTERS` characters and how much was left out.
+fn shortened(text: &str, full: bool) -> String {
+    let total = text.chars().count();
+    if full || total <= SHOWN_CHARACTERS {
+        return text.to_owned();
+    }
+    let shown: String = text.chars().take(SHOWN_CHARACTERS).collect();
+    format!(
+        "{shown}… ({} more characters, {total} in all; --full shows them)",
+        total - SHOWN_CHARACTERS
+    )
+}
+
+fn describe(task: &TaskRecord, full: bool) -> String {
     let moment = |value: Option<DateTime<Utc>>| {
         value.map_or_else(|| "-".to_owned(), |value| value.to_rfc3339())
     };
@@ -351,10 +435,10 @@ fn describe(task: &TaskRecord) -> String {
         format!("runs at:   {}", task.run_at.to_rfc3339()),
         format!("started:   {}", moment(task.started_at)),
         format!("finished:  {}", moment(task.finished_at)),
-        format!("args:      {}", task.args),
+        format!("args:      {}", shortened(task.args.as_str(), full)),
     ];
     if let Some(result) = &task.result {
-        lines.push(format!("result:    {result}"));
+        lines.push(format!("result:    {}", shortened(result.as_str(), full)));
     }
     if let Some((kind, message)) = &task.error {
         lines.push(format!("error:     {kind}: {message}"));

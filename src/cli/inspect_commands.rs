@@ -90,7 +90,8 @@ pub enum SchedulesCommand {
         /// Tick every this long (seconds, or `5m`).
         #[arg(long, value_parser = parse_duration, conflicts_with = "cron", required_unless_present = "cron")]
         every: Option<Duration>,
-        /// Tick on this cron expression (five fields, or six with seconds).
+        /// Tick on this cron expression: five fields (minute hour day month weekday), six with
+        /// seconds first, or seven with seconds first and a year last.
         #[arg(long)]
         cron: Option<String>,
         /// The IANA zone the cron expression is read in.
@@ -179,29 +180,38 @@ fn print_table(header: &[&str], rows: Vec<Vec<String>>) {
             .trim_end()
             .to_owned()
     };
-    println!(
+    outln!(
         "{}",
         line(header.iter().map(|title| title.to_string()).collect())
     );
     if rows.is_empty() {
-        println!("(none)");
+        outln!("(none)");
     }
     for row in rows {
-        println!("{}", line(row));
+        outln!("{}", line(row));
     }
 }
 
+/// A moment as RFC 3339 in UTC, marked `Z`, so nobody reads it in their own zone.
 fn moment(value: Option<DateTime<Utc>>) -> String {
     value.map_or_else(
         || "-".to_owned(),
-        |value| value.format("%Y-%m-%d %H:%M:%S").to_string(),
+        |value| value.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     )
 }
 
 fn task_row(task: &TaskRecord) -> Vec<String> {
     let progress = task.progress.as_ref().map_or_else(
         || "-".to_owned(),
-        |progress| format!("{}/{}", progress.done, progress.total),
+        // A task that reports no total (a batch counting as it goes) shows its count alone,
+        // not `50/0`.
+        |progress| {
+            if progress.total == 0 {
+                progress.done.to_string()
+            } else {
+                format!("{}/{}", progress.done, progress.total)
+            }
+        },
     );
     vec![
         task.worker_id
@@ -299,7 +309,7 @@ pub async fn tasks(args: TasksArgs) -> anyhow::Result<ExitCode> {
     let mut client = CoordinatorClient::connect(&args.coordinator.url).await?;
     let tasks = client.list_tasks(&query).await?;
     if args.json {
-        println!("{}", Value::Array(tasks.iter().map(task_json).collect()));
+        outln!("{}", Value::Array(tasks.iter().map(task_json).collect()));
     } else {
         print_table(
             &[
@@ -341,7 +351,7 @@ pub async fn close_idle(args: CloseIdleArgs) -> anyhow::Result<ExitCode> {
                 })
             })
             .collect();
-        println!("{}", Value::Array(answers));
+        outln!("{}", Value::Array(answers));
     } else {
         print_table(
             &["WORKER", "HOST", "ANSWER"],
@@ -373,7 +383,7 @@ pub async fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
                     "round_trip_ms": ping.round_trip.map(|round_trip| round_trip.as_secs_f64() * 1000.0),
                     "detail": ping.detail,
                 })).collect();
-                println!("{}", Value::Array(pings));
+                outln!("{}", Value::Array(pings));
             } else {
                 print_table(
                     &["WORKER", "HOST", "ROUND TRIP", "DETAIL"],
@@ -398,7 +408,7 @@ pub async fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
                 .held_tasks(matches!(args.command, InspectCommand::Active))
                 .await?;
             if args.json {
-                println!("{}", Value::Array(tasks.iter().map(task_json).collect()));
+                outln!("{}", Value::Array(tasks.iter().map(task_json).collect()));
             } else {
                 print_table(
                     &["WORKER", "TASK", "NAME", "QUEUE", "SINCE", "PROGRESS"],
@@ -409,7 +419,7 @@ pub async fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
         InspectCommand::Scheduled => {
             let (tasks, schedules) = client.scheduled(100).await?;
             if args.json {
-                println!(
+                outln!(
                     "{}",
                     json!({
                         "tasks": tasks.iter().map(task_json).collect::<Vec<_>>(),
@@ -432,7 +442,7 @@ pub async fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
                         })
                         .collect(),
                 );
-                println!();
+                outln!("");
                 print_table(
                     SCHEDULE_HEADER,
                     schedules.iter().map(schedule_row).collect(),
@@ -462,7 +472,7 @@ pub async fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
                         "task_names": worker.task_names,
                     })
                 }).collect();
-                println!("{}", Value::Array(workers));
+                outln!("{}", Value::Array(workers));
                 return Ok(ExitCode::SUCCESS);
             }
             match args.command {
@@ -539,7 +549,7 @@ pub async fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
                     "oldest_pending_age_seconds": queue.oldest_pending_age.map(|age| age.as_secs_f64()),
                     "consumers": queue.consumers,
                 })).collect();
-                println!("{}", Value::Array(queues));
+                outln!("{}", Value::Array(queues));
             } else {
                 let mut header = vec!["QUEUE", "PRIORITY"];
                 header.extend(states.iter().map(|state| match *state {
@@ -574,26 +584,68 @@ pub async fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// What `follow` counts: the tree's summed progress when its tasks report one (a campaign's
+/// batches count recipients), else its tasks.
+fn follow_counts(aggregate: &crate::domain::Aggregate) -> (u64, u64, &'static str) {
+    if aggregate.progress.total > 0 {
+        (aggregate.progress.done, aggregate.progress.total, "done")
+    } else {
+        (aggregate.tasks_finished, aggregate.tasks_total, "tasks")
+    }
+}
+
+/// `delivered 3, failed 1`, or empty when the tree has no records.
+fn records_summary(aggregate: &crate::domain::Aggregate) -> String {
+    aggregate
+        .records_by_status
+        .iter()
+        .map(|(status, count)| format!("{status} {count}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One line for logs and pipes: the counts, the records and the latest message.
+fn follow_line(aggregate: &crate::domain::Aggregate, elapsed: Duration) -> String {
+    let (position, length, unit) = follow_counts(aggregate);
+    let mut line = format!(
+        "[{}] {position}/{length} {unit}, {}/{} tasks finished",
+        humantime::format_duration(Duration::from_secs(elapsed.as_secs())),
+        aggregate.tasks_finished,
+        aggregate.tasks_total
+    );
+    let records = records_summary(aggregate);
+    if !records.is_empty() {
+        line.push_str(&format!("; {records}"));
+    }
+    line
+}
+
 pub async fn follow(args: FollowArgs) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal;
     let id = TaskId::parse("ID", &args.id)?;
     let mut client = CoordinatorClient::connect(&args.coordinator.url).await?;
     let mut events = Box::pin(client.stream_progress(id, None).await?);
-    let bar = (!args.json).then(|| {
+    // A bar only on a terminal; a pipe or a log file gets a line at most once a second.
+    let bar = (!args.json && std::io::stdout().is_terminal()).then(|| {
         let bar = indicatif::ProgressBar::new(1);
         bar.set_style(
             indicatif::ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} tasks {msg}",
+                "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} {prefix} {msg}",
             )
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         bar
     });
+    let lines = !args.json && bar.is_none();
+    let started = tokio::time::Instant::now();
+    let mut last_line: Option<tokio::time::Instant> = None;
     let mut root_state = TaskState::Pending;
+    let mut last_aggregate = None;
     while let Some(event) = events.next().await {
         let event = event?;
         let aggregate = &event.aggregate;
         if args.json {
-            println!(
+            outln!(
                 "{}",
                 json!({
                     "sequence": event.sequence,
@@ -607,21 +659,41 @@ pub async fn follow(args: FollowArgs) -> anyhow::Result<ExitCode> {
             );
         }
         if let Some(bar) = &bar {
-            bar.set_length(aggregate.tasks_total.max(1));
-            bar.set_position(aggregate.tasks_finished);
-            let records: Vec<String> = aggregate
-                .records_by_status
-                .iter()
-                .map(|(status, count)| format!("{status} {count}"))
-                .collect();
-            bar.set_message(records.join(", "));
+            let (position, length, unit) = follow_counts(aggregate);
+            bar.set_length(length.max(1));
+            bar.set_position(position);
+            bar.set_prefix(unit);
+            bar.set_message(records_summary(aggregate));
+        }
+        let finished = matches!(event.kind, TreeEventKind::TreeFinished { .. });
+        if lines && !finished && last_line.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+            last_line = Some(tokio::time::Instant::now());
+            outln!("{}", follow_line(aggregate, started.elapsed()));
         }
         if let TreeEventKind::TreeFinished { root_state: state } = event.kind {
             root_state = state;
         }
+        last_aggregate = Some(event.aggregate);
     }
     if let Some(bar) = bar {
-        bar.finish_with_message(format!("{root_state}"));
+        // Keep the records on the last frame: they are what the operator came for.
+        let records = last_aggregate
+            .as_ref()
+            .map(records_summary)
+            .unwrap_or_default();
+        bar.finish_with_message(if records.is_empty() {
+            root_state.to_string()
+        } else {
+            format!("{records}; {root_state}")
+        });
+    }
+    if !args.json {
+        let summary = last_aggregate
+            .as_ref()
+            .map_or_else(String::new, |aggregate| {
+                follow_line(aggregate, started.elapsed())
+            });
+        outln!("tree {id} finished: root {root_state}; {summary}");
     }
     Ok(if root_state == TaskState::Succeeded {
         ExitCode::SUCCESS
@@ -636,7 +708,7 @@ pub async fn schedules(args: SchedulesArgs) -> anyhow::Result<ExitCode> {
         SchedulesCommand::List { json } => {
             let schedules = client.list_schedules().await?;
             if json {
-                println!(
+                outln!(
                     "{}",
                     Value::Array(schedules.iter().map(schedule_json).collect())
                 );
@@ -680,7 +752,7 @@ pub async fn schedules(args: SchedulesArgs) -> anyhow::Result<ExitCode> {
                 source: ScheduleSource::Api,
             };
             let stored = client.put_schedule(&schedule).await?;
-            println!(
+            outln!(
                 "schedule {} ticks next at {}",
                 stored.name,
                 moment(stored.next_run_at)
@@ -688,19 +760,44 @@ pub async fn schedules(args: SchedulesArgs) -> anyhow::Result<ExitCode> {
         }
         SchedulesCommand::Remove { name } => {
             client.delete_schedule(&name).await?;
-            println!("schedule {name} removed");
+            outln!("schedule {name} removed");
         }
         SchedulesCommand::Pause { name } => {
             client.pause_schedule(&name, true).await?;
-            println!("schedule {name} paused");
+            outln!("schedule {name} paused");
         }
         SchedulesCommand::Resume { name } => {
             let schedule = client.pause_schedule(&name, false).await?;
-            println!(
+            outln!(
                 "schedule {name} resumed; next tick at {}",
                 moment(schedule.next_run_at)
             );
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_mark_their_moments_as_utc() {
+        let at: DateTime<Utc> = "2026-12-01T23:05:07.250Z".parse().unwrap();
+        assert_eq!(moment(Some(at)), "2026-12-01T23:05:07Z");
+        assert_eq!(moment(None), "-");
+    }
+
+    #[test]
+    fn cron_expressions_take_the_fields_the_help_names() {
+        for accepted in ["0 3 * * *", "30 0 3 * * *", "30 0 3 * * * 2030"] {
+            Timing::cron("--cron", accepted, "--timezone", "UTC")
+                .unwrap_or_else(|error| panic!("{accepted:?}: {error}"));
+        }
+        let refused = Timing::cron("--cron", "0 3 *", "--timezone", "UTC").unwrap_err();
+        assert!(
+            refused.to_string().contains("between 5 and 7 fields"),
+            "{refused}"
+        );
+    }
 }

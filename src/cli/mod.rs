@@ -1,5 +1,21 @@
 //! The `celeritas` command line: Celery's vocabulary over the coordinator's API.
 
+/// Prints a line on stdout; when the reader has gone away (`celeritas … | head`), the command
+/// ends quietly with exit code 141, as a process killed by SIGPIPE would, instead of panicking.
+macro_rules! outln {
+    ($($argument:tt)*) => {
+        $crate::cli::write_stdout(format_args!("{}\n", format_args!($($argument)*)))
+    };
+}
+
+/// Prints a line on stderr, ignoring a closed stderr: a message nobody can read is no reason to
+/// panic.
+macro_rules! errln {
+    ($($argument:tt)*) => {
+        $crate::cli::write_stderr(format_args!("{}\n", format_args!($($argument)*)))
+    };
+}
+
 mod bench_command;
 mod client_commands;
 mod inspect_commands;
@@ -41,7 +57,7 @@ pub enum Command {
     Dev(serve_commands::DevArgs),
     /// Applies the database migrations and exits.
     Migrate(serve_commands::MigrateArgs),
-    /// Submits a task and prints its id (or, with --wait, its result).
+    /// Submits a task and prints its id (or, with --wait or --wait-tree, its result).
     Submit(client_commands::SubmitArgs),
     /// Shows a task.
     Status(client_commands::StatusArgs),
@@ -82,10 +98,25 @@ pub struct CoordinatorAddress {
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
-        Command::Coordinator(args) => serve_commands::coordinator(args, config).await,
+        Command::Coordinator(args) => {
+            let url = args.database.database_url.clone();
+            serve_commands::coordinator(args, config)
+                .await
+                .map_err(|error| explain_missing_database(error, &url))
+        }
         Command::Worker(args) => serve_commands::worker(args, config).await,
-        Command::Dev(args) => serve_commands::dev(args, config).await,
-        Command::Migrate(args) => serve_commands::migrate(args, config).await,
+        Command::Dev(args) => {
+            let url = args.database_url.clone().unwrap_or_default();
+            serve_commands::dev(args, config)
+                .await
+                .map_err(|error| explain_missing_database(error, &url))
+        }
+        Command::Migrate(args) => {
+            let url = args.database.database_url.clone();
+            serve_commands::migrate(args, config)
+                .await
+                .map_err(|error| explain_missing_database(error, &url))
+        }
         Command::Submit(args) => client_commands::submit(args).await,
         Command::Status(args) => client_commands::status(args).await,
         Command::Cancel(args) => client_commands::cancel(args).await,
@@ -102,14 +133,64 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The exit code of a command whose stdout reader went away: 128 + SIGPIPE, as shells report.
+pub const EXIT_BROKEN_PIPE: i32 = 141;
+
+/// Writes to stdout; a closed pipe ends the process quietly (see `outln!`).
+pub fn write_stdout(text: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = stdout.write_fmt(text).and_then(|()| stdout.flush()) {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(EXIT_BROKEN_PIPE);
+        }
+        write_stderr(format_args!("error: writing to stdout: {error}\n"));
+        std::process::exit(1);
+    }
+}
+
+/// Writes to stderr, ignoring failures (see `errln!`).
+pub fn write_stderr(text: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = std::io::stderr().lock().write_fmt(text);
+}
+
+/// A Postgres database that does not exist (SQLSTATE 3D000) becomes one error with the command
+/// that creates it, instead of the driver's message repeated at every level of the chain.
+fn explain_missing_database(error: anyhow::Error, url: &str) -> anyhow::Error {
+    let missing = error.chain().any(|cause| {
+        cause
+            .downcast_ref::<sqlx::Error>()
+            .and_then(sqlx::Error::as_database_error)
+            .and_then(|database| database.code())
+            .is_some_and(|code| code == "3D000")
+    });
+    let Ok(options) = url.parse::<sqlx::postgres::PgConnectOptions>() else {
+        return error;
+    };
+    if !missing {
+        return error;
+    }
+    let database = options.get_database().unwrap_or("postgres");
+    anyhow::anyhow!(
+        "database {database:?} does not exist on {}:{}; create it with `createdb -h {} -p {} -U {} {database}` (then run celeritas again)",
+        options.get_host(),
+        options.get_port(),
+        options.get_host(),
+        options.get_port(),
+        options.get_username(),
+    )
+}
+
 /// A token that fires on SIGINT or SIGTERM.
 pub fn shutdown_on_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let fired = token.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
-        tracing::info!("stop requested; finishing gracefully (signal again to force)");
+        // Cancel before logging: nothing a log line does may stand between a signal and a stop.
         fired.cancel();
+        tracing::info!("stop requested; finishing gracefully (signal again to force)");
         wait_for_signal().await;
         tracing::warn!("second signal: exiting now");
         std::process::exit(130);

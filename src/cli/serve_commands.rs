@@ -97,7 +97,7 @@ pub async fn coordinator(args: CoordinatorArgs, mut config: Config) -> anyhow::R
     let application = Application::build(&config, &args.database.database_url, &stop).await?;
     tracing::info!(address = %application.address(), "coordinator listening");
     // Announce the address on stdout too, for scripts that start a coordinator on port 0.
-    println!("listening on {}", application.address());
+    outln!("listening on {}", application.address());
     let application_stop = application.stop_token();
     tokio::spawn(async move {
         stop.cancelled().await;
@@ -175,15 +175,16 @@ pub async fn dev(args: DevArgs, mut config: Config) -> anyhow::Result<ExitCode> 
     let coordinator_stop = application.stop_token();
     let coordinator = tokio::spawn(application.run_until_stopped());
     let url = format!("http://{address}");
-    println!("listening on {address}");
-    println!(
+    outln!("listening on {address}");
+    outln!(
         "celeritas dev: a coordinator and a worker on every queue (-c {}), store {database_url}",
         args.concurrency
     );
-    println!("try, from another shell:");
-    println!("  celeritas submit test_celery --coordinator {url} --wait");
-    println!("  celeritas submit sleep --args '{{\"ms\": 500}}' --coordinator {url}");
-    println!("  celeritas status <task id> --coordinator {url}");
+    let celeritas = command_for_hints();
+    outln!("try, from another shell:");
+    outln!("  {celeritas} submit test_celery --coordinator {url} --wait");
+    outln!("  {celeritas} submit sleep --args '{{\"ms\": 500}}' --coordinator {url}");
+    outln!("  {celeritas} status <task id> --coordinator {url}");
     let queues = config
         .routing()?
         .queues()
@@ -211,6 +212,21 @@ pub async fn dev(args: DevArgs, mut config: Config) -> anyhow::Result<ExitCode> 
     coordinator.await??;
     drained?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// How hints name this program: `celeritas` when that is on PATH, else the running executable's
+/// path (someone who ran `cargo run` has no `celeritas` to type).
+fn command_for_hints() -> String {
+    let on_path = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|directory| directory.join("celeritas").is_file())
+    });
+    if on_path {
+        return "celeritas".to_owned();
+    }
+    std::env::current_exe().map_or_else(
+        |_| "celeritas".to_owned(),
+        |executable| executable.display().to_string(),
+    )
 }
 
 /// Where metrics are served: an address, or nowhere.
@@ -257,6 +273,6 @@ pub async fn migrate(args: MigrateArgs, config: Config) -> anyhow::Result<ExitCo
     )
     .await?;
     store.migrate().await?;
-    println!("migrations applied");
+    outln!("migrations applied");
     Ok(ExitCode::SUCCESS)
 }

@@ -46,6 +46,15 @@ pub enum Intervention {
     Fail,
 }
 
+/// What a cancellation did: the task afterwards, and how many of its descendants it cancelled.
+#[derive(Debug, Clone)]
+pub struct Cancellation {
+    /// The task; unchanged when it had already finished.
+    pub task: TaskRecord,
+    /// Unfinished descendants cancelled, the task itself not counted.
+    pub descendants_cancelled: u64,
+}
+
 impl Coordinator {
     /// Cancels a task; `terminate` aborts it instead of asking it to stop. A task that already
     /// finished is returned unchanged.
@@ -53,7 +62,7 @@ impl Coordinator {
         &self,
         id: TaskId,
         terminate: bool,
-    ) -> Result<TaskRecord, CoordinatorError> {
+    ) -> Result<Cancellation, CoordinatorError> {
         let cancelled = self
             .store
             .cancel(id, self.clock.now())
@@ -61,6 +70,10 @@ impl Coordinator {
             .ok_or_else(|| {
                 CoordinatorError::NotFound(ValidationError::new("task_id", format!("no task {id}")))
             })?;
+        // The store counts the task itself when it was still unfinished.
+        let descendants_cancelled = cancelled
+            .cancelled
+            .saturating_sub(u64::from(!cancelled.previous.is_terminal()));
         for token in cancelled.leases {
             if self
                 .sessions
@@ -77,7 +90,10 @@ impl Coordinator {
         let task = self.task(id).await?;
         self.dirty_trees.mark(task.root_id);
         self.waiters.wake(id);
-        Ok(task)
+        Ok(Cancellation {
+            task,
+            descendants_cancelled,
+        })
     }
 
     /// The tasks `query` asks for, longest quiet first; at most `MAX_LISTED_WITH_PAYLOADS`

@@ -206,6 +206,16 @@ impl CoordinatorClient {
 
     /// Cancels a task; `terminate` aborts it if it is running.
     pub async fn cancel(&mut self, id: TaskId, terminate: bool) -> Result<TaskRecord, ClientError> {
+        Ok(self.cancel_counted(id, terminate).await?.0)
+    }
+
+    /// Cancels a task as `cancel` does; also returns how many of its unfinished descendants
+    /// were cancelled.
+    pub async fn cancel_counted(
+        &mut self,
+        id: TaskId,
+        terminate: bool,
+    ) -> Result<(TaskRecord, u64), ClientError> {
         let response = self
             .tasks
             .cancel_task(pb::CancelTaskRequest {
@@ -217,7 +227,7 @@ impl CoordinatorClient {
         let task = response
             .task
             .ok_or_else(|| ValidationError::new("task", "is missing"))?;
-        Ok(task_from_pb(task)?)
+        Ok((task_from_pb(task)?, response.descendants_cancelled))
     }
 
     /// The tasks `query` asks for, longest quiet first.

@@ -130,9 +130,10 @@ impl pb::task_service_server::TaskService for TaskApi {
     ) -> Result<Response<pb::CancelTaskResponse>, Status> {
         let request = request.into_inner();
         let id = TaskId::parse("task_id", &request.task_id).map_err(invalid)?;
-        let task = self.coordinator.cancel(id, request.terminate).await?;
+        let cancellation = self.coordinator.cancel(id, request.terminate).await?;
         Ok(Response::new(pb::CancelTaskResponse {
-            task: Some(task_to_pb(task)),
+            task: Some(task_to_pb(cancellation.task)),
+            descendants_cancelled: cancellation.descendants_cancelled,
         }))
     }
 

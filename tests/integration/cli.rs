@@ -236,3 +236,349 @@ async fn stuck_tasks_are_listed_requeued_and_failed_by_hand() {
         "closed 0 idle SMTP connection(s) of 0 relay(s)"
     );
 }
+
+/// Arguments of about 200 KB: more than a pipe holds, so a command printing them is still
+/// writing when its reader goes away.
+fn large_args() -> String {
+    let recipients: Vec<String> = (0..5000)
+        .map(|index| format!("recipient-{index:05}@example.test"))
+        .collect();
+    serde_json::json!({ "recipients": recipients }).to_string()
+}
+
+/// Runs `celeritas ARGS` with stdout a pipe, reads `keep` bytes, closes the pipe and returns
+/// the exit status and stderr.
+fn run_with_early_closed_stdout(
+    arguments: &[String],
+    keep: usize,
+) -> (std::process::ExitStatus, String) {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_celeritas"))
+        .args(arguments)
+        .env_remove("CELERITAS_COORDINATOR")
+        .env("RUST_LOG", "warn")
+        .env("RUST_BACKTRACE", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run celeritas");
+    let mut stdout = child.stdout.take().unwrap();
+    let mut head = vec![0; keep];
+    stdout
+        .read_exact(&mut head)
+        .expect("the first bytes of the output");
+    drop(stdout);
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (child.wait().unwrap(), stderr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_end_quietly_when_their_reader_goes_away() {
+    let database = TestDatabase::create().await;
+    let logs = log_dir("cli_broken_pipe");
+    let coordinator = CoordinatorProcess::start(&database, &logs).await;
+    let url = coordinator.url.clone();
+    // A scheduled task (no worker needed) whose args outgrow a pipe; from a file, as they
+    // outgrow a command line too.
+    let args_file = logs.join("args.json");
+    std::fs::write(&args_file, large_args()).unwrap();
+    let args_file = format!("@{}", args_file.display());
+    let submitted = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || {
+            celeritas(&[
+                "submit",
+                "noop",
+                "--countdown",
+                "1h",
+                "--args",
+                &args_file,
+                "--coordinator",
+                &url,
+            ])
+        }
+    })
+    .await
+    .unwrap();
+    assert!(submitted.status.success(), "{submitted:?}");
+    let id = String::from_utf8(submitted.stdout)
+        .unwrap()
+        .trim()
+        .to_owned();
+
+    for command in [
+        vec!["inspect", "scheduled", "--json"],
+        vec!["status", &id, "--json"],
+        vec!["tasks", "--state", "scheduled", "--with-args", "--json"],
+    ] {
+        let mut arguments: Vec<String> = command.iter().map(|part| part.to_string()).collect();
+        arguments.extend(["--coordinator".to_owned(), url.clone()]);
+        let (status, stderr) =
+            tokio::task::spawn_blocking(move || run_with_early_closed_stdout(&arguments, 100))
+                .await
+                .unwrap();
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+            "{command:?} complained: {stderr}"
+        );
+        assert!(
+            status.code() == Some(0) || status.code() == Some(141),
+            "{command:?} ended with {status:?}: {stderr}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_with_a_closed_stderr_stops_on_sigterm() {
+    use tokio::io::AsyncBufReadExt;
+    let database = TestDatabase::create().await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_celeritas"))
+        .args([
+            "coordinator",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "none",
+            "--database-url",
+            &database.url,
+        ])
+        .env("RUST_LOG", "info")
+        .env_remove("CELERITAS_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start a coordinator");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(std::time::Duration::from_secs(60), lines.next_line())
+        .await
+        .expect("the coordinator starts")
+        .unwrap();
+    assert!(first.is_some_and(|line| line.starts_with("listening on ")));
+    // The reader of stderr goes away, as `head` does; every later log line fails to write.
+    drop(child.stderr.take());
+    crate::support::send_signal(&child, "TERM");
+    let status = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait())
+        .await
+        .expect("the coordinator stops within 30 s of SIGTERM, closed stderr or not")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_cuts_long_args_unless_asked_for_all() {
+    let database = TestDatabase::create().await;
+    let logs = log_dir("cli_status_full");
+    let coordinator = CoordinatorProcess::start(&database, &logs).await;
+    let url = coordinator.url.clone();
+    let args_file = logs.join("args.json");
+    std::fs::write(&args_file, large_args()).unwrap();
+    let args_file = format!("@{}", args_file.display());
+    let run = |arguments: Vec<String>| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut arguments: Vec<&str> = arguments.iter().map(String::as_str).collect();
+            arguments.extend(["--coordinator", &url]);
+            celeritas(&arguments)
+        })
+    };
+    let submitted = run(vec![
+        "submit".into(),
+        "noop".into(),
+        "--countdown".into(),
+        "1h".into(),
+        "--args".into(),
+        args_file,
+    ])
+    .await
+    .unwrap();
+    assert!(submitted.status.success(), "{submitted:?}");
+    let id = String::from_utf8(submitted.stdout)
+        .unwrap()
+        .trim()
+        .to_owned();
+
+    let short = run(vec!["status".into(), id.clone()]).await.unwrap();
+    assert!(short.status.success(), "{short:?}");
+    let short = String::from_utf8(short.stdout).unwrap();
+    let args_line = short
+        .lines()
+        .find(|line| line.starts_with("args:"))
+        .unwrap();
+    assert!(args_line.len() < 400, "{args_line}");
+    // The coordinator stores the args re-encoded, so their length is read from the full view.
+    assert!(args_line.contains(" more characters, "), "{args_line}");
+    assert!(
+        args_line.ends_with(" in all; --full shows them)"),
+        "{args_line}"
+    );
+    assert!(!short.contains("recipient-04999@example.test"));
+
+    let full = run(vec!["status".into(), id, "--full".into()])
+        .await
+        .unwrap();
+    assert!(full.status.success(), "{full:?}");
+    let full = String::from_utf8(full.stdout).unwrap();
+    assert!(full.contains("recipient-04999@example.test"));
+    assert!(!full.contains("--full shows them"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_wait_tree_returns_when_the_children_are_done() {
+    let database = TestDatabase::create().await;
+    let logs = log_dir("cli_wait_tree");
+    let coordinator = CoordinatorProcess::start(&database, &logs).await;
+    let worker = WorkerProcess::start(&coordinator, &logs, "cli-tree", &["-c", "4"]);
+    let url = coordinator.url.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        celeritas(&[
+            "submit",
+            "fan_out",
+            "--args",
+            r#"{"task": "sleep", "args": [{"ms": 300}, {"ms": 300}, {"ms": 300}]}"#,
+            "--wait-tree",
+            "--json",
+            "--coordinator",
+            &url,
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let root: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(root["state"], "succeeded");
+    // Every child had finished when the command returned, not only the root.
+    let unfinished: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM tasks WHERE state NOT IN ('succeeded', 'failed', 'cancelled')",
+    )
+    .fetch_one(&database.pool)
+    .await
+    .unwrap();
+    assert_eq!(unfinished, 0);
+    assert_eq!(
+        crate::support::count_in_state(&database.pool, "succeeded").await,
+        4
+    );
+    assert!(worker.terminate().await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_prints_lines_and_a_summary_when_stdout_is_not_a_terminal() {
+    let database = TestDatabase::create().await;
+    let logs = log_dir("cli_follow_pipe");
+    let coordinator = CoordinatorProcess::start(&database, &logs).await;
+    let worker = WorkerProcess::start(&coordinator, &logs, "cli-follow", &["-c", "4"]);
+    let url = coordinator.url.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        let submitted = celeritas(&[
+            "submit",
+            "fan_out",
+            "--args",
+            r#"{"task": "sleep", "args": [{"ms": 200}, {"ms": 200}, {"ms": 200}]}"#,
+            "--coordinator",
+            &url,
+        ]);
+        assert!(submitted.status.success(), "{submitted:?}");
+        let id = String::from_utf8(submitted.stdout)
+            .unwrap()
+            .trim()
+            .to_owned();
+        // `output()` gives the command a pipe for stdout, as `| tee` or CI would.
+        (
+            id.clone(),
+            celeritas(&["follow", &id, "--coordinator", &url]),
+        )
+    })
+    .await
+    .unwrap();
+    let (id, output) = output;
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines.len() >= 2,
+        "a progress line and a summary: {stdout:?}"
+    );
+    assert!(lines[0].contains(" tasks finished"), "{stdout:?}");
+    let summary = lines.last().unwrap();
+    assert!(
+        summary.starts_with(&format!("tree {id} finished: root succeeded;"))
+            && summary.contains("4/4 tasks finished"),
+        "{summary:?}"
+    );
+    assert!(worker.terminate().await.success());
+}
+
+#[test]
+fn a_missing_database_is_one_error_with_the_command_that_creates_it() {
+    let name = format!("celeritas_missing_{}", uuid::Uuid::new_v4().simple());
+    let url = crate::support::with_database(&crate::support::server_url(), &name);
+    for command in ["migrate", "coordinator"] {
+        let mut arguments = vec![command, "--database-url", &url];
+        if command == "coordinator" {
+            arguments.extend(["--listen", "127.0.0.1:0", "--metrics-listen", "none"]);
+        }
+        let output = celeritas(&arguments);
+        assert_eq!(output.status.code(), Some(1), "{output:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            stderr.matches("does not exist").count(),
+            1,
+            "said once: {stderr}"
+        );
+        assert!(stderr.contains("createdb "), "{stderr}");
+        assert!(stderr.contains(&name), "{stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_says_how_many_descendants_it_cancelled() {
+    let database = TestDatabase::create().await;
+    let logs = log_dir("cli_cancel_tree");
+    let coordinator = CoordinatorProcess::start(&database, &logs).await;
+    // The worker runs the root; its children wait on a queue nobody consumes.
+    let worker = WorkerProcess::start(&coordinator, &logs, "cli-cancel", &["-Q", "default"]);
+    let url = coordinator.url.clone();
+    let (root, cancelled) = tokio::task::spawn_blocking(move || {
+        let root = celeritas(&[
+            "submit",
+            "fan_out",
+            "--queue",
+            "default",
+            "--args",
+            r#"{"task": "noop", "count": 3, "queue": "import"}"#,
+            "--wait",
+            "--json",
+            "--coordinator",
+            &url,
+        ]);
+        assert!(root.status.success(), "{root:?}");
+        let root: serde_json::Value = serde_json::from_slice(&root.stdout).unwrap();
+        let id = root["id"].as_str().unwrap().to_owned();
+        (
+            id.clone(),
+            celeritas(&["cancel", &id, "--coordinator", &url]),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(cancelled.status.success(), "{cancelled:?}");
+    assert_eq!(
+        String::from_utf8(cancelled.stdout).unwrap().trim(),
+        format!(
+            "task {root} had already finished (succeeded); 3 unfinished descendant(s) cancelled"
+        )
+    );
+    assert_eq!(
+        crate::support::count_in_state(&database.pool, "cancelled").await,
+        3
+    );
+    assert!(worker.terminate().await.success());
+}

@@ -19,6 +19,8 @@ async fn start_dev(directory: &std::path::Path, port: u16) -> tokio::process::Ch
         .args(["dev", "--listen", &format!("127.0.0.1:{port}")])
         .env_remove("DATABASE_URL")
         .env_remove("CELERITAS_CONFIG")
+        // No `celeritas` on PATH, as for someone who ran `cargo run`.
+        .env("PATH", "/usr/bin:/bin")
         .current_dir(directory)
         .stdout(Stdio::piped())
         .stderr(log)
@@ -43,6 +45,16 @@ async fn start_dev(directory: &std::path::Path, port: u16) -> tokio::process::Ch
             .iter()
             .any(|line| line.contains("celeritas submit test_celery")),
         "dev prints the commands to try next: {banner:?}"
+    );
+    // With no `celeritas` on PATH, the hints name the executable that is running.
+    let hint = banner
+        .iter()
+        .find(|line| line.contains("submit test_celery"))
+        .unwrap();
+    let program = hint.split_whitespace().next().unwrap();
+    assert!(
+        std::path::Path::new(program).is_absolute() && std::path::Path::new(program).is_file(),
+        "the hint names a program one can run: {hint:?}"
     );
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     child

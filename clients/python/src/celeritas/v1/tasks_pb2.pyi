@@ -191,10 +191,12 @@ class CancelTaskRequest(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., terminate: _Optional[bool] = ...) -> None: ...
 
 class CancelTaskResponse(_message.Message):
-    __slots__ = ("task",)
+    __slots__ = ("task", "descendants_cancelled")
     TASK_FIELD_NUMBER: _ClassVar[int]
+    DESCENDANTS_CANCELLED_FIELD_NUMBER: _ClassVar[int]
     task: Task
-    def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ...) -> None: ...
+    descendants_cancelled: int
+    def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ..., descendants_cancelled: _Optional[int] = ...) -> None: ...
 
 class PurgeQueueRequest(_message.Message):
     __slots__ = ("queue",)

@@ -282,7 +282,15 @@ export interface CancelTaskRequest {
 /** The task after the cancellation was recorded. */
 export interface CancelTaskResponse {
   /** The task; a task that had already finished is returned unchanged. */
-  task: Task | undefined;
+  task:
+    | Task
+    | undefined;
+  /**
+   * How many of the task's descendants this request cancelled (those not yet finished), not
+   * counting the task itself; nonzero also when the task had already finished, as a root that
+   * has fanned out has.
+   */
+  descendantsCancelled: number;
 }
 
 /** Asks to purge a queue. */
@@ -1738,13 +1746,16 @@ export const CancelTaskRequest: MessageFns<CancelTaskRequest> = {
 };
 
 function createBaseCancelTaskResponse(): CancelTaskResponse {
-  return { task: undefined };
+  return { task: undefined, descendantsCancelled: 0 };
 }
 
 export const CancelTaskResponse: MessageFns<CancelTaskResponse> = {
   encode(message: CancelTaskResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.task !== undefined) {
       Task.encode(message.task, writer.uint32(10).fork()).join();
+    }
+    if (message.descendantsCancelled !== 0) {
+      writer.uint32(16).uint64(message.descendantsCancelled);
     }
     return writer;
   },
@@ -1770,6 +1781,14 @@ export const CancelTaskResponse: MessageFns<CancelTaskResponse> = {
             message.task = Task.decode(reader, reader.uint32());
             continue;
           }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.descendantsCancelled = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1788,6 +1807,7 @@ export const CancelTaskResponse: MessageFns<CancelTaskResponse> = {
   fromPartial<I extends Exact<DeepPartial<CancelTaskResponse>, I>>(object: I): CancelTaskResponse {
     const message = createBaseCancelTaskResponse();
     message.task = (object.task !== undefined && object.task !== null) ? Task.fromPartial(object.task) : undefined;
+    message.descendantsCancelled = object.descendantsCancelled ?? 0;
     return message;
   },
 };
