@@ -128,15 +128,20 @@ export class Inspector {
     return response.workers.map(workerPingFromPb);
   }
 
-  /** The tasks running now, by worker. */
-  async active(): Promise<WorkerTasks[]> {
-    const response = await this.context.call(this.methods.active, {});
+  /**
+   * The tasks running now, by worker: at most `limit` (server default 1,000; at most 10,000,
+   * or 100 with args). Args are left out (`{}`) unless `includeArgs`.
+   */
+  async active(options: { limit?: number; includeArgs?: boolean } = {}): Promise<WorkerTasks[]> {
+    const request = { limit: options.limit ?? 0, includeArgs: options.includeArgs ?? false };
+    const response = await this.context.call(this.methods.active, request);
     return response.workers.map(workerTasksFromPb);
   }
 
-  /** The tasks leased but not started (prefetched), by worker. */
-  async reserved(): Promise<WorkerTasks[]> {
-    const response = await this.context.call(this.methods.reserved, {});
+  /** The tasks leased but not started (prefetched), by worker; `limit` and `includeArgs` as for `active`. */
+  async reserved(options: { limit?: number; includeArgs?: boolean } = {}): Promise<WorkerTasks[]> {
+    const request = { limit: options.limit ?? 0, includeArgs: options.includeArgs ?? false };
+    const response = await this.context.call(this.methods.reserved, request);
     return response.workers.map(workerTasksFromPb);
   }
 

@@ -347,14 +347,28 @@ class AsyncInspect:
         response = await self._client._call(self._stub.Ping, request, timeout=call_timeout)
         return [_wire.worker_ping(entry) for entry in response.workers]
 
-    async def active(self) -> list[WorkerTasks]:
-        """The tasks running now, by worker."""
-        response = await self._client._call(self._stub.Active, inspect_pb2.ActiveRequest())
+    async def active(
+        self, limit: int | None = None, include_args: bool = False
+    ) -> list[WorkerTasks]:
+        """The tasks running now, by worker.
+
+        At most ``limit`` (server default 1,000; at most 10,000, or 100 with args); args
+        are left out (``{}``) unless ``include_args``.
+        """
+        request = inspect_pb2.ActiveRequest(limit=limit or 0, include_args=include_args)
+        response = await self._client._call(self._stub.Active, request)
         return [_wire.worker_tasks(entry) for entry in response.workers]
 
-    async def reserved(self) -> list[WorkerTasks]:
-        """The tasks leased but not started, by worker."""
-        response = await self._client._call(self._stub.Reserved, inspect_pb2.ReservedRequest())
+    async def reserved(
+        self, limit: int | None = None, include_args: bool = False
+    ) -> list[WorkerTasks]:
+        """The tasks leased but not started, by worker.
+
+        At most ``limit`` (server default 1,000; at most 10,000, or 100 with args); args
+        are left out (``{}``) unless ``include_args``.
+        """
+        request = inspect_pb2.ReservedRequest(limit=limit or 0, include_args=include_args)
+        response = await self._client._call(self._stub.Reserved, request)
         return [_wire.worker_tasks(entry) for entry in response.workers]
 
     async def scheduled(self, limit: int | None = None) -> ScheduledWork:
