@@ -285,6 +285,46 @@ async fn a_campaign_reaches_every_deliverable_recipient_once() {
     );
 }
 
+/// A relay's reply is foreign text: one with a NUL byte (which Postgres cannot store) is made
+/// storable, so the recipient's record is written, and the batch's result never commits
+/// without it.
+#[tokio::test]
+async fn a_reply_with_a_nul_byte_is_recorded_not_lost() {
+    let database = TestDatabase::create().await;
+    let logs = log_dir("campaign_nul_reply");
+    let server = SmtpServer::start(&logs, &[]).await;
+    configure(&logs, &server, "");
+    let coordinator = CoordinatorProcess::start(&database, &logs).await;
+    let _worker = WorkerProcess::start(
+        &coordinator,
+        &logs,
+        "worker",
+        &["-Q", "campaigns,email", "-c", "2"],
+    );
+    let mut recipients: Vec<Value> = (0..19)
+        .map(|i| recipient(&format!("person-{i}@example.org"), &format!("Person {i}")))
+        .collect();
+    recipients.insert(7, recipient("nul-7@example.org", "Nul"));
+    let mut client = tasks_client(&coordinator).await;
+    let root = submit(
+        &mut client,
+        "send_campaign",
+        campaign("c-nul", recipients, 10),
+    )
+    .await;
+    finish(&mut client, &root).await;
+    let records = deliveries(&database, &root).await;
+    assert_eq!(records.len(), 20, "{records:?}");
+    let (status, data) = &records["nul-7@example.org"];
+    assert_eq!(status, "failed");
+    let reply = data["smtp"].as_str().unwrap();
+    assert!(
+        reply.contains("550") && reply.contains("no\u{fffd}such user"),
+        "{data}"
+    );
+    assert_eq!(server.counts().len(), 19);
+}
+
 #[tokio::test]
 async fn a_killed_worker_never_mails_a_recorded_recipient_twice() {
     let database = TestDatabase::create().await;

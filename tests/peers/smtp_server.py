@@ -3,7 +3,8 @@
     smtp_server.py PORT LOG [--defer-times N] [--data-delay SECONDS] [--stall-seconds S]
                    [--tls starttls|implicit --cert PEM --key PEM]
 
-Recipients whose local part starts with `reject` get 550; those starting with `defer` get 451 for
+Recipients whose local part starts with `reject` get 550, those starting with `nul` get a 550
+whose text holds a NUL byte (a relay's reply is foreign text); those starting with `defer` get 451 for
 their first N RCPTs (default 1), then are accepted; those starting with `stall` get no answer to
 their first RCPT for S seconds (default 600: a relay that hangs), then are accepted. Every accepted
 message is appended to LOG as one JSON line: {"from": ..., "to": [...], "data": "<the message as
@@ -38,6 +39,8 @@ class Scripted:
         local = address.split("@", 1)[0].lower()
         if local.startswith("reject"):
             return f"550 5.1.1 <{address}>: mailbox unavailable"
+        if local.startswith("nul"):
+            return f"550 5.1.1 <{address}>: no\x00such user"
         if local.startswith("stall"):
             with self.lock:
                 first = address.lower() not in self.stalled
