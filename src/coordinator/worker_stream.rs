@@ -540,24 +540,12 @@ async fn settle(coordinator: &Coordinator, session: &Session, written: Written) 
     };
     match written {
         Ok(accepted) => {
-            session.settle(&token);
             let reason = if accepted {
                 String::new()
             } else {
                 format!("lease {token} is no longer current")
             };
-            session
-                .send(CoordinatorMessage::ResultAck {
-                    token,
-                    accepted,
-                    reason,
-                })
-                .await;
-            coordinator.signal.wake();
-            coordinator.waiters.wake(token.task_id);
-            if let Some(root) = tree {
-                coordinator.dirty_trees.mark(root);
-            }
+            settled(coordinator, session, token, tree, accepted, reason).await;
             true
         }
         Err(BatchError::Store(why)) => {
@@ -565,20 +553,8 @@ async fn settle(coordinator: &Coordinator, session: &Session, written: Written) 
             // it again would fail again, so the attempt is recorded as failed, saying why.
             tracing::warn!(worker = %session.worker(), %token, %why, "the store refused a result; recording the attempt as failed");
             if fail_instead(coordinator, session, token, &why).await {
-                session.settle(&token);
                 let reason = format!("the store refused the result; the attempt failed: {why}");
-                session
-                    .send(CoordinatorMessage::ResultAck {
-                        token,
-                        accepted: false,
-                        reason,
-                    })
-                    .await;
-                coordinator.signal.wake();
-                coordinator.waiters.wake(token.task_id);
-                if let Some(root) = tree {
-                    coordinator.dirty_trees.mark(root);
-                }
+                settled(coordinator, session, token, tree, false, reason).await;
                 return true;
             }
             session.abandon_completion(&token);
@@ -591,6 +567,30 @@ async fn settle(coordinator: &Coordinator, session: &Session, written: Written) 
             session.abandon_completion(&token);
             false
         }
+    }
+}
+
+/// An attempt's end is durable: its place is freed, the worker told, and whoever waits woken.
+async fn settled(
+    coordinator: &Coordinator,
+    session: &Session,
+    token: LeaseToken,
+    tree: Option<TaskId>,
+    accepted: bool,
+    reason: String,
+) {
+    session.settle(&token);
+    session
+        .send(CoordinatorMessage::ResultAck {
+            token,
+            accepted,
+            reason,
+        })
+        .await;
+    coordinator.signal.wake();
+    coordinator.waiters.wake(token.task_id);
+    if let Some(root) = tree {
+        coordinator.dirty_trees.mark(root);
     }
 }
 

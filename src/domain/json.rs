@@ -15,15 +15,7 @@ pub struct JsonText(String);
 impl JsonText {
     /// Parses JSON text of at most `max_bytes` bytes; empty text means `{}`.
     pub fn parse(field: &str, text: &str, max_bytes: usize) -> Result<Self, ValidationError> {
-        if text.len() > max_bytes {
-            return Err(ValidationError::new(
-                field,
-                format!(
-                    "is {} bytes, more than the limit of {max_bytes} bytes",
-                    text.len()
-                ),
-            ));
-        }
+        super::text::check_length(field, text, max_bytes)?;
         if text.trim().is_empty() {
             return Ok(Self::empty_object());
         }

@@ -215,6 +215,18 @@ pub struct Failure {
     pub retry_after: Option<Duration>,
 }
 
+impl Failure {
+    /// The failure of an attempt whose result no store can hold.
+    pub fn invalid_result(error: &super::ValidationError) -> Self {
+        Self {
+            kind: "invalid_result".to_owned(),
+            message: format!("the task's result cannot be stored: {error}"),
+            retryable: false,
+            retry_after: None,
+        }
+    }
+}
+
 /// How an attempt ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {

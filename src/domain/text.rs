@@ -13,8 +13,8 @@ use super::ValidationError;
 /// The most characters of a refused value that an error message quotes.
 const QUOTED_CHARACTERS: usize = 64;
 
-/// Refuses text over `max_bytes` or with a NUL character.
-pub fn check_text(field: &str, text: &str, max_bytes: usize) -> Result<(), ValidationError> {
+/// Refuses text over `max_bytes`.
+pub fn check_length(field: &str, text: &str, max_bytes: usize) -> Result<(), ValidationError> {
     if text.len() > max_bytes {
         return Err(ValidationError::new(
             field,
@@ -24,6 +24,12 @@ pub fn check_text(field: &str, text: &str, max_bytes: usize) -> Result<(), Valid
             ),
         ));
     }
+    Ok(())
+}
+
+/// Refuses text over `max_bytes` or with a NUL character.
+pub fn check_text(field: &str, text: &str, max_bytes: usize) -> Result<(), ValidationError> {
+    check_length(field, text, max_bytes)?;
     if text.contains('\0') {
         return Err(ValidationError::new(
             field,

@@ -711,12 +711,7 @@ pub fn worker_message_from_pb(request: pb::ConnectRequest) -> Result<WorkerMessa
                     UNLIMITED,
                 ) {
                     Ok(result) => Outcome::Succeeded(result),
-                    Err(error) => Outcome::Failed(Failure {
-                        kind: "invalid_result".to_owned(),
-                        message: format!("the task's result cannot be stored: {error}"),
-                        retryable: false,
-                        retry_after: None,
-                    }),
+                    Err(error) => Outcome::Failed(Failure::invalid_result(&error)),
                 },
                 // Foreign text (an exception's message): made storable, never refused.
                 Some(pb::task_result::Outcome::Failure(failure)) => Outcome::Failed(Failure {

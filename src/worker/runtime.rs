@@ -923,12 +923,7 @@ async fn execute(
     match finished {
         Ok(Ok(value)) => match JsonText::checked_from_value("result", &value) {
             Ok(result) => Outcome::Succeeded(result),
-            Err(error) => Outcome::Failed(Failure {
-                kind: "invalid_result".to_owned(),
-                message: format!("the task's result cannot be stored: {error}"),
-                retryable: false,
-                retry_after: None,
-            }),
+            Err(error) => Outcome::Failed(Failure::invalid_result(&error)),
         },
         Ok(Err(error)) => Outcome::Failed(Failure {
             kind: error.kind,

@@ -12,17 +12,9 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
-use tonic::transport::{Channel, Endpoint};
 
 use crate::support::{CoordinatorProcess, TestDatabase, log_dir};
-
-async fn channel(coordinator: &CoordinatorProcess) -> Channel {
-    Endpoint::from_shared(coordinator.url.clone())
-        .unwrap()
-        .connect()
-        .await
-        .expect("connect to the coordinator")
-}
+use crate::validation::channel;
 
 fn request(message: pb::connect_request::Message) -> pb::ConnectRequest {
     pb::ConnectRequest {

@@ -14,7 +14,8 @@ use tonic::{Code, Status};
 
 use crate::support::{CoordinatorProcess, TestDatabase, log_dir};
 
-async fn channel(coordinator: &CoordinatorProcess) -> Channel {
+/// A gRPC channel to `coordinator`.
+pub async fn channel(coordinator: &CoordinatorProcess) -> Channel {
     Endpoint::from_shared(coordinator.url.clone())
         .unwrap()
         .connect()
