@@ -112,15 +112,12 @@ impl<K: Eq + Hash + Clone> Failed<K> {
         }
     }
 
-    fn of(&self, owner: &Option<K>) -> Option<BatchError> {
-        owner
-            .as_ref()
-            .and_then(|owner| self.why.get(owner))
-            .map(|error| {
-                BatchError::Store(format!(
-                    "an earlier write of the same attempt failed: {error}"
-                ))
-            })
+    fn of(&self, owner: Option<&K>) -> Option<BatchError> {
+        owner.and_then(|owner| self.why.get(owner)).map(|error| {
+            BatchError::Store(format!(
+                "an earlier write of the same attempt failed: {error}"
+            ))
+        })
     }
 }
 
@@ -159,7 +156,7 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
                 let mut waiting = Vec::with_capacity(jobs.len());
                 for job in jobs.drain(..) {
                     let owner = (isolation.owner)(&job.item);
-                    match failed.of(&owner) {
+                    match failed.of(owner.as_ref()) {
                         Some(error) => {
                             let _ = job.reply.send(Err(error));
                         }
@@ -183,7 +180,7 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
                     Err(error @ BatchError::Store(_)) if !single => {
                         tracing::warn!(batch = name, size = items.len(), %error, "writing the refused batch item by item");
                         for (item, (owner, reply)) in items.into_iter().zip(waiting) {
-                            let written = match failed.of(&owner) {
+                            let written = match failed.of(owner.as_ref()) {
                                 Some(error) => Err(error),
                                 None => flush_until_available(name, &flush, vec![item], &stop)
                                     .await

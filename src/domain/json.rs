@@ -33,8 +33,8 @@ impl JsonText {
         field: &str,
         value: &serde_json::Value,
     ) -> Result<Self, ValidationError> {
-        let text = value.to_string();
-        Self::parse(field, &text, usize::MAX)
+        storable_value(value, 0).map_err(|why| ValidationError::new(field, why))?;
+        Ok(Self(value.to_string()))
     }
 
     /// `{}`.
@@ -71,6 +71,46 @@ impl JsonText {
 impl fmt::Display for JsonText {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         formatter.write_str(&self.0)
+    }
+}
+
+/// Refuses in a built value what `Storable` refuses in text (a `Value`'s strings hold no lone
+/// surrogates), without printing and parsing it again.
+fn storable_value(value: &serde_json::Value, depth: usize) -> Result<(), String> {
+    use serde_json::Value;
+    let nested = || {
+        if depth >= MAX_JSON_DEPTH {
+            Err(format!("nested deeper than {MAX_JSON_DEPTH} levels"))
+        } else {
+            Ok(depth + 1)
+        }
+    };
+    let text = |text: &str| {
+        if text.contains('\0') {
+            Err(
+                "a string contains a NUL character (\\u0000), which the store cannot hold"
+                    .to_owned(),
+            )
+        } else {
+            Ok(())
+        }
+    };
+    match value {
+        Value::Null | Value::Bool(_) | Value::Number(_) => Ok(()),
+        Value::String(string) => text(string),
+        Value::Array(items) => {
+            let depth = nested()?;
+            items
+                .iter()
+                .try_for_each(|item| storable_value(item, depth))
+        }
+        Value::Object(members) => {
+            let depth = nested()?;
+            members.iter().try_for_each(|(key, member)| {
+                text(key)?;
+                storable_value(member, depth)
+            })
+        }
     }
 }
 
@@ -212,6 +252,35 @@ mod tests {
         )
         .unwrap();
         assert!(JsonText::parse("args_json", "[1] [2]", 100).is_err());
+    }
+
+    #[test]
+    fn a_built_value_is_refused_as_its_text_would_be() {
+        for text in [
+            r#"{"to": "a\u0000b"}"#,
+            r#"{"a\u0000": 1}"#,
+            &format!(
+                "{}{}",
+                "[".repeat(MAX_JSON_DEPTH + 1),
+                "]".repeat(MAX_JSON_DEPTH + 1)
+            ),
+        ] {
+            let value: serde_json::Value = serde_json::from_str(text).unwrap();
+            let from_value = JsonText::checked_from_value("result", &value).unwrap_err();
+            let from_text = JsonText::parse("result", text, usize::MAX).unwrap_err();
+            assert_eq!(from_value.field, "result");
+            assert!(
+                from_text.message.contains(&from_value.message),
+                "{from_text} / {from_value}"
+            );
+        }
+        let fine = serde_json::json!({"nested": [[{"ok": "yes"}]], "n": 1.5});
+        assert_eq!(
+            JsonText::checked_from_value("result", &fine)
+                .unwrap()
+                .to_value(),
+            fine
+        );
     }
 
     #[test]

@@ -239,6 +239,14 @@ async fn stuck_tasks_are_listed_requeued_and_failed_by_hand() {
 
 /// Arguments of about 200 KB: more than a pipe holds, so a command printing them is still
 /// writing when its reader goes away.
+/// `large_args()` in a file under `logs`, as `--args @FILE` takes it (they outgrow a command
+/// line).
+fn large_args_file(logs: &std::path::Path) -> String {
+    let path = logs.join("args.json");
+    std::fs::write(&path, large_args()).unwrap();
+    format!("@{}", path.display())
+}
+
 fn large_args() -> String {
     let recipients: Vec<String> = (0..5000)
         .map(|index| format!("recipient-{index:05}@example.test"))
@@ -286,9 +294,7 @@ async fn commands_end_quietly_when_their_reader_goes_away() {
     let url = coordinator.url.clone();
     // A scheduled task (no worker needed) whose args outgrow a pipe; from a file, as they
     // outgrow a command line too.
-    let args_file = logs.join("args.json");
-    std::fs::write(&args_file, large_args()).unwrap();
-    let args_file = format!("@{}", args_file.display());
+    let args_file = large_args_file(&logs);
     let submitted = tokio::task::spawn_blocking({
         let url = url.clone();
         move || {
@@ -378,9 +384,7 @@ async fn status_cuts_long_args_unless_asked_for_all() {
     let logs = log_dir("cli_status_full");
     let coordinator = CoordinatorProcess::start(&database, &logs).await;
     let url = coordinator.url.clone();
-    let args_file = logs.join("args.json");
-    std::fs::write(&args_file, large_args()).unwrap();
-    let args_file = format!("@{}", args_file.display());
+    let args_file = large_args_file(&logs);
     let run = |arguments: Vec<String>| {
         let url = url.clone();
         tokio::task::spawn_blocking(move || {

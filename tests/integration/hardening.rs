@@ -22,6 +22,25 @@ fn request(message: pb::connect_request::Message) -> pb::ConnectRequest {
     }
 }
 
+/// A raw worker's hello on `default`, running `noop`, with `concurrency` × 1 leases.
+fn raw_hello(worker_id: &str, concurrency: u32) -> pb::Hello {
+    pb::Hello {
+        worker_id: worker_id.to_owned(),
+        hostname: "test".to_owned(),
+        pid: 1,
+        queues: vec!["default".to_owned()],
+        concurrency,
+        prefetch_multiplier: 1,
+        task_names: vec!["noop".to_owned()],
+        version: "test".to_owned(),
+        held_leases: vec![],
+    }
+}
+
+fn hello_message(hello: pb::Hello) -> pb::ConnectRequest {
+    request(pb::connect_request::Message::Hello(hello))
+}
+
 fn success(token: pb::LeaseToken, result_json: &str) -> pb::ConnectRequest {
     request(pb::connect_request::Message::Result(pb::TaskResult {
         lease: Some(token),
@@ -57,17 +76,7 @@ async fn one_unstorable_item_fails_alone_and_the_stream_goes_on() {
     let mut workers = WorkerServiceClient::new(channel(&coordinator).await);
     let (sender, receiver) = mpsc::channel(1024);
     sender
-        .send(request(pb::connect_request::Message::Hello(pb::Hello {
-            worker_id: "raw-hardening".to_owned(),
-            hostname: "test".to_owned(),
-            pid: 1,
-            queues: vec!["default".to_owned()],
-            concurrency: 100,
-            prefetch_multiplier: 1,
-            task_names: vec!["noop".to_owned()],
-            version: "test".to_owned(),
-            held_leases: vec![],
-        })))
+        .send(hello_message(raw_hello("raw-hardening", 100)))
         .await
         .unwrap();
     sender
@@ -264,15 +273,10 @@ async fn unstorable_or_oversized_input_is_refused_by_field() {
     let mut workers = WorkerServiceClient::new(channel(&coordinator).await);
     let (sender, receiver) = mpsc::channel(4);
     sender
-        .send(request(pb::connect_request::Message::Hello(pb::Hello {
-            worker_id: "raw-hostname".to_owned(),
+        .send(hello_message(pb::Hello {
             hostname: "h".repeat(70_000),
-            pid: 1,
-            queues: vec!["default".to_owned()],
-            concurrency: 1,
-            prefetch_multiplier: 1,
-            ..Default::default()
-        })))
+            ..raw_hello("raw-hostname", 1)
+        }))
         .await
         .unwrap();
     let status = match workers.connect(ReceiverStream::new(receiver)).await {
@@ -322,16 +326,7 @@ async fn undecodable_messages_are_invalid_arguments() {
 
     // On a worker stream, after a good hello: the stream ends saying why.
     use prost::Message as _;
-    let hello = request(pb::connect_request::Message::Hello(pb::Hello {
-        worker_id: "raw-garbage".to_owned(),
-        hostname: "test".to_owned(),
-        pid: 1,
-        queues: vec!["default".to_owned()],
-        concurrency: 1,
-        prefetch_multiplier: 1,
-        ..Default::default()
-    }))
-    .encode_to_vec();
+    let hello = hello_message(raw_hello("raw-garbage", 1)).encode_to_vec();
     let (sender, receiver) = mpsc::channel::<Vec<u8>>(4);
     sender.send(hello).await.unwrap();
     grpc.ready().await.unwrap();
@@ -434,23 +429,12 @@ async fn a_worker_gets_no_more_than_the_coordinator_allows() {
         .env("CELERITAS_COORDINATOR__MAX_STREAM_BUFFER_BYTES", "1048576")
         .start()
         .await;
-    let raw_hello = |worker_id: &str, concurrency: u32| {
-        request(pb::connect_request::Message::Hello(pb::Hello {
-            worker_id: worker_id.to_owned(),
-            hostname: "test".to_owned(),
-            pid: 1,
-            queues: vec!["default".to_owned()],
-            concurrency,
-            prefetch_multiplier: 1,
-            task_names: vec!["noop".to_owned()],
-            version: "test".to_owned(),
-            held_leases: vec![],
-        }))
-    };
-
     let mut workers = WorkerServiceClient::new(channel(&coordinator).await);
     let (sender, receiver) = mpsc::channel(4);
-    sender.send(raw_hello("greedy", u32::MAX)).await.unwrap();
+    sender
+        .send(hello_message(raw_hello("greedy", u32::MAX)))
+        .await
+        .unwrap();
     let mut inbound = workers
         .connect(ReceiverStream::new(receiver))
         .await
@@ -485,7 +469,10 @@ async fn a_worker_gets_no_more_than_the_coordinator_allows() {
         .unwrap();
     let mut workers = WorkerServiceClient::new(channel(&coordinator).await);
     let (sender, receiver) = mpsc::channel(4);
-    sender.send(raw_hello("sleepy", 1000)).await.unwrap();
+    sender
+        .send(hello_message(raw_hello("sleepy", 1000)))
+        .await
+        .unwrap();
     sender
         .send(request(pb::connect_request::Message::Credit(pb::Credit {
             grant: 1000,
