@@ -18,8 +18,12 @@ macro_rules! errln {
 
 mod bench_command;
 mod client_commands;
+mod follow_command;
 mod inspect_commands;
+mod schedule_commands;
 mod serve_commands;
+mod table;
+mod task_commands;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -70,17 +74,17 @@ pub enum Command {
     /// Ends a stuck task's attempt and fails the task.
     Fail(client_commands::InterveneArgs),
     /// Lists tasks by name, state, tree and how long they have been quiet.
-    Tasks(inspect_commands::TasksArgs),
+    Tasks(task_commands::TasksArgs),
     /// Tells the workers of a queue to close their idle pooled SMTP connections.
-    CloseIdleConnections(inspect_commands::CloseIdleArgs),
+    CloseIdleConnections(task_commands::CloseIdleArgs),
     /// Checks a coordinator's health (grpc.health.v1); exits 0 when it is serving.
     Health(client_commands::HealthArgs),
     /// Shows what workers and queues are doing, as `celery inspect` does.
     Inspect(inspect_commands::InspectArgs),
     /// Shows a task tree's progress live until it finishes.
-    Follow(inspect_commands::FollowArgs),
+    Follow(follow_command::FollowArgs),
     /// Manages periodic schedules.
-    Schedules(inspect_commands::SchedulesArgs),
+    Schedules(schedule_commands::SchedulesArgs),
     /// Measures throughput and latency with no-op tasks, against a coordinator it starts (with
     /// workers) or one given with --coordinator.
     Bench(bench_command::BenchArgs),
@@ -123,12 +127,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Purge(args) => client_commands::purge(args).await,
         Command::Requeue(args) => client_commands::intervene(args, false).await,
         Command::Fail(args) => client_commands::intervene(args, true).await,
-        Command::Tasks(args) => inspect_commands::tasks(args).await,
-        Command::CloseIdleConnections(args) => inspect_commands::close_idle(args).await,
+        Command::Tasks(args) => task_commands::tasks(args).await,
+        Command::CloseIdleConnections(args) => task_commands::close_idle(args).await,
         Command::Health(args) => client_commands::health(args).await,
         Command::Inspect(args) => inspect_commands::inspect(args).await,
-        Command::Follow(args) => inspect_commands::follow(args).await,
-        Command::Schedules(args) => inspect_commands::schedules(args).await,
+        Command::Follow(args) => follow_command::follow(args).await,
+        Command::Schedules(args) => schedule_commands::schedules(args).await,
         Command::Bench(args) => bench_command::bench(args, config, cli.config).await,
     }
 }
