@@ -43,7 +43,7 @@ use self::trees::{DirtyTrees, TreeFlusher};
 use self::waiters::Waiters;
 use crate::clock::SharedClock;
 use crate::config::{Config, CoordinatorSettings, Routing};
-use crate::domain::{LeaseToken, TaskId, TaskName, TaskRecord, ValidationError};
+use crate::domain::{LeaseToken, RequestError, TaskId, TaskName, TaskRecord, ValidationError};
 use crate::store::{
     AttemptBatch, Completion, ProgressWrite, RecordWrite, Start, Store, StoreError,
 };
@@ -84,6 +84,30 @@ impl CoordinatorError {
             CoordinatorError::Invalid(error) => CoordinatorError::Invalid(error.within(prefix)),
             CoordinatorError::NotFound(error) => CoordinatorError::NotFound(error.within(prefix)),
             other => other,
+        }
+    }
+}
+
+/// A coordinator error as a task's request sees it: the store's troubles are worth retrying,
+/// bad input is not.
+impl From<CoordinatorError> for RequestError {
+    fn from(error: CoordinatorError) -> Self {
+        match error {
+            CoordinatorError::Unavailable(message) => RequestError {
+                message,
+                retryable: true,
+            },
+            CoordinatorError::Internal(detail) => {
+                tracing::error!(%detail, "a task's request failed");
+                RequestError {
+                    message: "internal error; the coordinator's log has the detail".to_owned(),
+                    retryable: true,
+                }
+            }
+            other => RequestError {
+                message: other.to_string(),
+                retryable: false,
+            },
         }
     }
 }
