@@ -43,7 +43,7 @@ use self::trees::{DirtyTrees, TreeFlusher};
 use self::waiters::Waiters;
 use crate::clock::SharedClock;
 use crate::config::{Config, CoordinatorSettings, Routing};
-use crate::domain::{LeaseToken, TaskId, TaskName, TaskRecord, ValidationError};
+use crate::domain::{ErrorKind, LeaseToken, TaskId, TaskName, TaskRecord, ValidationError};
 use crate::store::{
     AttemptBatch, Completion, ProgressWrite, RecordWrite, Start, Store, StoreError,
 };
@@ -78,6 +78,17 @@ pub enum CoordinatorError {
 }
 
 impl CoordinatorError {
+    /// The kind of failure a client is told this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            CoordinatorError::Invalid(_) => ErrorKind::InvalidArgument,
+            CoordinatorError::NotFound(_) => ErrorKind::NotFound,
+            CoordinatorError::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
+            CoordinatorError::Unavailable(_) => ErrorKind::Unavailable,
+            CoordinatorError::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
     /// The same error, with its field seen from an enclosing message.
     pub fn within(self, prefix: &str) -> Self {
         match self {

@@ -1,6 +1,7 @@
 //! The domain: the values celeritas reasons about, each created by a parser so that holding one
 //! proves it is valid. Nothing here knows about protobuf, SQL or serde.
 
+mod error_kind;
 mod ids;
 mod inspect;
 mod json;
@@ -14,6 +15,7 @@ mod task;
 mod text;
 mod tree;
 
+pub use error_kind::ErrorKind;
 pub use ids::{TaskId, WorkerId};
 pub use inspect::{PingResult, QueueDepth, WorkerInfo};
 pub use json::{JsonText, MAX_JSON_DEPTH};
