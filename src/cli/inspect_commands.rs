@@ -9,10 +9,9 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 use super::{CoordinatorAddress, parse_duration};
-use crate::coordinator::TaskQuery;
 use crate::domain::{
-    JsonText, QueueName, Schedule, ScheduleSource, TaskId, TaskName, TaskRecord, TaskSpec,
-    TaskState, Timing, TreeEventKind, parse_schedule_name,
+    JsonText, QueueName, Schedule, ScheduleSource, TaskId, TaskName, TaskQuery, TaskRecord,
+    TaskSpec, TaskState, Timing, TreeEventKind, parse_schedule_name,
 };
 use crate::grpc::CoordinatorClient;
 

@@ -21,9 +21,7 @@ mod trees;
 pub mod waiters;
 pub mod worker_stream;
 
-pub use cancel::{
-    Cancellation, Intervention, MAX_LISTED_WITH_PAYLOADS, MAX_REASON_CHARS, TaskQuery,
-};
+pub use cancel::{Cancellation, Intervention, MAX_LISTED_WITH_PAYLOADS, MAX_REASON_CHARS};
 pub use inspect::MAX_LISTED;
 pub use progress::{RecordsPage, RecordsRequest};
 

@@ -13,10 +13,9 @@ use super::pb::inspect_service_client::InspectServiceClient;
 use super::pb::schedule_service_client::ScheduleServiceClient;
 use super::pb::task_service_client::TaskServiceClient;
 use super::status::kind_of;
-use crate::coordinator::TaskQuery;
 use crate::domain::{
-    ErrorKind, PingResult, QueueDepth, QueueName, Schedule, TaskId, TaskRecord, TaskSpec,
-    TreeEvent, ValidationError, WorkerInfo,
+    ErrorKind, PingResult, QueueDepth, QueueName, Schedule, TaskId, TaskQuery, TaskRecord,
+    TaskSpec, TreeEvent, ValidationError, WorkerInfo,
 };
 use crate::store::Inserted;
 

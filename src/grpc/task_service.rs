@@ -13,9 +13,9 @@ use super::convert::{
 };
 use super::pb;
 use super::status::invalid;
-use crate::coordinator::{Coordinator, Intervention, RecordsRequest, TaskQuery};
+use crate::coordinator::{Coordinator, Intervention, RecordsRequest};
 use crate::domain::{
-    MAX_BATCH_SUBMIT, QueueName, TaskId, TaskName, ValidationError, parse_short_name,
+    MAX_BATCH_SUBMIT, QueueName, TaskId, TaskName, TaskQuery, ValidationError, parse_short_name,
 };
 
 /// How many tasks `ListTasks` answers unless told otherwise.

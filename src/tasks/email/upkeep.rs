@@ -16,8 +16,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::config::{CampaignSettings, StuckPolicy};
-use crate::coordinator::TaskQuery;
-use crate::domain::{ErrorKind, QueueName, RecordEntry, TaskId, TaskName, TaskRecord, TaskState};
+use crate::domain::{
+    ErrorKind, QueueName, RecordEntry, TaskId, TaskName, TaskQuery, TaskRecord, TaskState,
+};
 use crate::grpc::client::{ClientError, CoordinatorClient};
 use crate::worker::{TaskContext, TaskError};
 
