@@ -87,6 +87,18 @@ impl CoordinatorError {
         }
     }
 
+    /// What a client or a worker is told: the error's own text, except for an internal error,
+    /// whose detail is logged here and never shown.
+    pub fn into_shown_message(self) -> String {
+        match self {
+            CoordinatorError::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                "internal error; the coordinator's log has the detail".to_owned()
+            }
+            other => other.to_string(),
+        }
+    }
+
     /// The same error, with its field seen from an enclosing message.
     pub fn within(self, prefix: &str) -> Self {
         match self {

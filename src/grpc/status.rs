@@ -1,7 +1,8 @@
 //! The one table between error kinds and gRPC status codes, both ways: the coordinator's errors
 //! leave as codes (`From<CoordinatorError> for Status`), and a client reads a code back as a
 //! kind (`kind_of`), so nothing outside `grpc/` names a gRPC code. Internal errors are logged
-//! with their cause and shown to clients only as "internal error".
+//! with their cause and shown to clients only as "internal error"
+//! (`CoordinatorError::into_shown_message`).
 
 use tonic::{Code, Status};
 
@@ -10,14 +11,7 @@ use crate::domain::ErrorKind;
 
 impl From<CoordinatorError> for Status {
     fn from(error: CoordinatorError) -> Self {
-        let code = code_for(error.kind());
-        match error {
-            CoordinatorError::Internal(detail) => {
-                tracing::error!(%detail, "internal error");
-                Status::new(code, "internal error; the coordinator's log has the detail")
-            }
-            other => Status::new(code, other.to_string()),
-        }
+        Status::new(code_for(error.kind()), error.into_shown_message())
     }
 }
 
