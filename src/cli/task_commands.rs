@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::table::{print_table, task_json, task_row};
 use super::{CoordinatorAddress, parse_duration};
-use crate::coordinator::TaskQuery;
+use crate::domain::TaskQuery;
 use crate::domain::{QueueName, TaskId, TaskName, TaskState};
 use crate::grpc::CoordinatorClient;
 

@@ -6,11 +6,9 @@
 //! connected here, through an announcement otherwise) and stops it; its place is freed when the
 //! worker gives the lease back or reports the (refused) result.
 
-use std::time::Duration;
-
 use super::{Coordinator, CoordinatorError};
 use crate::domain::{
-    LeaseToken, QueueName, TaskId, TaskName, TaskRecord, TaskState, ValidationError,
+    LeaseToken, QueueName, TaskId, TaskQuery, TaskRecord, TaskState, ValidationError,
 };
 use crate::store::{Announcement, Interruption, TaskFilter};
 
@@ -19,23 +17,6 @@ pub const MAX_REASON_CHARS: usize = 1_000;
 
 /// The most tasks one answer lists with their args and results.
 pub const MAX_LISTED_WITH_PAYLOADS: u32 = 100;
-
-/// Which tasks `Coordinator::list_tasks` answers; every filter given must match.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TaskQuery {
-    /// Only tasks of this tree.
-    pub root: Option<TaskId>,
-    /// Only these names; any when empty.
-    pub names: Vec<TaskName>,
-    /// Only these states; the unfinished ones when empty.
-    pub states: Vec<TaskState>,
-    /// Only tasks that showed no sign of life (progress, start, submission) for this long.
-    pub quiet_for: Option<Duration>,
-    /// The most tasks to answer, 1 to 10,000.
-    pub limit: u32,
-    /// Also answer each task's args and result.
-    pub with_payloads: bool,
-}
 
 /// What to do with an attempt that is ended from outside.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

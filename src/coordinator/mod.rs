@@ -21,9 +21,7 @@ mod trees;
 pub mod waiters;
 pub mod worker_stream;
 
-pub use cancel::{
-    Cancellation, Intervention, MAX_LISTED_WITH_PAYLOADS, MAX_REASON_CHARS, TaskQuery,
-};
+pub use cancel::{Cancellation, Intervention, MAX_LISTED_WITH_PAYLOADS, MAX_REASON_CHARS};
 pub use inspect::MAX_LISTED;
 pub use progress::{RecordsPage, RecordsRequest};
 
@@ -43,7 +41,9 @@ use self::trees::{DirtyTrees, TreeFlusher};
 use self::waiters::Waiters;
 use crate::clock::SharedClock;
 use crate::config::{Config, CoordinatorSettings, Routing};
-use crate::domain::{LeaseToken, RequestError, TaskId, TaskName, TaskRecord, ValidationError};
+use crate::domain::{
+    ErrorKind, LeaseToken, RequestError, TaskId, TaskName, TaskRecord, ValidationError,
+};
 use crate::store::{
     AttemptBatch, Completion, ProgressWrite, RecordWrite, Start, Store, StoreError,
 };
@@ -78,6 +78,29 @@ pub enum CoordinatorError {
 }
 
 impl CoordinatorError {
+    /// The kind of failure a client is told this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            CoordinatorError::Invalid(_) => ErrorKind::InvalidArgument,
+            CoordinatorError::NotFound(_) => ErrorKind::NotFound,
+            CoordinatorError::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
+            CoordinatorError::Unavailable(_) => ErrorKind::Unavailable,
+            CoordinatorError::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
+    /// What a client or a worker is told: the error's own text, except for an internal error,
+    /// whose detail is logged here and never shown.
+    pub fn into_shown_message(self) -> String {
+        match self {
+            CoordinatorError::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                "internal error; the coordinator's log has the detail".to_owned()
+            }
+            other => other.to_string(),
+        }
+    }
+
     /// The same error, with its field seen from an enclosing message.
     pub fn within(self, prefix: &str) -> Self {
         match self {
@@ -88,26 +111,14 @@ impl CoordinatorError {
     }
 }
 
-/// A coordinator error as a task's request sees it: the store's troubles are worth retrying,
-/// bad input is not.
+/// A coordinator error as a task's request sees it: the store's troubles (and the coordinator's
+/// own) are worth retrying, bad input is not.
 impl From<CoordinatorError> for RequestError {
     fn from(error: CoordinatorError) -> Self {
-        match error {
-            CoordinatorError::Unavailable(message) => RequestError {
-                message,
-                retryable: true,
-            },
-            CoordinatorError::Internal(detail) => {
-                tracing::error!(%detail, "a task's request failed");
-                RequestError {
-                    message: "internal error; the coordinator's log has the detail".to_owned(),
-                    retryable: true,
-                }
-            }
-            other => RequestError {
-                message: other.to_string(),
-                retryable: false,
-            },
+        let retryable = matches!(error.kind(), ErrorKind::Unavailable | ErrorKind::Internal);
+        RequestError {
+            message: error.into_shown_message(),
+            retryable,
         }
     }
 }

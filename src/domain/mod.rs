@@ -1,12 +1,14 @@
 //! The domain: the values celeritas reasons about, each created by a parser so that holding one
 //! proves it is valid. Nothing here knows about protobuf, SQL or serde.
 
+mod error_kind;
 mod ids;
 mod inspect;
 mod json;
 mod lease;
 mod names;
 mod protocol;
+mod query;
 mod record;
 mod schedule;
 mod spec;
@@ -14,6 +16,7 @@ mod task;
 mod text;
 mod tree;
 
+pub use error_kind::ErrorKind;
 pub use ids::{TaskId, WorkerId};
 pub use inspect::{PingResult, QueueDepth, WorkerInfo};
 pub use json::{JsonText, MAX_JSON_DEPTH};
@@ -24,6 +27,7 @@ pub use protocol::{
     MAX_FAILURE_MESSAGE_BYTES, MAX_HOSTNAME_BYTES, MAX_NOTE_BYTES, MAX_VERSION_BYTES,
     ProgressReport, Refusal, RequestError, WorkerMessage,
 };
+pub use query::TaskQuery;
 pub use record::{
     MAX_RECORD_DATA_BYTES, MAX_RECORD_KEY_BYTES, RecordEntry, StoredRecord, WorkerStats,
     parse_short_name,

@@ -12,10 +12,10 @@ use super::pb;
 use super::pb::inspect_service_client::InspectServiceClient;
 use super::pb::schedule_service_client::ScheduleServiceClient;
 use super::pb::task_service_client::TaskServiceClient;
-use crate::coordinator::TaskQuery;
+use super::status::kind_of;
 use crate::domain::{
-    PingResult, QueueDepth, QueueName, Schedule, TaskId, TaskRecord, TaskSpec, TreeEvent,
-    ValidationError, WorkerInfo,
+    ErrorKind, PingResult, QueueDepth, QueueName, Schedule, TaskId, TaskQuery, TaskRecord,
+    TaskSpec, TreeEvent, ValidationError, WorkerInfo,
 };
 use crate::store::Inserted;
 
@@ -38,9 +38,14 @@ pub enum ClientError {
         /// Why it failed.
         reason: String,
     },
-    /// The coordinator answered with an error.
-    #[error("{:?}: {}", .0.code(), .0.message())]
-    Status(tonic::Status),
+    /// The coordinator (or the transport on its behalf) answered with an error.
+    #[error("{kind:?}: {message}")]
+    Status {
+        /// What kind of failure it is.
+        kind: ErrorKind,
+        /// What the coordinator said.
+        message: String,
+    },
     /// The coordinator's answer does not parse.
     #[error("the coordinator's answer does not parse: {0}")]
     Malformed(#[from] ValidationError),
@@ -48,7 +53,10 @@ pub enum ClientError {
 
 impl From<tonic::Status> for ClientError {
     fn from(status: tonic::Status) -> Self {
-        ClientError::Status(status)
+        ClientError::Status {
+            kind: kind_of(status.code()),
+            message: status.message().to_owned(),
+        }
     }
 }
 

@@ -11,8 +11,8 @@ use super::convert::{
 };
 use super::pb;
 use super::status::invalid;
-use crate::coordinator::{Coordinator, TaskQuery};
-use crate::domain::{QueueName, TaskState, ValidationError};
+use crate::coordinator::Coordinator;
+use crate::domain::{QueueName, TaskQuery, TaskState, ValidationError};
 
 /// How long a ping waits unless told otherwise.
 const DEFAULT_PING_WAIT: Duration = Duration::from_secs(2);

@@ -13,9 +13,9 @@ use super::convert::{
 };
 use super::pb;
 use super::status::invalid;
-use crate::coordinator::{Coordinator, Intervention, RecordsRequest, TaskQuery};
+use crate::coordinator::{Coordinator, CoordinatorError, Intervention, RecordsRequest};
 use crate::domain::{
-    MAX_BATCH_SUBMIT, QueueName, TaskId, TaskName, ValidationError, parse_short_name,
+    MAX_BATCH_SUBMIT, QueueName, TaskId, TaskName, TaskQuery, ValidationError, parse_short_name,
 };
 
 /// How many tasks `ListTasks` answers unless told otherwise.
@@ -50,9 +50,11 @@ impl pb::task_service_server::TaskService for TaskApi {
             .coordinator
             .submit(vec![spec], |_| "task".to_owned())
             .await?;
-        let inserted = inserted
-            .first()
-            .ok_or_else(|| Status::internal("the store answered no task"))?;
+        let inserted = inserted.first().ok_or_else(|| {
+            Status::from(CoordinatorError::Internal(
+                "the store answered no task for a submit of one".to_owned(),
+            ))
+        })?;
         Ok(Response::new(pb::SubmitTaskResponse {
             task_id: inserted.id.to_string(),
             created: inserted.created,

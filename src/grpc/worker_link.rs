@@ -8,7 +8,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::client::{ClientError, connect_channel};
 use super::convert::{coordinator_message_from_pb, worker_message_to_pb};
 use super::pb::worker_service_client::WorkerServiceClient;
-use crate::domain::{CoordinatorMessage, Hello, WorkerMessage};
+use super::status::kind_of;
+use crate::domain::{CoordinatorMessage, ErrorKind, Hello, WorkerMessage};
 
 /// How many messages may wait to be sent to the coordinator.
 const OUTBOUND_CAPACITY: usize = 4096;
@@ -20,8 +21,13 @@ pub enum LinkError {
     #[error(transparent)]
     Connect(#[from] ClientError),
     /// The coordinator ended the stream with an error.
-    #[error("the coordinator ended the stream: {:?}: {}", .0.code(), .0.message())]
-    Ended(tonic::Status),
+    #[error("the coordinator ended the stream: {kind:?}: {message}")]
+    Ended {
+        /// What kind of failure it is.
+        kind: ErrorKind,
+        /// What the coordinator said.
+        message: String,
+    },
     /// The coordinator sent something that does not parse.
     #[error("the coordinator sent a malformed message: {0}")]
     Malformed(crate::domain::ValidationError),
@@ -49,12 +55,15 @@ impl WorkerLink {
         let response = client
             .connect(requests)
             .await
-            .map_err(|status| LinkError::Connect(ClientError::Status(status)))?;
+            .map_err(|status| LinkError::Connect(ClientError::from(status)))?;
         let inbound = response
             .into_inner()
             .map(|message| match message {
                 Ok(message) => coordinator_message_from_pb(message).map_err(LinkError::Malformed),
-                Err(status) => Err(LinkError::Ended(status)),
+                Err(status) => Err(LinkError::Ended {
+                    kind: kind_of(status.code()),
+                    message: status.message().to_owned(),
+                }),
             })
             .boxed();
         Ok(Self { outbound, inbound })

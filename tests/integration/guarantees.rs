@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use celeritas::domain::{ExpiresAt, StartAt, TaskId, TaskState};
+use celeritas::domain::{ErrorKind, ExpiresAt, StartAt, TaskId, TaskState};
 use celeritas::grpc::{ClientError, CoordinatorClient};
 use serde_json::json;
 
@@ -221,8 +221,8 @@ async fn a_postgres_outage_refuses_submits_reports_not_serving_and_heals_by_itse
     postgres.crash();
     for _ in 0..5 {
         match client.submit(&spec("noop", json!({}), None)).await {
-            Err(ClientError::Status(status)) => {
-                assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}")
+            Err(ClientError::Status { kind, message }) => {
+                assert_eq!(kind, ErrorKind::Unavailable, "{message}")
             }
             other => panic!("a submit during the outage must be refused as unavailable: {other:?}"),
         }
@@ -542,14 +542,14 @@ async fn retries_permanent_errors_expiry_cancellation_and_purge_behave() {
     // Bad input names its field.
     let unknown = client.cancel(TaskId::generate(), false).await.unwrap_err();
     assert!(
-        matches!(&unknown, ClientError::Status(status) if status.code() == tonic::Code::NotFound && status.message().starts_with("task_id:")),
+        matches!(&unknown, ClientError::Status { kind: ErrorKind::NotFound, message } if message.starts_with("task_id:")),
         "{unknown:?}"
     );
     let mut greedy = spec("noop", json!({}), None);
     greedy.max_retries = Some(5_000);
     let refused = client.submit(&greedy).await.unwrap_err();
     assert!(
-        matches!(&refused, ClientError::Status(status) if status.message().starts_with("task.max_retries:")),
+        matches!(&refused, ClientError::Status { message, .. } if message.starts_with("task.max_retries:")),
         "{refused:?}"
     );
     assert!(worker.terminate().await.success());

@@ -16,8 +16,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::config::{CampaignSettings, StuckPolicy};
-use crate::coordinator::TaskQuery;
-use crate::domain::{QueueName, RecordEntry, TaskId, TaskName, TaskRecord, TaskState};
+use crate::domain::{
+    ErrorKind, QueueName, RecordEntry, TaskId, TaskName, TaskQuery, TaskRecord, TaskState,
+};
 use crate::grpc::client::{ClientError, CoordinatorClient};
 use crate::worker::{TaskContext, TaskError};
 
@@ -144,11 +145,10 @@ pub async fn cleanup_stuck_campaigns(
                 String::new(),
             ),
             // The batch moved on (finished, or was requeued by someone else) since it was listed.
-            Err(ClientError::Status(status))
-                if status.code() == tonic::Code::FailedPrecondition =>
-            {
-                ("skipped", status.message().to_owned())
-            }
+            Err(ClientError::Status {
+                kind: ErrorKind::FailedPrecondition,
+                message,
+            }) => ("skipped", message),
             Err(error) => return Err(api_error(error)),
         };
         let action = json!({
@@ -265,14 +265,10 @@ fn api_error(error: ClientError) -> TaskError {
         ClientError::Unreachable { .. } => {
             TaskError::retryable("coordinator_unreachable", error.to_string())
         }
-        ClientError::Status(status)
-            if matches!(
-                status.code(),
-                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
-            ) =>
-        {
-            TaskError::retryable("coordinator_unavailable", error.to_string())
-        }
+        ClientError::Status {
+            kind: ErrorKind::Unavailable | ErrorKind::DeadlineExceeded,
+            ..
+        } => TaskError::retryable("coordinator_unavailable", error.to_string()),
         _ => TaskError::permanent("coordinator_refused", error.to_string()),
     }
 }

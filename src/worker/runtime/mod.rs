@@ -263,15 +263,16 @@ impl Runtime {
             return Err(WorkerError::Refused(error.to_string()));
         }
         let welcomed = matches!(&self.connection, Connection::Up(link) if link.welcomed);
-        if let LinkError::Ended(status)
-        | LinkError::Connect(crate::grpc::ClientError::Status(status)) = &error
+        if let LinkError::Ended { kind, message }
+        | LinkError::Connect(crate::grpc::ClientError::Status { kind, message }) = &error
             && !welcomed
             && matches!(
-                status.code(),
-                tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition
+                kind,
+                crate::domain::ErrorKind::InvalidArgument
+                    | crate::domain::ErrorKind::FailedPrecondition
             )
         {
-            return Err(WorkerError::Refused(status.message().to_owned()));
+            return Err(WorkerError::Refused(message.clone()));
         }
         tracing::warn!(%error, retry_in = ?self.backoff, "no stream to the coordinator");
         self.fail_pending("the stream to the coordinator broke");
