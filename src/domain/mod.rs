@@ -34,8 +34,8 @@ pub use spec::{
     parse_idempotency_key, parse_max_retries,
 };
 pub use task::{
-    AttemptFailure, Failure, NewTask, Outcome, Priority, RetryPolicy, TaskRecord, TaskState,
-    TimeLimits,
+    AttemptFailure, Failure, Inserted, NewTask, Outcome, Priority, RetryPolicy, TaskRecord,
+    TaskState, TimeLimits,
 };
 pub use text::{check_text, quoted, sanitize};
 pub use tree::{

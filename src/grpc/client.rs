@@ -13,11 +13,11 @@ use super::pb::inspect_service_client::InspectServiceClient;
 use super::pb::schedule_service_client::ScheduleServiceClient;
 use super::pb::task_service_client::TaskServiceClient;
 use crate::coordinator::TaskQuery;
+use crate::domain::Inserted;
 use crate::domain::{
     PingResult, QueueDepth, QueueName, Schedule, TaskId, TaskRecord, TaskSpec, TreeEvent,
     ValidationError, WorkerInfo,
 };
-use crate::store::Inserted;
 
 /// Why a call to a coordinator failed.
 #[derive(Debug, thiserror::Error)]

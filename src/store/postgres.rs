@@ -19,12 +19,12 @@ use super::encoding::{
 };
 use super::{
     Adopted, Announcement, AnnouncementListener, AttemptBatch, Cancelled, Claim, Claimed,
-    Completion, Inserted, Interruption, LOST_ON_RECONNECT, ProgressWrite, Promoted, QueueCounts,
+    Completion, Interruption, LOST_ON_RECONNECT, ProgressWrite, Promoted, QueueCounts,
     RUNNING_LEASE_MARGIN, Reaped, RecordQuery, RecordWrite, Resolution, Start, Store, StoreError,
     TaskFilter, TreeUpdate, WorkerRegistration,
 };
 use crate::domain::{
-    JsonText, Lease, LeaseToken, NewTask, Observed, Priority, ProgressReport, QueueName,
+    Inserted, JsonText, Lease, LeaseToken, NewTask, Observed, Priority, ProgressReport, QueueName,
     RecordEntry, StoredRecord, TaskId, TaskName, TaskRecord, TaskState, TimeLimits, TreeEvent,
     WorkerId, WorkerInfo, WorkerStats, opening, plan_events,
 };

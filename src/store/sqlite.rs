@@ -28,12 +28,11 @@ use super::encoding::{
 };
 use super::{
     Adopted, Announcement, AnnouncementListener, AttemptBatch, Cancelled, Claim, Claimed,
-    Completion, Inserted, Interruption, LOST_ON_RECONNECT, Promoted, QueueCounts,
-    RUNNING_LEASE_MARGIN, Reaped, RecordQuery, Resolution, Store, StoreError, TaskFilter,
-    TreeUpdate, WorkerRegistration,
+    Completion, Interruption, LOST_ON_RECONNECT, Promoted, QueueCounts, RUNNING_LEASE_MARGIN,
+    Reaped, RecordQuery, Resolution, Store, StoreError, TaskFilter, TreeUpdate, WorkerRegistration,
 };
 use crate::domain::{
-    JsonText, Lease, LeaseToken, NewTask, Observed, Priority, ProgressReport, QueueName,
+    Inserted, JsonText, Lease, LeaseToken, NewTask, Observed, Priority, ProgressReport, QueueName,
     RecordEntry, StoredRecord, TaskId, TaskName, TaskRecord, TaskState, TimeLimits, TreeEvent,
     WorkerId, WorkerInfo, WorkerStats, opening, plan_events,
 };
