@@ -39,8 +39,9 @@ pub use task::{
 };
 pub use text::{check_text, quoted, sanitize};
 pub use tree::{
-    Aggregate, Observed, Plan, Reported, TreeEvent, TreeEventKind, opening, plan_events,
-    single_task_aggregate, synthesized_events,
+    Aggregate, Observed, Plan, Reported, TreeEvent, TreeEventKind, event_from_json, event_to_json,
+    opening, plan_events, progress_from_json, progress_to_json, single_task_aggregate,
+    synthesized_events,
 };
 
 /// An input that does not make sense, named by the field it came from.

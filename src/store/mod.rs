@@ -5,9 +5,6 @@
 //! `postgres` is the implementation for production and for several coordinators on one database.
 
 mod encoding;
-
-/// A tree event as JSON, the shape the stores keep and `celeritas follow --json` prints.
-pub use encoding::event_to_json;
 mod postgres;
 mod sqlite;
 

@@ -13,8 +13,8 @@ use uuid::Uuid;
 
 use super::encoding::{
     RootRow, aggregate_from_json, aggregate_of, aggregate_to_json, count, duration_from_millis,
-    event_from_json, event_to_json, failures_of, millis, progress_of, reported_from_json,
-    reported_to_json, schedule_task_from_json, schedule_task_to_json, timing_columns, timing_of,
+    failures_of, millis, progress_of, reported_from_json, reported_to_json,
+    schedule_task_from_json, schedule_task_to_json, timing_columns, timing_of,
     worker_stats_from_json, worker_stats_to_json,
 };
 use super::{
@@ -26,7 +26,7 @@ use super::{
 use crate::domain::{
     Inserted, JsonText, Lease, LeaseToken, NewTask, Observed, Priority, ProgressReport, QueueName,
     RecordEntry, StoredRecord, TaskId, TaskName, TaskRecord, TaskState, TimeLimits, TreeEvent,
-    WorkerId, WorkerInfo, WorkerStats, opening, plan_events,
+    WorkerId, WorkerInfo, WorkerStats, event_from_json, event_to_json, opening, plan_events,
 };
 use crate::domain::{Schedule, ScheduleSource};
 
