@@ -6,21 +6,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
+use super::Resolution;
 use crate::domain::{
     Aggregate, AttemptFailure, ProgressReport, Reported, TaskState, progress_from_json,
     progress_to_json,
 };
-
-/// A tree root as `observe_tree` reads it: state, error kind and message, progress done, total
-/// and message.
-pub type RootRow = (
-    String,
-    Option<String>,
-    Option<String>,
-    Option<i64>,
-    Option<i64>,
-    Option<String>,
-);
 
 pub fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
@@ -233,6 +223,43 @@ pub fn timing_columns(timing: &crate::domain::Timing) -> (Option<i64>, Option<&s
         Timing::Cron { expression, .. } => {
             (None, Some(expression.as_str()), timing.timezone_name())
         }
+    }
+}
+
+/// What an attempt's end writes: the task's new state, its result, the failure `(kind, message)`
+/// and, for a retry, when it runs again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResolutionColumns<'a> {
+    pub state: TaskState,
+    pub result: Option<&'a str>,
+    pub error: Option<(&'a str, &'a str)>,
+    pub run_at: Option<DateTime<Utc>>,
+}
+
+pub fn resolution_columns(resolution: &Resolution) -> ResolutionColumns<'_> {
+    match resolution {
+        Resolution::Succeeded(result) => ResolutionColumns {
+            state: TaskState::Succeeded,
+            result: Some(result.as_str()),
+            error: None,
+            run_at: None,
+        },
+        Resolution::Retry {
+            kind,
+            message,
+            run_at,
+        } => ResolutionColumns {
+            state: TaskState::Scheduled,
+            result: None,
+            error: Some((kind, message)),
+            run_at: Some(*run_at),
+        },
+        Resolution::Failed { kind, message } => ResolutionColumns {
+            state: TaskState::Failed,
+            result: None,
+            error: Some((kind, message)),
+            run_at: None,
+        },
     }
 }
 

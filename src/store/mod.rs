@@ -4,9 +4,16 @@
 //!
 //! `postgres` is the implementation for production and for several coordinators on one database.
 
+mod backend;
 mod encoding;
 mod postgres;
+mod records;
+mod row;
+mod schedules;
 mod sqlite;
+mod tasks;
+mod trees;
+mod workers;
 
 use std::collections::HashMap;
 use std::time::Duration;
