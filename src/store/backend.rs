@@ -1,7 +1,8 @@
 //! What a database must supply to be a store, and the one `Store` built on it.
 //!
-//! A backend runs statements (`Statements`, with values bound as `Param`s and rows read through
-//! `Columns`), opens transactions, and brings the SQL that differs between databases. It also
+//! A backend runs statements (`statements::Statements`, with values bound as `Param`s and rows
+//! read through `row::Columns`), opens transactions, and brings the SQL that differs between
+//! databases (`sqlx_database!` does the plumbing, the same for both). It also
 //! does, its own way, what cannot be one statement text for both: inserting and claiming in
 //! batches (`unnest` and `SKIP LOCKED` on Postgres, loops on SQLite), lease upkeep, attempts,
 //! cancellation and announcements. Everything else (trees, records, schedules, workers, the
@@ -13,142 +14,19 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 use uuid::Uuid;
 
 use super::row::Columns;
+use super::statements::Statements;
 use super::{
     Adopted, Announcement, AnnouncementListener, AttemptBatch, Cancelled, Claim, Claimed,
     Interruption, Promoted, QueueCounts, Reaped, RecordQuery, Store, StoreError, TaskFilter,
-    TreeUpdate, WorkerRegistration, records, schedules, tasks, trees, workers,
+    TreeUpdate, WorkerRegistration, leases, records, schedules, tasks, trees, workers,
 };
 use crate::domain::{
     Inserted, LeaseToken, NewTask, QueueName, Schedule, StoredRecord, TaskId, TaskName, TaskRecord,
     TaskState, TreeEvent, WorkerId, WorkerInfo, WorkerStats,
 };
-
-/// A value bound to a statement. Each backend encodes it its own way: Postgres as UUIDs,
-/// timestamps, JSONB and arrays; SQLite as text, microseconds and JSON text.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Param<'a> {
-    Text(Option<&'a str>),
-    Integer(Option<i64>),
-    Bool(bool),
-    Task(Option<TaskId>),
-    Moment(Option<DateTime<Utc>>),
-    Json(Option<&'a Value>),
-    Names(&'a [&'a str]),
-}
-
-impl<'a> From<&'a str> for Param<'a> {
-    fn from(text: &'a str) -> Self {
-        Param::Text(Some(text))
-    }
-}
-
-impl<'a> From<&'a String> for Param<'a> {
-    fn from(text: &'a String) -> Self {
-        Param::Text(Some(text))
-    }
-}
-
-impl<'a> From<Option<&'a str>> for Param<'a> {
-    fn from(text: Option<&'a str>) -> Self {
-        Param::Text(text)
-    }
-}
-
-impl From<i64> for Param<'_> {
-    fn from(number: i64) -> Self {
-        Param::Integer(Some(number))
-    }
-}
-
-impl From<Option<i64>> for Param<'_> {
-    fn from(number: Option<i64>) -> Self {
-        Param::Integer(number)
-    }
-}
-
-impl From<bool> for Param<'_> {
-    fn from(value: bool) -> Self {
-        Param::Bool(value)
-    }
-}
-
-impl From<TaskId> for Param<'_> {
-    fn from(id: TaskId) -> Self {
-        Param::Task(Some(id))
-    }
-}
-
-impl From<Option<TaskId>> for Param<'_> {
-    fn from(id: Option<TaskId>) -> Self {
-        Param::Task(id)
-    }
-}
-
-impl From<DateTime<Utc>> for Param<'_> {
-    fn from(moment: DateTime<Utc>) -> Self {
-        Param::Moment(Some(moment))
-    }
-}
-
-impl From<Option<DateTime<Utc>>> for Param<'_> {
-    fn from(moment: Option<DateTime<Utc>>) -> Self {
-        Param::Moment(moment)
-    }
-}
-
-impl<'a> From<&'a Value> for Param<'a> {
-    fn from(value: &'a Value) -> Self {
-        Param::Json(Some(value))
-    }
-}
-
-impl<'a> From<Option<&'a Value>> for Param<'a> {
-    fn from(value: Option<&'a Value>) -> Self {
-        Param::Json(value)
-    }
-}
-
-/// Runs statements written with `$1`, `$2`… placeholders (SQLite reads them as positions too).
-#[async_trait]
-pub(crate) trait Statements: Send {
-    /// A row of this database.
-    type Row: Columns + Send + Sync;
-
-    /// Runs a statement; how many rows it changed.
-    async fn execute(&mut self, sql: &'static str, params: &[Param<'_>])
-    -> Result<u64, StoreError>;
-
-    /// Runs a query; every row.
-    async fn fetch_all(
-        &mut self,
-        sql: &'static str,
-        params: &[Param<'_>],
-    ) -> Result<Vec<Self::Row>, StoreError>;
-
-    /// Runs a query; its first row, if any.
-    async fn fetch_optional(
-        &mut self,
-        sql: &'static str,
-        params: &[Param<'_>],
-    ) -> Result<Option<Self::Row>, StoreError> {
-        Ok(self.fetch_all(sql, params).await?.into_iter().next())
-    }
-
-    /// Runs a query that always answers a row.
-    async fn fetch_one(
-        &mut self,
-        sql: &'static str,
-        params: &[Param<'_>],
-    ) -> Result<Self::Row, StoreError> {
-        self.fetch_optional(sql, params)
-            .await?
-            .ok_or(StoreError::Internal(sqlx::Error::RowNotFound))
-    }
-}
 
 /// The task reads whose SQL differs between databases.
 pub(crate) struct TaskSql {
@@ -185,6 +63,15 @@ pub(crate) struct RecordSql {
     pub keys: &'static str,
 }
 
+/// The lease statements whose SQL differs between databases.
+pub(crate) struct LeaseSql {
+    /// Extends the leases held through sessions `$1` to `$2` plus `$3` ms, but a running lease
+    /// never past its start plus its hard time limit plus `$4` ms.
+    pub renew: &'static str,
+    /// Makes the leases held through session `$1` expire by `$2`.
+    pub expire_session: &'static str,
+}
+
 /// A database's connections, transactions and differing SQL.
 #[async_trait]
 pub(crate) trait Database: Send + Sync + 'static {
@@ -201,6 +88,8 @@ pub(crate) trait Database: Send + Sync + 'static {
     const TREES: TreeSql;
     /// Record reads.
     const RECORDS: RecordSql;
+    /// Lease upkeep.
+    const LEASES: LeaseSql;
     /// Whether any worker has said it runs task name `$1`, as `known`.
     const KNOWS_TASK_NAME: &'static str;
 
@@ -263,19 +152,6 @@ pub(crate) trait Leases: Database {
         now: DateTime<Utc>,
         lease_expires_at: DateTime<Utc>,
     ) -> Result<Adopted, StoreError>;
-
-    async fn renew_leases(
-        &self,
-        sessions: &[Uuid],
-        now: DateTime<Utc>,
-        ttl: Duration,
-    ) -> Result<u64, StoreError>;
-
-    async fn expire_session_leases(
-        &self,
-        session: Uuid,
-        at: DateTime<Utc>,
-    ) -> Result<u64, StoreError>;
 
     async fn reap(&self, now: DateTime<Utc>, limit: u32) -> Result<Reaped, StoreError>;
 
@@ -468,7 +344,7 @@ impl<B: Backend> Store for B {
         now: DateTime<Utc>,
         ttl: Duration,
     ) -> Result<u64, StoreError> {
-        Leases::renew_leases(self, sessions, now, ttl).await
+        leases::renew_leases(self, sessions, now, ttl).await
     }
 
     async fn expire_session_leases(
@@ -476,7 +352,7 @@ impl<B: Backend> Store for B {
         session: Uuid,
         at: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
-        Leases::expire_session_leases(self, session, at).await
+        leases::expire_session_leases(self, session, at).await
     }
 
     async fn reap(&self, now: DateTime<Utc>, limit: u32) -> Result<Reaped, StoreError> {

@@ -6,11 +6,13 @@
 
 mod backend;
 mod encoding;
+mod leases;
 mod postgres;
 mod records;
 mod row;
 mod schedules;
 mod sqlite;
+mod statements;
 mod tasks;
 mod trees;
 mod workers;

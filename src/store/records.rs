@@ -1,7 +1,8 @@
 //! Records, read the same way on both databases.
 
-use super::backend::{Database, Param, Statements};
+use super::backend::Database;
 use super::row::{Columns, decoded, stored_record};
+use super::statements::{Param, Statements};
 use super::{RecordQuery, StoreError};
 use crate::domain::{StoredRecord, TaskId};
 

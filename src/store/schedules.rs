@@ -3,9 +3,10 @@
 use chrono::{DateTime, Utc};
 
 use super::StoreError;
-use super::backend::{Database, Statements, Tasks};
+use super::backend::{Database, Tasks};
 use super::encoding::{schedule_task_to_json, timing_columns};
 use super::row::schedule_of;
+use super::statements::Statements;
 use crate::domain::{NewTask, Schedule};
 
 pub(super) async fn put_schedule<B: Database>(

@@ -2,10 +2,12 @@
 
 use chrono::{DateTime, Utc};
 
-use super::backend::{Database, Statements};
+use super::backend::Database;
+use super::encoding::count;
 use super::row::{Columns, decoded, task_record};
-use super::{Promoted, QueueCounts, StoreError};
-use crate::domain::{QueueName, TaskId, TaskRecord, TaskState};
+use super::statements::Statements;
+use super::{Cancelled, Promoted, QueueCounts, StoreError};
+use crate::domain::{LeaseToken, QueueName, TaskId, TaskRecord, TaskState};
 
 pub(super) async fn task<B: Database>(
     backend: &B,
@@ -104,4 +106,41 @@ pub(super) async fn purge<B: Database>(
             &[queue.as_str().into(), now.into()],
         )
         .await
+}
+
+/// A task's state, read inside a transaction (a cancellation's first step); `None` when there is
+/// no such task.
+pub(super) async fn state_of(
+    connection: &mut impl Statements,
+    id: TaskId,
+) -> Result<Option<TaskState>, StoreError> {
+    let row = connection
+        .fetch_optional("SELECT state FROM tasks WHERE id = $1", &[id.into()])
+        .await?;
+    row.map(|row| row.parsed("state", TaskState::from_name))
+        .transpose()
+        .map_err(StoreError::Internal)
+}
+
+/// What a cancellation did, from the task's state before and the cancelled tasks as `(id, state
+/// before, attempt)`: those that were leased or running hold leases their workers must hear of.
+pub(super) fn cancelled_of(
+    previous: TaskState,
+    tasks: &[(Option<TaskId>, String, i64)],
+) -> Cancelled {
+    let leases = tasks
+        .iter()
+        .filter(|(_, state, _)| state == "leased" || state == "running")
+        .filter_map(|(task, _, attempt)| {
+            Some(LeaseToken {
+                task_id: (*task)?,
+                attempt: count(*attempt),
+            })
+        })
+        .collect();
+    Cancelled {
+        previous,
+        leases,
+        cancelled: tasks.len() as u64,
+    }
 }

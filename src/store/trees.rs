@@ -3,9 +3,10 @@
 
 use chrono::{DateTime, Utc};
 
-use super::backend::{Database, Statements};
+use super::backend::Database;
 use super::encoding::{aggregate_to_json, reported_from_json, reported_to_json};
 use super::row::{Columns, decoded, observed, tree_event};
+use super::statements::Statements;
 use super::{StoreError, TreeUpdate};
 use crate::domain::{Observed, TaskId, TreeEvent, event_to_json, opening, plan_events};
 

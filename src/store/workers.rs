@@ -2,9 +2,10 @@
 
 use chrono::{DateTime, Utc};
 
-use super::backend::{Database, Param, Statements};
+use super::backend::Database;
 use super::encoding::worker_stats_to_json;
 use super::row::{Columns, decoded, worker_info};
+use super::statements::{Param, Statements};
 use super::{StoreError, WorkerRegistration};
 use crate::domain::{QueueName, TaskName, WorkerId, WorkerInfo, WorkerStats};
 

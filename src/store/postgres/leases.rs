@@ -1,8 +1,6 @@
 //! Leases on Postgres: claimed with `SKIP LOCKED`, released and adopted fenced by session, renewed
 //! and reaped in one statement each, with verdicts decided once per row in SQL.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
@@ -205,61 +203,6 @@ impl Leases for PostgresStore {
             released: given_up.len() as u64,
             lost: given_up.iter().filter(|lost| **lost).count() as u64,
         })
-    }
-
-    async fn renew_leases(
-        &self,
-        sessions: &[Uuid],
-        now: DateTime<Utc>,
-        ttl: Duration,
-    ) -> Result<u64, StoreError> {
-        if sessions.is_empty() {
-            return Ok(0);
-        }
-        let renewed = sqlx::query(
-            // A row locked right now is being written (started, finished, released); it is
-            // renewed next round, well within its TTL. Skipping never waits, so never deadlocks.
-            "WITH held AS ( \
-                 SELECT id FROM tasks \
-                 WHERE session_id = ANY($1::uuid[]) AND state IN ('leased', 'running') \
-                 FOR UPDATE SKIP LOCKED) \
-             UPDATE tasks t SET lease_expires_at = LEAST( \
-                 $2::timestamptz + $3 * interval '1 millisecond', \
-                 COALESCE(t.started_at + (t.hard_time_limit_ms + $4) * interval '1 millisecond', \
-                          'infinity')) \
-             FROM held WHERE t.id = held.id",
-        )
-        .bind(sessions)
-        .bind(now)
-        .bind(millis(ttl))
-        .bind(millis(RUNNING_LEASE_MARGIN))
-        .execute(&self.pool)
-        .await
-        .map_err(classify)?
-        .rows_affected();
-        Ok(renewed)
-    }
-
-    async fn expire_session_leases(
-        &self,
-        session: Uuid,
-        at: DateTime<Utc>,
-    ) -> Result<u64, StoreError> {
-        let updated = sqlx::query(
-            "WITH held AS MATERIALIZED ( \
-                 SELECT id FROM tasks \
-                 WHERE session_id = $1 AND state IN ('leased', 'running') \
-                 ORDER BY id FOR UPDATE) \
-             UPDATE tasks t SET lease_expires_at = LEAST(t.lease_expires_at, $2) \
-             FROM held WHERE t.id = held.id AND t.session_id = $1",
-        )
-        .bind(session)
-        .bind(at)
-        .execute(&self.pool)
-        .await
-        .map_err(classify)?
-        .rows_affected();
-        Ok(updated)
     }
 
     async fn reap(&self, now: DateTime<Utc>, limit: u32) -> Result<Reaped, StoreError> {

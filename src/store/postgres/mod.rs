@@ -6,16 +6,15 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::postgres::{PgArguments, PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgConnection, PgPool, Postgres, Row, TypeInfo, ValueRef};
 use uuid::Uuid;
 
 use super::StoreError;
-use super::backend::{Database, Param, RecordSql, Statements, TaskSql, TreeSql, migrated};
 use super::row::Columns;
+use super::statements::sqlx_database;
 use crate::domain::{LeaseToken, TaskId};
 
 /// The columns `row::task_record` reads, for `concat!` into a query over `tasks t`.
@@ -145,70 +144,19 @@ impl Columns for PgRow {
     }
 }
 
-/// A statement with its values bound the Postgres way.
-fn bound(
-    sql: &'static str,
-    params: &[Param<'_>],
-) -> sqlx::query::Query<'static, Postgres, PgArguments> {
-    params
-        .iter()
-        .fold(sqlx::query(sql), |query, param| match *param {
-            Param::Text(text) => query.bind(text),
-            Param::Integer(number) => query.bind(number),
-            Param::Bool(value) => query.bind(value),
-            Param::Task(id) => query.bind(id.map(|id| id.as_uuid())),
-            Param::Moment(moment) => query.bind(moment),
-            Param::Json(value) => query.bind(value),
-            Param::Names(names) => query.bind(names),
-        })
-}
-
-#[async_trait]
-impl Statements for PgConnection {
-    type Row = PgRow;
-
-    async fn execute(
-        &mut self,
-        sql: &'static str,
-        params: &[Param<'_>],
-    ) -> Result<u64, StoreError> {
-        let done = bound(sql, params).execute(self).await.map_err(classify)?;
-        Ok(done.rows_affected())
-    }
-
-    async fn fetch_all(
-        &mut self,
-        sql: &'static str,
-        params: &[Param<'_>],
-    ) -> Result<Vec<PgRow>, StoreError> {
-        bound(sql, params).fetch_all(self).await.map_err(classify)
-    }
-}
-
-#[async_trait]
-impl Database for PostgresStore {
-    type Connection = PgConnection;
-    type Pooled = sqlx::pool::PoolConnection<Postgres>;
-    type Transaction = sqlx::Transaction<'static, Postgres>;
-
-    const TASKS: TaskSql = reads::TASKS;
-    const TREES: TreeSql = reads::TREES;
-    const RECORDS: RecordSql = reads::RECORDS;
-    const KNOWS_TASK_NAME: &'static str = reads::KNOWS_TASK_NAME;
-
-    async fn migrate(&self) -> Result<(), StoreError> {
-        migrated(MIGRATOR.run(&self.pool).await, classify)
-    }
-
-    async fn connection(&self) -> Result<Self::Pooled, StoreError> {
-        self.pool.acquire().await.map_err(classify)
-    }
-
-    async fn begin(&self) -> Result<Self::Transaction, StoreError> {
-        self.pool.begin().await.map_err(classify)
-    }
-
-    async fn commit(transaction: Self::Transaction) -> Result<(), StoreError> {
-        transaction.commit().await.map_err(classify)
-    }
+sqlx_database! {
+    store: PostgresStore,
+    database: Postgres,
+    connection: PgConnection,
+    migrator: MIGRATOR,
+    classify: classify,
+    sql: reads,
+    encode: {
+        task: |id: TaskId| id.as_uuid(),
+        session: std::convert::identity,
+        sessions: std::convert::identity,
+        moment: std::convert::identity,
+        json: std::convert::identity,
+        names: std::convert::identity,
+    },
 }

@@ -1,7 +1,7 @@
 //! The Postgres text of the statements written once in `store/` whose SQL differs between
 //! databases: column casts, row locks, `ANY` over arrays.
 
-use super::super::backend::{RecordSql, TaskSql, TreeSql};
+use super::super::backend::{LeaseSql, RecordSql, TaskSql, TreeSql};
 
 pub(super) const TASKS: TaskSql = TaskSql {
     task: concat!("SELECT ", task_columns!(), " FROM tasks t WHERE t.id = $1"),
@@ -61,3 +61,23 @@ pub(super) const RECORDS: RecordSql = RecordSql {
 
 pub(super) const KNOWS_TASK_NAME: &str =
     "SELECT EXISTS (SELECT 1 FROM workers WHERE $1 = ANY(task_names)) AS known";
+
+pub(super) const LEASES: LeaseSql = LeaseSql {
+    // A row locked right now is being written (started, finished, released); it is renewed next
+    // round, well within its TTL. Skipping never waits, so never deadlocks.
+    renew: "WITH held AS ( \
+             SELECT id FROM tasks \
+             WHERE session_id = ANY($1::uuid[]) AND state IN ('leased', 'running') \
+             FOR UPDATE SKIP LOCKED) \
+         UPDATE tasks t SET lease_expires_at = LEAST( \
+             $2::timestamptz + $3 * interval '1 millisecond', \
+             COALESCE(t.started_at + (t.hard_time_limit_ms + $4) * interval '1 millisecond', \
+                      'infinity')) \
+         FROM held WHERE t.id = held.id",
+    expire_session: "WITH held AS MATERIALIZED ( \
+             SELECT id FROM tasks \
+             WHERE session_id = $1 AND state IN ('leased', 'running') \
+             ORDER BY id FOR UPDATE) \
+         UPDATE tasks t SET lease_expires_at = LEAST(t.lease_expires_at, $2) \
+         FROM held WHERE t.id = held.id AND t.session_id = $1",
+};

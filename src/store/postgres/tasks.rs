@@ -8,11 +8,11 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::super::backend::Tasks;
-use super::super::encoding::{count, millis};
+use super::super::encoding::millis;
 use super::super::row::{decoded, task_record};
-use super::super::{Cancelled, StoreError, TaskFilter};
+use super::super::{Cancelled, StoreError, TaskFilter, tasks};
 use super::{PostgresStore, classify};
-use crate::domain::{Inserted, LeaseToken, NewTask, TaskId, TaskName, TaskRecord, TaskState};
+use crate::domain::{Inserted, NewTask, TaskId, TaskName, TaskRecord};
 
 #[async_trait]
 impl Tasks for PostgresStore {
@@ -101,19 +101,9 @@ impl Tasks for PostgresStore {
         now: DateTime<Utc>,
     ) -> Result<Option<Cancelled>, StoreError> {
         let mut transaction = self.pool.begin().await.map_err(classify)?;
-        let current: Option<String> = sqlx::query_scalar("SELECT state FROM tasks WHERE id = $1")
-            .bind(id.as_uuid())
-            .fetch_optional(&mut *transaction)
-            .await
-            .map_err(classify)?;
-        let Some(state) = current else {
+        let Some(previous) = tasks::state_of(&mut *transaction, id).await? else {
             return Ok(None);
         };
-        let previous = TaskState::from_name(&state).ok_or_else(|| {
-            StoreError::Internal(sqlx::Error::Protocol(format!(
-                "unknown task state {state:?}"
-            )))
-        })?;
         // The task and its descendants, locked in id order, then those not finished cancelled.
         let cancelled: Vec<(Uuid, String, i32)> = sqlx::query_as(
             "WITH RECURSIVE tree AS ( \
@@ -137,19 +127,11 @@ impl Tasks for PostgresStore {
         .await
         .map_err(classify)?;
         transaction.commit().await.map_err(classify)?;
-        let leases = cancelled
-            .iter()
-            .filter(|(_, state, _)| state == "leased" || state == "running")
-            .map(|(task, _, attempt)| LeaseToken {
-                task_id: (*task).into(),
-                attempt: count(*attempt),
-            })
+        let cancelled: Vec<(Option<TaskId>, String, i64)> = cancelled
+            .into_iter()
+            .map(|(task, state, attempt)| (Some(task.into()), state, i64::from(attempt)))
             .collect();
-        Ok(Some(Cancelled {
-            previous,
-            leases,
-            cancelled: cancelled.len() as u64,
-        }))
+        Ok(Some(tasks::cancelled_of(previous, &cancelled)))
     }
 }
 

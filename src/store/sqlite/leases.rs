@@ -1,8 +1,6 @@
 //! Leases on SQLite: one connection serialises every writer, so a claim reads the candidates and
 //! updates them one by one in its transaction, and verdicts are decided in Rust per row.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
@@ -215,53 +213,6 @@ impl Leases for SqliteStore {
             released: requeued + lost.len() as u64,
             lost: lost.len() as u64,
         })
-    }
-
-    async fn renew_leases(
-        &self,
-        sessions: &[Uuid],
-        now: DateTime<Utc>,
-        ttl: Duration,
-    ) -> Result<u64, StoreError> {
-        if sessions.is_empty() {
-            return Ok(0);
-        }
-        let sessions =
-            serde_json::to_string(&sessions.iter().map(ToString::to_string).collect::<Vec<_>>())
-                .unwrap_or_else(|_| "[]".to_owned());
-        let renewed = sqlx::query(
-            "UPDATE tasks SET lease_expires_at = min(?, \
-                 CASE WHEN started_at IS NULL THEN 9223372036854775807 \
-                      ELSE started_at + (hard_time_limit_ms + ?) * 1000 END) \
-             WHERE session_id IN (SELECT value FROM json_each(?)) \
-                 AND state IN ('leased', 'running')",
-        )
-        .bind(micros(now).saturating_add(millis(ttl).saturating_mul(1000)))
-        .bind(millis(RUNNING_LEASE_MARGIN))
-        .bind(sessions)
-        .execute(&self.pool)
-        .await
-        .map_err(classify)?
-        .rows_affected();
-        Ok(renewed)
-    }
-
-    async fn expire_session_leases(
-        &self,
-        session: Uuid,
-        at: DateTime<Utc>,
-    ) -> Result<u64, StoreError> {
-        let updated = sqlx::query(
-            "UPDATE tasks SET lease_expires_at = min(lease_expires_at, ?) \
-             WHERE session_id = ? AND state IN ('leased', 'running')",
-        )
-        .bind(micros(at))
-        .bind(session.to_string())
-        .execute(&self.pool)
-        .await
-        .map_err(classify)?
-        .rows_affected();
-        Ok(updated)
     }
 
     async fn interrupt(

@@ -15,16 +15,14 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::sqlite::{
-    SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{Row, Sqlite, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
-use super::backend::{
-    Announcements, Database, Param, RecordSql, Statements, TaskSql, TreeSql, migrated,
-};
+use super::backend::Announcements;
 use super::row::{Columns, decode_error};
+use super::statements::sqlx_database;
 use super::{Announcement, AnnouncementListener, StoreError};
 use crate::domain::TaskId;
 
@@ -188,75 +186,27 @@ impl Columns for SqliteRow {
     }
 }
 
-/// A statement with its values bound the SQLite way: ids and JSON as text, moments as
-/// microseconds, lists of names as JSON arrays.
-fn bound(
-    sql: &'static str,
-    params: &[Param<'_>],
-) -> sqlx::query::Query<'static, Sqlite, SqliteArguments> {
-    params
-        .iter()
-        .fold(sqlx::query(sql), |query, param| match *param {
-            Param::Text(text) => query.bind(text),
-            Param::Integer(number) => query.bind(number),
-            Param::Bool(value) => query.bind(value),
-            Param::Task(id) => query.bind(id.map(|id| id.to_string())),
-            Param::Moment(at) => query.bind(at.map(micros)),
-            Param::Json(value) => query.bind(value.map(Value::to_string)),
-            Param::Names(names) => {
-                query.bind(serde_json::to_string(names).unwrap_or_else(|_| "[]".to_owned()))
-            }
-        })
+sqlx_database! {
+    store: SqliteStore,
+    database: Sqlite,
+    connection: SqliteConnection,
+    migrator: MIGRATOR,
+    classify: classify,
+    sql: reads,
+    encode: {
+        task: |id: TaskId| id.to_string(),
+        session: |session: Uuid| session.to_string(),
+        sessions: json_array,
+        moment: micros,
+        json: Value::to_string,
+        names: json_array,
+    },
 }
 
-#[async_trait]
-impl Statements for SqliteConnection {
-    type Row = SqliteRow;
-
-    async fn execute(
-        &mut self,
-        sql: &'static str,
-        params: &[Param<'_>],
-    ) -> Result<u64, StoreError> {
-        let done = bound(sql, params).execute(self).await.map_err(classify)?;
-        Ok(done.rows_affected())
-    }
-
-    async fn fetch_all(
-        &mut self,
-        sql: &'static str,
-        params: &[Param<'_>],
-    ) -> Result<Vec<SqliteRow>, StoreError> {
-        bound(sql, params).fetch_all(self).await.map_err(classify)
-    }
-}
-
-#[async_trait]
-impl Database for SqliteStore {
-    type Connection = SqliteConnection;
-    type Pooled = sqlx::pool::PoolConnection<Sqlite>;
-    type Transaction = sqlx::Transaction<'static, Sqlite>;
-
-    const TASKS: TaskSql = reads::TASKS;
-    const TREES: TreeSql = reads::TREES;
-    const RECORDS: RecordSql = reads::RECORDS;
-    const KNOWS_TASK_NAME: &'static str = reads::KNOWS_TASK_NAME;
-
-    async fn migrate(&self) -> Result<(), StoreError> {
-        migrated(MIGRATOR.run(&self.pool).await, classify)
-    }
-
-    async fn connection(&self) -> Result<Self::Pooled, StoreError> {
-        self.pool.acquire().await.map_err(classify)
-    }
-
-    async fn begin(&self) -> Result<Self::Transaction, StoreError> {
-        self.pool.begin().await.map_err(classify)
-    }
-
-    async fn commit(transaction: Self::Transaction) -> Result<(), StoreError> {
-        transaction.commit().await.map_err(classify)
-    }
+/// Several values as a JSON array of their text, for `json_each`.
+fn json_array<T: ToString>(items: &[T]) -> String {
+    let texts: Vec<String> = items.iter().map(ToString::to_string).collect();
+    serde_json::to_string(&texts).unwrap_or_else(|_| "[]".to_owned())
 }
 
 #[async_trait]

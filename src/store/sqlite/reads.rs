@@ -1,7 +1,7 @@
 //! The SQLite text of the statements written once in `store/` whose SQL differs between
 //! databases: no casts, no row locks (one connection serialises writers), JSON arrays.
 
-use super::super::backend::{RecordSql, TaskSql, TreeSql};
+use super::super::backend::{LeaseSql, RecordSql, TaskSql, TreeSql};
 
 pub(super) const TASKS: TaskSql = TaskSql {
     task: "SELECT * FROM tasks WHERE id = $1",
@@ -51,3 +51,13 @@ pub(super) const RECORDS: RecordSql = RecordSql {
 
 pub(super) const KNOWS_TASK_NAME: &str = "SELECT EXISTS (SELECT 1 FROM workers, \
      json_each(workers.task_names) WHERE json_each.value = $1) AS known";
+
+pub(super) const LEASES: LeaseSql = LeaseSql {
+    renew: "UPDATE tasks SET lease_expires_at = min($2 + $3 * 1000, \
+             CASE WHEN started_at IS NULL THEN 9223372036854775807 \
+                  ELSE started_at + (hard_time_limit_ms + $4) * 1000 END) \
+         WHERE session_id IN (SELECT value FROM json_each($1)) \
+             AND state IN ('leased', 'running')",
+    expire_session: "UPDATE tasks SET lease_expires_at = min(lease_expires_at, $2) \
+         WHERE session_id = $1 AND state IN ('leased', 'running')",
+};

@@ -10,13 +10,11 @@ use sqlx::SqliteConnection;
 use uuid::Uuid;
 
 use super::super::backend::{Database, Tasks};
-use super::super::encoding::{count, millis};
+use super::super::encoding::millis;
 use super::super::row::{decode_error, decoded, task_record};
-use super::super::{Cancelled, StoreError, TaskFilter};
+use super::super::{Cancelled, StoreError, TaskFilter, tasks};
 use super::{SqliteStore, classify, micros};
-use crate::domain::{
-    Inserted, JsonText, LeaseToken, NewTask, TaskId, TaskName, TaskRecord, TaskState,
-};
+use crate::domain::{Inserted, JsonText, NewTask, TaskId, TaskName, TaskRecord};
 
 #[async_trait]
 impl Tasks for SqliteStore {
@@ -93,16 +91,9 @@ impl Tasks for SqliteStore {
         now: DateTime<Utc>,
     ) -> Result<Option<Cancelled>, StoreError> {
         let mut transaction = self.begin().await?;
-        let current: Option<String> = sqlx::query_scalar("SELECT state FROM tasks WHERE id = ?")
-            .bind(id.to_string())
-            .fetch_optional(&mut *transaction)
-            .await
-            .map_err(classify)?;
-        let Some(state) = current else {
+        let Some(previous) = tasks::state_of(&mut *transaction, id).await? else {
             return Ok(None);
         };
-        let previous = TaskState::from_name(&state)
-            .ok_or_else(|| StoreError::Internal(decode_error("state", &state)))?;
         let unfinished: Vec<(String, String, i64)> = sqlx::query_as(
             "WITH RECURSIVE tree(id) AS ( \
                  SELECT id FROM tasks WHERE id = ? \
@@ -133,21 +124,13 @@ impl Tasks for SqliteStore {
             .map_err(classify)?;
         }
         transaction.commit().await.map_err(classify)?;
-        let leases = unfinished
-            .iter()
-            .filter(|(_, state, _)| state == "leased" || state == "running")
-            .filter_map(|(task, _, attempt)| {
-                Some(LeaseToken {
-                    task_id: Uuid::from_str(task).ok()?.into(),
-                    attempt: count(*attempt),
-                })
+        let unfinished: Vec<(Option<TaskId>, String, i64)> = unfinished
+            .into_iter()
+            .map(|(task, state, attempt)| {
+                (Uuid::from_str(&task).ok().map(TaskId::from), state, attempt)
             })
             .collect();
-        Ok(Some(Cancelled {
-            previous,
-            leases,
-            cancelled: unfinished.len() as u64,
-        }))
+        Ok(Some(tasks::cancelled_of(previous, &unfinished)))
     }
 }
 
