@@ -88,7 +88,7 @@ pub async fn follow(args: FollowArgs) -> anyhow::Result<ExitCode> {
                 "{}",
                 json!({
                     "sequence": event.sequence,
-                    "event": crate::store::event_to_json(&event.kind),
+                    "event": crate::domain::event_to_json(&event.kind),
                     "tasks_total": aggregate.tasks_total,
                     "tasks_finished": aggregate.tasks_finished,
                     "tasks_by_state": aggregate.tasks_by_state,

@@ -7,10 +7,10 @@ use chrono::{DateTime, Utc};
 
 use super::{Coordinator, CoordinatorError};
 use crate::clock::after;
+use crate::domain::Inserted;
 use crate::domain::{
     ExpiresAt, NewTask, QueueName, StartAt, TaskId, TaskSpec, TimeLimits, ValidationError,
 };
-use crate::store::Inserted;
 
 impl Coordinator {
     /// Validates and writes tasks in one transaction: all are accepted or none. `field` names the

@@ -38,13 +38,14 @@ pub use spec::{
     parse_idempotency_key, parse_max_retries,
 };
 pub use task::{
-    AttemptFailure, Failure, NewTask, Outcome, Priority, RetryPolicy, TaskRecord, TaskState,
-    TimeLimits,
+    AttemptFailure, Failure, Inserted, NewTask, Outcome, Priority, RetryPolicy, TaskRecord,
+    TaskState, TimeLimits,
 };
 pub use text::{check_text, quoted, sanitize};
 pub use tree::{
-    Aggregate, Observed, Plan, Reported, TreeEvent, TreeEventKind, opening, plan_events,
-    single_task_aggregate, synthesized_events,
+    Aggregate, Observed, Plan, Reported, TreeEvent, TreeEventKind, event_from_json, event_to_json,
+    opening, plan_events, progress_from_json, progress_to_json, single_task_aggregate,
+    synthesized_events,
 };
 
 /// An input that does not make sense, named by the field it came from.

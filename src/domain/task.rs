@@ -188,6 +188,15 @@ pub struct NewTask {
     pub waits_for: Option<TaskId>,
 }
 
+/// The outcome of inserting one task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Inserted {
+    /// The task's id: the new one, or the existing task's for a repeated idempotency key.
+    pub id: TaskId,
+    /// False when the idempotency key matched an existing task.
+    pub created: bool,
+}
+
 impl NewTask {
     /// The state it starts in: waiting for a callback, scheduled when it must wait for its
     /// time, pending otherwise.

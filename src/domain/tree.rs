@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
 
 use super::{ProgressReport, TaskId, TaskState};
 
@@ -292,9 +293,132 @@ pub fn opening(root_id: TaskId) -> (TreeEventKind, Reported) {
     )
 }
 
+/// A progress report as JSON: `done`, `total` and `message`.
+pub fn progress_to_json(progress: &ProgressReport) -> Value {
+    json!({"done": progress.done, "total": progress.total, "message": progress.message})
+}
+
+/// Reads a progress report written by `progress_to_json`; missing numbers read as 0.
+pub fn progress_from_json(value: Option<&Value>) -> Option<ProgressReport> {
+    let value = value?.as_object()?;
+    Some(ProgressReport {
+        done: value.get("done").and_then(Value::as_u64).unwrap_or(0),
+        total: value.get("total").and_then(Value::as_u64).unwrap_or(0),
+        message: value
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+    })
+}
+
+/// A tree event as JSON: the shape the stores keep and `celeritas follow --json` prints.
+pub fn event_to_json(event: &TreeEventKind) -> Value {
+    match event {
+        TreeEventKind::StateChanged {
+            task_id,
+            state,
+            error,
+        } => json!({
+            "kind": "state_changed",
+            "task_id": task_id.to_string(),
+            "state": state.as_str(),
+            "error": error.as_ref().map(|(kind, message)| json!({"kind": kind, "message": message})),
+        }),
+        TreeEventKind::ProgressUpdated { task_id, progress } => json!({
+            "kind": "progress_updated",
+            "task_id": task_id.to_string(),
+            "progress": progress_to_json(progress),
+        }),
+        TreeEventKind::TreeUpdated {
+            tasks_submitted,
+            tasks_finished,
+            records_added,
+            message,
+        } => json!({
+            "kind": "tree_updated",
+            "tasks_submitted": tasks_submitted,
+            "tasks_finished": tasks_finished,
+            "records_added": records_added,
+            "message": message,
+        }),
+        TreeEventKind::TreeFinished { root_state } => json!({
+            "kind": "tree_finished",
+            "root_state": root_state.as_str(),
+        }),
+    }
+}
+
+/// Reads an event written by `event_to_json`; `None` for a value celeritas did not write.
+pub fn event_from_json(value: &Value) -> Option<TreeEventKind> {
+    let task_id = || -> Option<TaskId> {
+        value["task_id"]
+            .as_str()
+            .and_then(|id| TaskId::parse("task_id", id).ok())
+    };
+    Some(match value["kind"].as_str()? {
+        "state_changed" => TreeEventKind::StateChanged {
+            task_id: task_id()?,
+            state: TaskState::from_name(value["state"].as_str()?)?,
+            error: value["error"].as_object().map(|error| {
+                (
+                    error["kind"].as_str().unwrap_or_default().to_owned(),
+                    error["message"].as_str().unwrap_or_default().to_owned(),
+                )
+            }),
+        },
+        "progress_updated" => TreeEventKind::ProgressUpdated {
+            task_id: task_id()?,
+            progress: progress_from_json(value.get("progress"))?,
+        },
+        "tree_updated" => TreeEventKind::TreeUpdated {
+            tasks_submitted: value["tasks_submitted"].as_u64().unwrap_or(0),
+            tasks_finished: value["tasks_finished"].as_u64().unwrap_or(0),
+            records_added: value["records_added"].as_u64().unwrap_or(0),
+            message: value["message"].as_str().unwrap_or_default().to_owned(),
+        },
+        "tree_finished" => TreeEventKind::TreeFinished {
+            root_state: TaskState::from_name(value["root_state"].as_str()?)?,
+        },
+        _ => return None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn events_round_trip_through_json() {
+        let root = TaskId::generate();
+        let events = [
+            TreeEventKind::StateChanged {
+                task_id: root,
+                state: TaskState::Failed,
+                error: Some(("smtp".into(), "550".into())),
+            },
+            TreeEventKind::ProgressUpdated {
+                task_id: root,
+                progress: ProgressReport {
+                    done: 3,
+                    total: 9,
+                    message: "m".into(),
+                },
+            },
+            TreeEventKind::TreeUpdated {
+                tasks_submitted: 1,
+                tasks_finished: 2,
+                records_added: 3,
+                message: "x".into(),
+            },
+            TreeEventKind::TreeFinished {
+                root_state: TaskState::Succeeded,
+            },
+        ];
+        for event in events {
+            assert_eq!(event_from_json(&event_to_json(&event)), Some(event));
+        }
+    }
 
     fn observed(root: TaskId, state: TaskState, aggregate: Aggregate) -> Observed {
         Observed {

@@ -14,10 +14,9 @@ use super::pb::schedule_service_client::ScheduleServiceClient;
 use super::pb::task_service_client::TaskServiceClient;
 use super::status::kind_of;
 use crate::domain::{
-    ErrorKind, PingResult, QueueDepth, QueueName, Schedule, TaskId, TaskQuery, TaskRecord,
-    TaskSpec, TreeEvent, ValidationError, WorkerInfo,
+    ErrorKind, Inserted, PingResult, QueueDepth, QueueName, Schedule, TaskId, TaskQuery,
+    TaskRecord, TaskSpec, TreeEvent, ValidationError, WorkerInfo,
 };
-use crate::store::Inserted;
 
 /// Why a call to a coordinator failed.
 #[derive(Debug, thiserror::Error)]

@@ -6,20 +6,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
+use super::Resolution;
 use crate::domain::{
-    Aggregate, AttemptFailure, ProgressReport, Reported, TaskId, TaskState, TreeEventKind,
+    Aggregate, AttemptFailure, ProgressReport, Reported, TaskState, progress_from_json,
+    progress_to_json,
 };
-
-/// A tree root as `observe_tree` reads it: state, error kind and message, progress done, total
-/// and message.
-pub type RootRow = (
-    String,
-    Option<String>,
-    Option<String>,
-    Option<i64>,
-    Option<i64>,
-    Option<String>,
-);
 
 pub fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
@@ -76,23 +67,6 @@ fn counts_from_json(value: Option<&Value>) -> BTreeMap<String, u64> {
         .unwrap_or_default()
 }
 
-fn progress_to_json(progress: &ProgressReport) -> Value {
-    json!({"done": progress.done, "total": progress.total, "message": progress.message})
-}
-
-fn progress_from_json(value: Option<&Value>) -> Option<ProgressReport> {
-    let value = value?.as_object()?;
-    Some(ProgressReport {
-        done: value.get("done").and_then(Value::as_u64).unwrap_or(0),
-        total: value.get("total").and_then(Value::as_u64).unwrap_or(0),
-        message: value
-            .get("message")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned(),
-    })
-}
-
 pub fn aggregate_to_json(aggregate: &Aggregate) -> Value {
     json!({
         "tasks_total": aggregate.tasks_total,
@@ -127,76 +101,6 @@ pub fn reported_from_json(value: &Value) -> Reported {
         root_progress: progress_from_json(value.get("root_progress")),
         aggregate: aggregate_from_json(&value["aggregate"]),
     }
-}
-
-pub fn event_to_json(event: &TreeEventKind) -> Value {
-    match event {
-        TreeEventKind::StateChanged {
-            task_id,
-            state,
-            error,
-        } => json!({
-            "kind": "state_changed",
-            "task_id": task_id.to_string(),
-            "state": state.as_str(),
-            "error": error.as_ref().map(|(kind, message)| json!({"kind": kind, "message": message})),
-        }),
-        TreeEventKind::ProgressUpdated { task_id, progress } => json!({
-            "kind": "progress_updated",
-            "task_id": task_id.to_string(),
-            "progress": progress_to_json(progress),
-        }),
-        TreeEventKind::TreeUpdated {
-            tasks_submitted,
-            tasks_finished,
-            records_added,
-            message,
-        } => json!({
-            "kind": "tree_updated",
-            "tasks_submitted": tasks_submitted,
-            "tasks_finished": tasks_finished,
-            "records_added": records_added,
-            "message": message,
-        }),
-        TreeEventKind::TreeFinished { root_state } => json!({
-            "kind": "tree_finished",
-            "root_state": root_state.as_str(),
-        }),
-    }
-}
-
-pub fn event_from_json(value: &Value) -> Option<TreeEventKind> {
-    let task_id = || -> Option<TaskId> {
-        value["task_id"]
-            .as_str()
-            .and_then(|id| TaskId::parse("task_id", id).ok())
-    };
-    Some(match value["kind"].as_str()? {
-        "state_changed" => TreeEventKind::StateChanged {
-            task_id: task_id()?,
-            state: TaskState::from_name(value["state"].as_str()?)?,
-            error: value["error"].as_object().map(|error| {
-                (
-                    error["kind"].as_str().unwrap_or_default().to_owned(),
-                    error["message"].as_str().unwrap_or_default().to_owned(),
-                )
-            }),
-        },
-        "progress_updated" => TreeEventKind::ProgressUpdated {
-            task_id: task_id()?,
-            progress: progress_from_json(value.get("progress"))?,
-        },
-        "tree_updated" => TreeEventKind::TreeUpdated {
-            tasks_submitted: value["tasks_submitted"].as_u64().unwrap_or(0),
-            tasks_finished: value["tasks_finished"].as_u64().unwrap_or(0),
-            records_added: value["records_added"].as_u64().unwrap_or(0),
-            message: value["message"].as_str().unwrap_or_default().to_owned(),
-        },
-        "tree_finished" => TreeEventKind::TreeFinished {
-            root_state: TaskState::from_name(value["root_state"].as_str()?)?,
-        },
-        _ => return None,
-    })
 }
 
 /// Builds an aggregate from the store's counts: tasks by state with their progress sums,
@@ -322,40 +226,49 @@ pub fn timing_columns(timing: &crate::domain::Timing) -> (Option<i64>, Option<&s
     }
 }
 
+/// What an attempt's end writes: the task's new state, its result, the failure `(kind, message)`
+/// and, for a retry, when it runs again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResolutionColumns<'a> {
+    pub state: TaskState,
+    pub result: Option<&'a str>,
+    pub error: Option<(&'a str, &'a str)>,
+    pub run_at: Option<DateTime<Utc>>,
+}
+
+pub fn resolution_columns(resolution: &Resolution) -> ResolutionColumns<'_> {
+    match resolution {
+        Resolution::Succeeded(result) => ResolutionColumns {
+            state: TaskState::Succeeded,
+            result: Some(result.as_str()),
+            error: None,
+            run_at: None,
+        },
+        Resolution::Retry {
+            kind,
+            message,
+            run_at,
+        } => ResolutionColumns {
+            state: TaskState::Scheduled,
+            result: None,
+            error: Some((kind, message)),
+            run_at: Some(*run_at),
+        },
+        Resolution::Failed { kind, message } => ResolutionColumns {
+            state: TaskState::Failed,
+            result: None,
+            error: Some((kind, message)),
+            run_at: None,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn events_and_reports_round_trip_through_json() {
-        let root = TaskId::generate();
-        let events = [
-            TreeEventKind::StateChanged {
-                task_id: root,
-                state: TaskState::Failed,
-                error: Some(("smtp".into(), "550".into())),
-            },
-            TreeEventKind::ProgressUpdated {
-                task_id: root,
-                progress: ProgressReport {
-                    done: 3,
-                    total: 9,
-                    message: "m".into(),
-                },
-            },
-            TreeEventKind::TreeUpdated {
-                tasks_submitted: 1,
-                tasks_finished: 2,
-                records_added: 3,
-                message: "x".into(),
-            },
-            TreeEventKind::TreeFinished {
-                root_state: TaskState::Succeeded,
-            },
-        ];
-        for event in events {
-            assert_eq!(event_from_json(&event_to_json(&event)), Some(event));
-        }
+    fn aggregates_and_reports_round_trip_through_json() {
         let aggregate = aggregate_of(
             &[("running".into(), 2, 5, 10), ("succeeded".into(), 3, 0, 0)],
             &[("delivered".into(), 7)],

@@ -4,12 +4,18 @@
 //!
 //! `postgres` is the implementation for production and for several coordinators on one database.
 
+mod backend;
 mod encoding;
-
-/// A tree event as JSON, the shape the stores keep and `celeritas follow --json` prints.
-pub use encoding::event_to_json;
+mod leases;
 mod postgres;
+mod records;
+mod row;
+mod schedules;
 mod sqlite;
+mod statements;
+mod tasks;
+mod trees;
+mod workers;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -20,9 +26,9 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::domain::{
-    JsonText, Lease, LeaseToken, NewTask, ProgressReport, QueueName, RecordEntry, Schedule,
-    StoredRecord, TaskId, TaskName, TaskRecord, TaskState, TreeEvent, WorkerId, WorkerInfo,
-    WorkerStats,
+    Inserted, JsonText, Lease, LeaseToken, NewTask, ProgressReport, QueueName, RecordEntry,
+    Schedule, StoredRecord, TaskId, TaskName, TaskRecord, TaskState, TreeEvent, WorkerId,
+    WorkerInfo, WorkerStats,
 };
 
 pub use postgres::PostgresStore;
@@ -60,15 +66,6 @@ pub enum StoreError {
     /// The schema could not be brought up to date.
     #[error("cannot apply migrations: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
-}
-
-/// The outcome of inserting one task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Inserted {
-    /// The task's id: the new one, or the existing task's for a repeated idempotency key.
-    pub id: TaskId,
-    /// False when the idempotency key matched an existing task.
-    pub created: bool,
 }
 
 /// A request for leases for one worker.

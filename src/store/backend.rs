@@ -1,0 +1,402 @@
+//! What a database must supply to be a store, and the one `Store` built on it.
+//!
+//! A backend runs statements (`statements::Statements`, with values bound as `Param`s and rows
+//! read through `row::Columns`), opens transactions, and brings the SQL that differs between
+//! databases (`sqlx_database!` does the plumbing, the same for both). It also
+//! does, its own way, what cannot be one statement text for both: inserting and claiming in
+//! batches (`unnest` and `SKIP LOCKED` on Postgres, loops on SQLite), lease upkeep, attempts,
+//! cancellation and announcements. Everything else (trees, records, schedules, workers, the
+//! reads of tasks) is written once over those statements, in this module's siblings.
+
+use std::collections::HashMap;
+use std::ops::DerefMut;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::row::Columns;
+use super::statements::Statements;
+use super::{
+    Adopted, Announcement, AnnouncementListener, AttemptBatch, Cancelled, Claim, Claimed,
+    Interruption, Promoted, QueueCounts, Reaped, RecordQuery, Store, StoreError, TaskFilter,
+    TreeUpdate, WorkerRegistration, leases, records, schedules, tasks, trees, workers,
+};
+use crate::domain::{
+    Inserted, LeaseToken, NewTask, QueueName, Schedule, StoredRecord, TaskId, TaskName, TaskRecord,
+    TaskState, TreeEvent, WorkerId, WorkerInfo, WorkerStats,
+};
+
+/// The task reads whose SQL differs between databases.
+pub(crate) struct TaskSql {
+    /// The task `$1`, with every column `row::task_record` reads.
+    pub task: &'static str,
+    /// Tasks in state `$1`, by start (or run time) then submission, at most `$2`.
+    pub in_state: &'static str,
+    /// Makes at most `$2` scheduled tasks due by `$1` pending, earliest first, skipping rows
+    /// another writer holds.
+    pub promote_due: &'static str,
+}
+
+/// The tree statements whose SQL differs between databases.
+pub(crate) struct TreeSql {
+    /// The tree of root `$1` (`last_seq, reported, finished_at`), locked for the update.
+    pub read_for_update: &'static str,
+    /// Makes pending, at `$2`, the waiting callbacks of tree `$1` whose parent and every other
+    /// child of that parent have finished.
+    pub release_callbacks: &'static str,
+    /// Tree `$1`'s tasks by state: `state, count, done, total` (progress sums).
+    pub count_tasks: &'static str,
+    /// Tree `$1`'s latest non-empty progress message, as `progress_message`.
+    pub latest_message: &'static str,
+}
+
+/// The record reads whose SQL differs between databases.
+pub(crate) struct RecordSql {
+    /// Records of task `$1` after position `$2`, of kind `$3` and status `$4` when given, at
+    /// most `$5`, with every column `row::stored_record` reads.
+    pub by_task: &'static str,
+    /// The same for the tree rooted at `$1`.
+    pub by_root: &'static str,
+    /// The keys of tree `$1`'s records of kind `$2` (and status `$3`), by position.
+    pub keys: &'static str,
+}
+
+/// The lease statements whose SQL differs between databases.
+pub(crate) struct LeaseSql {
+    /// Extends the leases held through sessions `$1` to `$2` plus `$3` ms, but a running lease
+    /// never past its start plus its hard time limit plus `$4` ms.
+    pub renew: &'static str,
+    /// Makes the leases held through session `$1` expire by `$2`.
+    pub expire_session: &'static str,
+}
+
+/// A database's connections, transactions and differing SQL.
+#[async_trait]
+pub(crate) trait Database: Send + Sync + 'static {
+    /// A connection, which runs statements.
+    type Connection: Statements + ?Sized;
+    /// A connection taken from the pool.
+    type Pooled: DerefMut<Target = Self::Connection> + Send;
+    /// An open transaction; dropped without `commit`, it rolls back.
+    type Transaction: DerefMut<Target = Self::Connection> + Send;
+
+    /// Task reads.
+    const TASKS: TaskSql;
+    /// Tree statements.
+    const TREES: TreeSql;
+    /// Record reads.
+    const RECORDS: RecordSql;
+    /// Lease upkeep.
+    const LEASES: LeaseSql;
+    /// Whether any worker has said it runs task name `$1`, as `known`.
+    const KNOWS_TASK_NAME: &'static str;
+
+    /// Brings the schema up to date.
+    async fn migrate(&self) -> Result<(), StoreError>;
+
+    /// A connection from the pool.
+    async fn connection(&self) -> Result<Self::Pooled, StoreError>;
+
+    /// Opens a transaction.
+    async fn begin(&self) -> Result<Self::Transaction, StoreError>;
+
+    /// Commits a transaction.
+    async fn commit(transaction: Self::Transaction) -> Result<(), StoreError>;
+}
+
+/// A migration's outcome: a database that failed while applying it may only be unavailable.
+pub(crate) fn migrated(
+    result: Result<(), sqlx::migrate::MigrateError>,
+    classify: fn(sqlx::Error) -> StoreError,
+) -> Result<(), StoreError> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(sqlx::migrate::MigrateError::Execute(error)) => Err(classify(error)),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Tasks, each database its own way (see `Store` for what each does).
+#[async_trait]
+pub(crate) trait Tasks: Database {
+    async fn insert_tasks(&self, tasks: &[NewTask]) -> Result<Vec<Inserted>, StoreError>;
+
+    /// Inserts tasks inside an open transaction, as `insert_tasks` does.
+    async fn insert_tasks_in(
+        transaction: &mut Self::Transaction,
+        tasks: &[NewTask],
+    ) -> Result<Vec<Inserted>, StoreError>;
+
+    async fn roots(&self, ids: &[TaskId]) -> Result<HashMap<TaskId, TaskId>, StoreError>;
+
+    async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<TaskRecord>, StoreError>;
+
+    async fn cancel(&self, id: TaskId, now: DateTime<Utc>)
+    -> Result<Option<Cancelled>, StoreError>;
+}
+
+/// Leases, each database its own way (see `Store` for what each does).
+#[async_trait]
+pub(crate) trait Leases: Database {
+    async fn claim(&self, claim: &Claim) -> Result<Claimed, StoreError>;
+
+    async fn release(&self, session: Uuid, leases: &[LeaseToken]) -> Result<u64, StoreError>;
+
+    async fn adopt_leases(
+        &self,
+        worker: &WorkerId,
+        session: Uuid,
+        held: &[LeaseToken],
+        now: DateTime<Utc>,
+        lease_expires_at: DateTime<Utc>,
+    ) -> Result<Adopted, StoreError>;
+
+    async fn reap(&self, now: DateTime<Utc>, limit: u32) -> Result<Reaped, StoreError>;
+
+    async fn interrupt(
+        &self,
+        token: LeaseToken,
+        interruption: &Interruption,
+        now: DateTime<Utc>,
+    ) -> Result<Option<TaskState>, StoreError>;
+}
+
+/// What running attempts report, each database its own way.
+#[async_trait]
+pub(crate) trait Attempts: Database {
+    async fn record_attempts(&self, batch: &AttemptBatch) -> Result<Vec<bool>, StoreError>;
+}
+
+/// Announcements between coordinators on one database.
+#[async_trait]
+pub(crate) trait Announcements: Database {
+    async fn announce(&self, announcement: &Announcement) -> Result<(), StoreError>;
+
+    async fn listen(&self) -> Result<Option<Box<dyn AnnouncementListener>>, StoreError>;
+}
+
+/// Everything a database supplies to be a store.
+pub(crate) trait Backend: Tasks + Leases + Attempts + Announcements {}
+
+impl<B: Tasks + Leases + Attempts + Announcements> Backend for B {}
+
+#[async_trait]
+impl<B: Backend> Store for B {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        Database::migrate(self).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.connection().await?.execute("SELECT 1", &[]).await?;
+        Ok(())
+    }
+
+    async fn insert_tasks(&self, tasks: &[NewTask]) -> Result<Vec<Inserted>, StoreError> {
+        Tasks::insert_tasks(self, tasks).await
+    }
+
+    async fn task(&self, id: TaskId) -> Result<Option<TaskRecord>, StoreError> {
+        tasks::task(self, id).await
+    }
+
+    async fn roots(&self, ids: &[TaskId]) -> Result<HashMap<TaskId, TaskId>, StoreError> {
+        Tasks::roots(self, ids).await
+    }
+
+    async fn claim(&self, claim: &Claim) -> Result<Claimed, StoreError> {
+        Leases::claim(self, claim).await
+    }
+
+    async fn promote_due(&self, now: DateTime<Utc>, limit: u32) -> Result<Promoted, StoreError> {
+        tasks::promote_due(self, now, limit).await
+    }
+
+    async fn record_attempts(&self, batch: &AttemptBatch) -> Result<Vec<bool>, StoreError> {
+        Attempts::record_attempts(self, batch).await
+    }
+
+    async fn open_tree(&self, root: TaskId, now: DateTime<Utc>) -> Result<(), StoreError> {
+        trees::open_tree(self, root, now).await
+    }
+
+    async fn update_tree(
+        &self,
+        root: TaskId,
+        now: DateTime<Utc>,
+    ) -> Result<TreeUpdate, StoreError> {
+        trees::update_tree(self, root, now).await
+    }
+
+    async fn unfinished_trees(&self, limit: u32) -> Result<Vec<TaskId>, StoreError> {
+        trees::unfinished_trees(self, limit).await
+    }
+
+    async fn tree_events(
+        &self,
+        root: TaskId,
+        after: u64,
+        limit: u32,
+    ) -> Result<Option<Vec<TreeEvent>>, StoreError> {
+        trees::tree_events(self, root, after, limit).await
+    }
+
+    async fn records(&self, query: &RecordQuery) -> Result<Vec<(i64, StoredRecord)>, StoreError> {
+        records::records(self, query).await
+    }
+
+    async fn recorded_keys(
+        &self,
+        root: TaskId,
+        kind: &str,
+        status: Option<&str>,
+    ) -> Result<Vec<String>, StoreError> {
+        records::recorded_keys(self, root, kind, status).await
+    }
+
+    async fn worker_seen(
+        &self,
+        worker: &WorkerId,
+        stats: Option<&WorkerStats>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        workers::worker_seen(self, worker, stats, now).await
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, StoreError> {
+        workers::workers(self).await
+    }
+
+    async fn tasks_in_state(
+        &self,
+        state: TaskState,
+        limit: u32,
+    ) -> Result<Vec<TaskRecord>, StoreError> {
+        tasks::tasks_in_state(self, state, limit).await
+    }
+
+    async fn queue_counts(&self) -> Result<QueueCounts, StoreError> {
+        tasks::queue_counts(self).await
+    }
+
+    async fn put_schedule(&self, schedule: &Schedule) -> Result<(), StoreError> {
+        schedules::put_schedule(self, schedule).await
+    }
+
+    async fn schedules(&self) -> Result<Vec<Schedule>, StoreError> {
+        schedules::schedules(self).await
+    }
+
+    async fn delete_schedule(&self, name: &str) -> Result<bool, StoreError> {
+        schedules::delete_schedule(self, name).await
+    }
+
+    async fn pause_schedule(
+        &self,
+        name: &str,
+        paused: bool,
+        next_run_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        schedules::pause_schedule(self, name, paused, next_run_at).await
+    }
+
+    async fn fire_schedule(
+        &self,
+        name: &str,
+        expected: DateTime<Utc>,
+        next: DateTime<Utc>,
+        task: Option<&NewTask>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        schedules::fire_schedule(self, name, expected, next, task, now).await
+    }
+
+    async fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let row = self
+            .connection()
+            .await?
+            .fetch_optional("SELECT value FROM settings WHERE key = $1", &[key.into()])
+            .await?;
+        row.map(|row| row.text("value"))
+            .transpose()
+            .map_err(StoreError::Internal)
+    }
+
+    async fn release(&self, session: Uuid, leases: &[LeaseToken]) -> Result<u64, StoreError> {
+        Leases::release(self, session, leases).await
+    }
+
+    async fn adopt_leases(
+        &self,
+        worker: &WorkerId,
+        session: Uuid,
+        held: &[LeaseToken],
+        now: DateTime<Utc>,
+        lease_expires_at: DateTime<Utc>,
+    ) -> Result<Adopted, StoreError> {
+        Leases::adopt_leases(self, worker, session, held, now, lease_expires_at).await
+    }
+
+    async fn renew_leases(
+        &self,
+        sessions: &[Uuid],
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<u64, StoreError> {
+        leases::renew_leases(self, sessions, now, ttl).await
+    }
+
+    async fn expire_session_leases(
+        &self,
+        session: Uuid,
+        at: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        leases::expire_session_leases(self, session, at).await
+    }
+
+    async fn reap(&self, now: DateTime<Utc>, limit: u32) -> Result<Reaped, StoreError> {
+        Leases::reap(self, now, limit).await
+    }
+
+    async fn interrupt(
+        &self,
+        token: LeaseToken,
+        interruption: &Interruption,
+        now: DateTime<Utc>,
+    ) -> Result<Option<TaskState>, StoreError> {
+        Leases::interrupt(self, token, interruption, now).await
+    }
+
+    async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<TaskRecord>, StoreError> {
+        Tasks::list_tasks(self, filter).await
+    }
+
+    async fn cancel(
+        &self,
+        id: TaskId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Cancelled>, StoreError> {
+        Tasks::cancel(self, id, now).await
+    }
+
+    async fn purge(&self, queue: &QueueName, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        tasks::purge(self, queue, now).await
+    }
+
+    async fn register_worker(&self, worker: &WorkerRegistration) -> Result<(), StoreError> {
+        workers::register_worker(self, worker).await
+    }
+
+    async fn knows_task_name(&self, name: &TaskName) -> Result<bool, StoreError> {
+        workers::knows_task_name(self, name).await
+    }
+
+    async fn announce(&self, announcement: &Announcement) -> Result<(), StoreError> {
+        Announcements::announce(self, announcement).await
+    }
+
+    async fn listen(&self) -> Result<Option<Box<dyn AnnouncementListener>>, StoreError> {
+        Announcements::listen(self).await
+    }
+}

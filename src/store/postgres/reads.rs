@@ -1,0 +1,83 @@
+//! The Postgres text of the statements written once in `store/` whose SQL differs between
+//! databases: column casts, row locks, `ANY` over arrays.
+
+use super::super::backend::{LeaseSql, RecordSql, TaskSql, TreeSql};
+
+pub(super) const TASKS: TaskSql = TaskSql {
+    task: concat!("SELECT ", task_columns!(), " FROM tasks t WHERE t.id = $1"),
+    in_state: concat!(
+        "SELECT ",
+        task_columns!(),
+        " FROM tasks t WHERE t.state = $1 \
+         ORDER BY coalesce(t.started_at, t.run_at), t.seq LIMIT $2",
+    ),
+    promote_due: "WITH due AS ( \
+             SELECT id FROM tasks WHERE state = 'scheduled' AND run_at <= $1 \
+             ORDER BY run_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
+         UPDATE tasks t SET state = 'pending' FROM due WHERE t.id = due.id",
+};
+
+pub(super) const TREES: TreeSql = TreeSql {
+    read_for_update: "SELECT last_seq, reported, finished_at FROM task_trees WHERE root_id = $1 \
+         FOR UPDATE",
+    release_callbacks: "UPDATE tasks t SET state = 'pending', run_at = $2 \
+         WHERE t.root_id = $1 AND t.state = 'waiting' \
+           AND EXISTS (SELECT 1 FROM tasks p WHERE p.id = t.waits_for \
+               AND p.state IN ('succeeded', 'failed', 'cancelled', 'expired')) \
+           AND NOT EXISTS (SELECT 1 FROM tasks c WHERE c.parent_id = t.waits_for \
+               AND c.id <> t.id \
+               AND c.state IN ('pending', 'scheduled', 'leased', 'running', 'waiting'))",
+    count_tasks: "SELECT state, count(*) AS count, \
+             coalesce(sum(progress_done), 0)::bigint AS done, \
+             coalesce(sum(progress_total), 0)::bigint AS total \
+         FROM tasks WHERE root_id = $1 GROUP BY state",
+    latest_message: "SELECT progress_message FROM tasks \
+         WHERE root_id = $1 AND progress_message <> '' \
+         ORDER BY progress_at DESC NULLS LAST LIMIT 1",
+};
+
+/// A page of records where `{column}` is the task or the root.
+macro_rules! records_where {
+    ($column:literal) => {
+        concat!(
+            "SELECT seq, root_id, task_id, kind, key, status, data::text AS data, created_at, \
+                 updated_at \
+             FROM task_records \
+             WHERE ",
+            $column,
+            " = $1 AND seq > $2 \
+               AND ($3::text IS NULL OR kind = $3) AND ($4::text IS NULL OR status = $4) \
+             ORDER BY seq LIMIT $5"
+        )
+    };
+}
+
+pub(super) const RECORDS: RecordSql = RecordSql {
+    by_task: records_where!("task_id"),
+    by_root: records_where!("root_id"),
+    keys: "SELECT key FROM task_records WHERE root_id = $1 AND kind = $2 \
+           AND ($3::text IS NULL OR status = $3) ORDER BY seq",
+};
+
+pub(super) const KNOWS_TASK_NAME: &str =
+    "SELECT EXISTS (SELECT 1 FROM workers WHERE $1 = ANY(task_names)) AS known";
+
+pub(super) const LEASES: LeaseSql = LeaseSql {
+    // A row locked right now is being written (started, finished, released); it is renewed next
+    // round, well within its TTL. Skipping never waits, so never deadlocks.
+    renew: "WITH held AS ( \
+             SELECT id FROM tasks \
+             WHERE session_id = ANY($1::uuid[]) AND state IN ('leased', 'running') \
+             FOR UPDATE SKIP LOCKED) \
+         UPDATE tasks t SET lease_expires_at = LEAST( \
+             $2::timestamptz + $3 * interval '1 millisecond', \
+             COALESCE(t.started_at + (t.hard_time_limit_ms + $4) * interval '1 millisecond', \
+                      'infinity')) \
+         FROM held WHERE t.id = held.id",
+    expire_session: "WITH held AS MATERIALIZED ( \
+             SELECT id FROM tasks \
+             WHERE session_id = $1 AND state IN ('leased', 'running') \
+             ORDER BY id FOR UPDATE) \
+         UPDATE tasks t SET lease_expires_at = LEAST(t.lease_expires_at, $2) \
+         FROM held WHERE t.id = held.id AND t.session_id = $1",
+};

@@ -1,0 +1,63 @@
+//! The SQLite text of the statements written once in `store/` whose SQL differs between
+//! databases: no casts, no row locks (one connection serialises writers), JSON arrays.
+
+use super::super::backend::{LeaseSql, RecordSql, TaskSql, TreeSql};
+
+pub(super) const TASKS: TaskSql = TaskSql {
+    task: "SELECT * FROM tasks WHERE id = $1",
+    in_state: "SELECT * FROM tasks WHERE state = $1 ORDER BY coalesce(started_at, run_at), seq \
+         LIMIT $2",
+    promote_due: "UPDATE tasks SET state = 'pending' WHERE seq IN ( \
+             SELECT seq FROM tasks WHERE state = 'scheduled' AND run_at <= $1 \
+             ORDER BY run_at LIMIT $2)",
+};
+
+pub(super) const TREES: TreeSql = TreeSql {
+    read_for_update: "SELECT last_seq, reported, finished_at FROM task_trees WHERE root_id = $1",
+    release_callbacks: "UPDATE tasks SET state = 'pending', run_at = $2 \
+         WHERE root_id = $1 AND state = 'waiting' \
+           AND EXISTS (SELECT 1 FROM tasks p WHERE p.id = tasks.waits_for \
+               AND p.state IN ('succeeded', 'failed', 'cancelled', 'expired')) \
+           AND NOT EXISTS (SELECT 1 FROM tasks c WHERE c.parent_id = tasks.waits_for \
+               AND c.id <> tasks.id \
+               AND c.state IN ('pending', 'scheduled', 'leased', 'running', 'waiting'))",
+    count_tasks: "SELECT state, count(*) AS count, coalesce(sum(progress_done), 0) AS done, \
+             coalesce(sum(progress_total), 0) AS total \
+         FROM tasks WHERE root_id = $1 GROUP BY state",
+    latest_message: "SELECT progress_message FROM tasks \
+         WHERE root_id = $1 AND progress_message <> '' ORDER BY progress_at DESC LIMIT 1",
+};
+
+/// A page of records where `{column}` is the task or the root.
+macro_rules! records_where {
+    ($column:literal) => {
+        concat!(
+            "SELECT seq, root_id, task_id, kind, key, status, data, created_at, updated_at \
+             FROM task_records WHERE ",
+            $column,
+            " = $1 AND seq > $2 \
+               AND ($3 IS NULL OR kind = $3) AND ($4 IS NULL OR status = $4) \
+             ORDER BY seq LIMIT $5"
+        )
+    };
+}
+
+pub(super) const RECORDS: RecordSql = RecordSql {
+    by_task: records_where!("task_id"),
+    by_root: records_where!("root_id"),
+    keys: "SELECT key FROM task_records WHERE root_id = $1 AND kind = $2 \
+           AND ($3 IS NULL OR status = $3) ORDER BY seq",
+};
+
+pub(super) const KNOWS_TASK_NAME: &str = "SELECT EXISTS (SELECT 1 FROM workers, \
+     json_each(workers.task_names) WHERE json_each.value = $1) AS known";
+
+pub(super) const LEASES: LeaseSql = LeaseSql {
+    renew: "UPDATE tasks SET lease_expires_at = min($2 + $3 * 1000, \
+             CASE WHEN started_at IS NULL THEN 9223372036854775807 \
+                  ELSE started_at + (hard_time_limit_ms + $4) * 1000 END) \
+         WHERE session_id IN (SELECT value FROM json_each($1)) \
+             AND state IN ('leased', 'running')",
+    expire_session: "UPDATE tasks SET lease_expires_at = min(lease_expires_at, $2) \
+         WHERE session_id = $1 AND state IN ('leased', 'running')",
+};

@@ -1,0 +1,146 @@
+//! Task reads and the queue-wide writes both databases run the same way.
+
+use chrono::{DateTime, Utc};
+
+use super::backend::Database;
+use super::encoding::count;
+use super::row::{Columns, decoded, task_record};
+use super::statements::Statements;
+use super::{Cancelled, Promoted, QueueCounts, StoreError};
+use crate::domain::{LeaseToken, QueueName, TaskId, TaskRecord, TaskState};
+
+pub(super) async fn task<B: Database>(
+    backend: &B,
+    id: TaskId,
+) -> Result<Option<TaskRecord>, StoreError> {
+    let row = backend
+        .connection()
+        .await?
+        .fetch_optional(B::TASKS.task, &[id.into()])
+        .await?;
+    row.as_ref()
+        .map(task_record)
+        .transpose()
+        .map_err(StoreError::Internal)
+}
+
+pub(super) async fn tasks_in_state<B: Database>(
+    backend: &B,
+    state: TaskState,
+    limit: u32,
+) -> Result<Vec<TaskRecord>, StoreError> {
+    let rows = backend
+        .connection()
+        .await?
+        .fetch_all(
+            B::TASKS.in_state,
+            &[state.as_str().into(), i64::from(limit).into()],
+        )
+        .await?;
+    decoded(&rows, task_record)
+}
+
+pub(super) async fn promote_due<B: Database>(
+    backend: &B,
+    now: DateTime<Utc>,
+    limit: u32,
+) -> Result<Promoted, StoreError> {
+    let mut connection = backend.connection().await?;
+    let count = connection
+        .execute(B::TASKS.promote_due, &[now.into(), i64::from(limit).into()])
+        .await?;
+    let next_due = connection
+        .fetch_one(
+            "SELECT min(run_at) AS next_due FROM tasks WHERE state = 'scheduled'",
+            &[],
+        )
+        .await?
+        .optional_moment("next_due")
+        .map_err(StoreError::Internal)?;
+    Ok(Promoted { count, next_due })
+}
+
+pub(super) async fn queue_counts<B: Database>(backend: &B) -> Result<QueueCounts, StoreError> {
+    let mut connection = backend.connection().await?;
+    let by_state = connection
+        .fetch_all(
+            "SELECT queue, state, count(*) AS count FROM tasks \
+             WHERE state IN ('pending', 'scheduled', 'leased', 'running', 'waiting') \
+             GROUP BY queue, state",
+            &[],
+        )
+        .await?;
+    let oldest_pending = connection
+        .fetch_all(
+            "SELECT queue, min(created_at) AS oldest FROM tasks WHERE state = 'pending' \
+             GROUP BY queue",
+            &[],
+        )
+        .await?;
+    Ok(QueueCounts {
+        by_state: decoded(&by_state, |row| {
+            Ok((
+                row.text("queue")?,
+                row.text("state")?,
+                u64::try_from(row.integer("count")?).unwrap_or(0),
+            ))
+        })?,
+        oldest_pending: decoded(&oldest_pending, |row| {
+            Ok((row.text("queue")?, row.moment("oldest")?))
+        })?,
+    })
+}
+
+pub(super) async fn purge<B: Database>(
+    backend: &B,
+    queue: &QueueName,
+    now: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    backend
+        .connection()
+        .await?
+        .execute(
+            "UPDATE tasks SET state = 'cancelled', finished_at = $2, error_kind = 'cancelled', \
+                 error_message = 'purged with its queue' \
+             WHERE queue = $1 AND state IN ('pending', 'scheduled')",
+            &[queue.as_str().into(), now.into()],
+        )
+        .await
+}
+
+/// A task's state, read inside a transaction (a cancellation's first step); `None` when there is
+/// no such task.
+pub(super) async fn state_of(
+    connection: &mut impl Statements,
+    id: TaskId,
+) -> Result<Option<TaskState>, StoreError> {
+    let row = connection
+        .fetch_optional("SELECT state FROM tasks WHERE id = $1", &[id.into()])
+        .await?;
+    row.map(|row| row.parsed("state", TaskState::from_name))
+        .transpose()
+        .map_err(StoreError::Internal)
+}
+
+/// What a cancellation did, from the task's state before and the cancelled tasks as `(id, state
+/// before, attempt)`: those that were leased or running hold leases their workers must hear of.
+pub(super) fn cancelled_of(
+    previous: TaskState,
+    tasks: &[(Option<TaskId>, String, i64)],
+) -> Cancelled {
+    let leases = tasks
+        .iter()
+        .filter(|(_, state, _)| state == "leased" || state == "running")
+        .filter_map(|(task, _, attempt)| {
+            Some(LeaseToken {
+                task_id: (*task)?,
+                attempt: count(*attempt),
+            })
+        })
+        .collect();
+    Cancelled {
+        previous,
+        leases,
+        cancelled: tasks.len() as u64,
+    }
+}

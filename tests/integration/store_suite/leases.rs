@@ -1,0 +1,311 @@
+//! Leases: claimed in order, released and adopted by session, renewed and reaped.
+
+use super::*;
+
+on_both_stores!(
+    claims_serve_queue_priority_then_task_priority_then_fifo,
+    expired_tasks_are_never_leased,
+    releases_are_fenced_by_session,
+    a_reconnecting_worker_keeps_what_it_holds_and_loses_the_rest,
+    a_running_attempt_the_worker_comes_back_without_counts_as_lost,
+    leases_are_renewed_and_expired_ones_reaped_by_verdict,
+);
+
+async fn claims_serve_queue_priority_then_task_priority_then_fifo(store: Arc<dyn Store>) {
+    let now = t0();
+    let tasks = vec![
+        task("noop", "default", 9, now),
+        task("noop", "import", 0, now),
+        task("noop", "email", 0, now),
+        task("noop", "campaigns", 5, now),
+        task("noop", "email", 0, now),
+        task("noop", "email", 7, now),
+    ];
+    store.insert_tasks(&tasks).await.unwrap();
+    let queues = [
+        ("default", 0),
+        ("import", 5),
+        ("email", 10),
+        ("campaigns", 10),
+    ];
+    let session = Uuid::new_v4();
+    let mut order = Vec::new();
+    for _ in 0..3 {
+        let claimed = store
+            .claim(&claim("w", session, &queues, 2, now))
+            .await
+            .unwrap();
+        assert!(claimed.tasks.len() <= 2);
+        order.extend(claimed.tasks.iter().map(|lease| lease.token.task_id));
+    }
+    // Email and campaigns share priority 10: task priority decides (7, 5), then FIFO.
+    let expected = vec![
+        tasks[5].id,
+        tasks[3].id,
+        tasks[2].id,
+        tasks[4].id,
+        tasks[1].id,
+        tasks[0].id,
+    ];
+    assert_eq!(order, expected);
+    for id in &order {
+        let record = store.task(*id).await.unwrap().unwrap();
+        assert_eq!(record.state, TaskState::Leased);
+        assert_eq!(record.attempt, 1);
+        assert_eq!(record.worker_id.unwrap().as_str(), "w");
+    }
+    let empty = store
+        .claim(&claim("w", session, &queues, 5, now))
+        .await
+        .unwrap();
+    assert_eq!(empty.consumed(), 0);
+}
+
+async fn expired_tasks_are_never_leased(store: Arc<dyn Store>) {
+    let now = t0();
+    let mut stale = task("noop", "default", 0, now);
+    stale.expires_at = Some(after(now, Duration::from_secs(1)));
+    let fresh = task("noop", "default", 0, now);
+    store
+        .insert_tasks(&[stale.clone(), fresh.clone()])
+        .await
+        .unwrap();
+    let later = after(now, Duration::from_secs(5));
+    let claimed = store
+        .claim(&claim("w", Uuid::new_v4(), &[("default", 0)], 10, later))
+        .await
+        .unwrap();
+    assert_eq!(claimed.expired, 1);
+    assert_eq!(claimed.tasks.len(), 1);
+    assert_eq!(claimed.tasks[0].token.task_id, fresh.id);
+    assert_eq!(state(&store, stale.id).await, TaskState::Expired);
+
+    // The sweeper finds expired tasks nobody claims.
+    let mut waiting = task("noop", "import", 0, now);
+    waiting.expires_at = Some(after(now, Duration::from_secs(1)));
+    store.insert_tasks(&[waiting.clone()]).await.unwrap();
+    let reaped = store.reap(later, 100).await.unwrap();
+    assert_eq!(reaped.expired, 1);
+    assert_eq!(state(&store, waiting.id).await, TaskState::Expired);
+}
+
+async fn releases_are_fenced_by_session(store: Arc<dyn Store>) {
+    let now = t0();
+    let new = task("noop", "default", 0, now);
+    store
+        .insert_tasks(std::slice::from_ref(&new))
+        .await
+        .unwrap();
+    let session = Uuid::new_v4();
+    let token = store
+        .claim(&claim("w", session, &[("default", 0)], 1, now))
+        .await
+        .unwrap()
+        .tasks[0]
+        .token;
+    assert_eq!(store.release(Uuid::new_v4(), &[token]).await.unwrap(), 0);
+    assert_eq!(state(&store, new.id).await, TaskState::Leased);
+    assert_eq!(store.release(session, &[token]).await.unwrap(), 1);
+    assert_eq!(state(&store, new.id).await, TaskState::Pending);
+    let again = store
+        .claim(&claim("w", session, &[("default", 0)], 1, now))
+        .await
+        .unwrap();
+    assert_eq!(
+        again.tasks[0].token.attempt, 2,
+        "a new lease gets a new token"
+    );
+}
+
+async fn a_reconnecting_worker_keeps_what_it_holds_and_loses_the_rest(store: Arc<dyn Store>) {
+    let now = t0();
+    let tasks = vec![
+        task("noop", "default", 0, now),
+        task("noop", "default", 0, now),
+    ];
+    store.insert_tasks(&tasks).await.unwrap();
+    let old_session = Uuid::new_v4();
+    let leases = store
+        .claim(&claim("w", old_session, &[("default", 0)], 2, now))
+        .await
+        .unwrap()
+        .tasks;
+    let held = leases[0].token;
+    let new_session = Uuid::new_v4();
+    let adopted = store
+        .adopt_leases(
+            &worker("w"),
+            new_session,
+            &[held],
+            now,
+            after(now, Duration::from_secs(30)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(adopted.kept.len(), 1);
+    assert_eq!(adopted.kept[0].token, held);
+    assert_eq!(adopted.released, 1);
+    assert_eq!(
+        state(&store, leases[1].token.task_id).await,
+        TaskState::Pending
+    );
+    // The old session can no longer give back what the new one adopted.
+    assert_eq!(store.release(old_session, &[held]).await.unwrap(), 0);
+    assert_eq!(state(&store, held.task_id).await, TaskState::Leased);
+    // Another worker cannot adopt it.
+    let stolen = store
+        .adopt_leases(&worker("thief"), Uuid::new_v4(), &[held], now, now)
+        .await
+        .unwrap();
+    assert!(stolen.kept.is_empty());
+}
+
+/// A task that kills its worker, whose worker comes back under the same id (a container
+/// restart: same hostname, pid 1), must not run for ever: each lost attempt counts.
+async fn a_running_attempt_the_worker_comes_back_without_counts_as_lost(store: Arc<dyn Store>) {
+    let now = t0();
+    let mut killer = task("noop", "default", 0, now);
+    killer.max_retries = 1;
+    store.insert_tasks(&[killer.clone()]).await.unwrap();
+    let mut attempts = Vec::new();
+    for round in 0..2u64 {
+        let at = after(now, Duration::from_secs(round * 10));
+        let session = Uuid::new_v4();
+        let lease = store
+            .claim(&claim("w", session, &[("default", 0)], 1, at))
+            .await
+            .unwrap()
+            .tasks
+            .pop()
+            .expect("the task is pending again after each lost attempt");
+        store
+            .record_parts(
+                &[Start {
+                    token: lease.token,
+                    worker: worker("w"),
+                    at,
+                    lease_expires_at: after(at, Duration::from_secs(60)),
+                }],
+                &[],
+            )
+            .await
+            .unwrap();
+        attempts.push(lease.token);
+        // The worker was killed by the task and comes back holding nothing.
+        let back = after(at, Duration::from_secs(1));
+        let adopted = store
+            .adopt_leases(
+                &worker("w"),
+                Uuid::new_v4(),
+                &[],
+                back,
+                after(back, Duration::from_secs(30)),
+            )
+            .await
+            .unwrap();
+        assert_eq!((adopted.released, adopted.lost), (1, 1), "round {round}");
+    }
+    let record = store.task(killer.id).await.unwrap().unwrap();
+    assert_eq!(record.state, TaskState::Failed, "{record:?}");
+    assert_eq!(record.retries, 1);
+    assert_eq!(record.attempt, 2);
+    assert_eq!(record.failures.len(), 2);
+    assert!(
+        record
+            .failures
+            .iter()
+            .all(|failure| failure.kind == "worker_lost")
+    );
+    assert_eq!(record.error.unwrap().0, "worker_lost");
+    assert!(record.finished_at.is_some());
+    // Nothing to claim: it is not retried a third time.
+    assert!(
+        store
+            .claim(&claim(
+                "w",
+                Uuid::new_v4(),
+                &[("default", 0)],
+                1,
+                after(now, Duration::from_secs(60))
+            ))
+            .await
+            .unwrap()
+            .tasks
+            .is_empty()
+    );
+}
+
+async fn leases_are_renewed_and_expired_ones_reaped_by_verdict(store: Arc<dyn Store>) {
+    let now = t0();
+    let ttl = Duration::from_secs(30);
+    let tasks: Vec<_> = (0..4).map(|_| task("noop", "default", 0, now)).collect();
+    store.insert_tasks(&tasks).await.unwrap();
+    let live = Uuid::new_v4();
+    let dead = Uuid::new_v4();
+    let live_lease = store
+        .claim(&claim("live", live, &[("default", 0)], 1, now))
+        .await
+        .unwrap()
+        .tasks[0]
+        .token;
+    let dead_leases = store
+        .claim(&claim("dead", dead, &[("default", 0)], 3, now))
+        .await
+        .unwrap()
+        .tasks;
+    // Of the dead worker's three leases: one never started, one started, one started long ago
+    // (so its hard limit, 20 s, has passed by the time it is reaped).
+    let started = dead_leases[1].token;
+    let overdue = dead_leases[2].token;
+    let start = |token, at| Start {
+        token,
+        worker: worker("dead"),
+        at,
+        lease_expires_at: after(now, ttl),
+    };
+    store
+        .record_parts(
+            &[
+                start(started, after(now, Duration::from_secs(50))),
+                start(overdue, now),
+            ],
+            &[],
+        )
+        .await
+        .unwrap();
+
+    // Time passes; only the live worker's coordinator renews.
+    let later = after(now, Duration::from_secs(25));
+    assert_eq!(store.renew_leases(&[live], later, ttl).await.unwrap(), 1);
+    let reap_at = after(now, Duration::from_secs(52));
+    let reaped = store.reap(reap_at, 100).await.unwrap();
+    assert_eq!((reaped.requeued, reaped.failed), (2, 1), "{reaped:?}");
+    assert_eq!(state(&store, live_lease.task_id).await, TaskState::Leased);
+    assert_eq!(
+        state(&store, dead_leases[0].token.task_id).await,
+        TaskState::Pending
+    );
+    let retried = store.task(started.task_id).await.unwrap().unwrap();
+    assert_eq!(retried.state, TaskState::Pending);
+    assert_eq!(retried.retries, 1);
+    assert_eq!(retried.failures[0].kind, "worker_lost");
+    let overdue = store.task(overdue.task_id).await.unwrap().unwrap();
+    assert_eq!(overdue.state, TaskState::Failed);
+    assert_eq!(overdue.error.unwrap().0, "time_limit");
+
+    // The grace period: a broken stream's leases expire at its end.
+    let grace_end = after(later, Duration::from_secs(5));
+    assert_eq!(
+        store.expire_session_leases(live, grace_end).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .reap(after(grace_end, Duration::from_secs(1)), 100)
+            .await
+            .unwrap()
+            .requeued,
+        1
+    );
+    assert_eq!(state(&store, live_lease.task_id).await, TaskState::Pending);
+}
