@@ -254,7 +254,7 @@ impl Coordinator {
         &self,
         name: &crate::domain::TaskName,
     ) -> Result<bool, CoordinatorError> {
-        if crate::tasks::BUILTIN_TASK_NAMES.contains(&name.as_str())
+        if crate::domain::BUILTIN_TASK_NAMES.contains(&name.as_str())
             || self.sessions.runs_task(name)
             || self
                 .known_task_names

@@ -21,7 +21,7 @@ pub use ids::{TaskId, WorkerId};
 pub use inspect::{PingResult, QueueDepth, WorkerInfo};
 pub use json::{JsonText, MAX_JSON_DEPTH};
 pub use lease::LeaseToken;
-pub use names::{QueueName, TaskName};
+pub use names::{BUILTIN_TASK_NAMES, QueueName, TaskName};
 pub use protocol::{
     ControlCommand, CoordinatorMessage, Hello, Lease, MAX_FAILURE_KIND_BYTES,
     MAX_FAILURE_MESSAGE_BYTES, MAX_HOSTNAME_BYTES, MAX_NOTE_BYTES, MAX_VERSION_BYTES,

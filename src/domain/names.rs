@@ -2,6 +2,23 @@ use std::fmt;
 
 use super::ValidationError;
 
+/// The names of the tasks celeritas ships (`tasks/`): known to every coordinator, so they
+/// need no route to be submitted.
+pub const BUILTIN_TASK_NAMES: &[&str] = &[
+    "cleanup_smtp_connections",
+    "cleanup_stuck_campaigns",
+    "emit_records",
+    "fail",
+    "fan_out",
+    "monitor_campaign_progress",
+    "noop",
+    "send_campaign",
+    "send_email_batch",
+    "send_single_email",
+    "sleep",
+    "test_celery",
+];
+
 /// Checks a name of 1 to `max` characters drawn from letters, digits and `allowed_punctuation`.
 fn parse_name(
     field: &str,

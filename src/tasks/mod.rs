@@ -11,22 +11,6 @@ use crate::config::Config;
 use crate::domain::ValidationError;
 use crate::worker::Registry;
 
-/// The names of the built-in tasks.
-pub const BUILTIN_TASK_NAMES: &[&str] = &[
-    "cleanup_smtp_connections",
-    "cleanup_stuck_campaigns",
-    "emit_records",
-    "fail",
-    "fan_out",
-    "monitor_campaign_progress",
-    "noop",
-    "send_campaign",
-    "send_email_batch",
-    "send_single_email",
-    "sleep",
-    "test_celery",
-];
-
 /// A registry of every built-in task for a worker of `coordinator_url`: the email tasks send
 /// through `config.smtp`'s relays; the campaign upkeep follows `config.campaigns`.
 pub fn builtin_registry(
@@ -56,7 +40,7 @@ mod tests {
             .iter()
             .map(ToString::to_string)
             .collect();
-        let mut expected: Vec<String> = BUILTIN_TASK_NAMES
+        let mut expected: Vec<String> = crate::domain::BUILTIN_TASK_NAMES
             .iter()
             .map(|name| name.to_string())
             .collect();
