@@ -1,4 +1,4 @@
-//! Cancelling tasks, purging queues, and ending a stuck attempt from outside (requeue or fail).
+//! Cancelling tasks and purging queues.
 //!
 //! Cancelling a task cancels its unfinished descendants too. A cancelled task is marked
 //! cancelled in the store at once, so it never starts and any later
@@ -7,25 +7,8 @@
 //! worker gives the lease back or reports the (refused) result.
 
 use super::{Coordinator, CoordinatorError};
-use crate::domain::{
-    LeaseToken, QueueName, TaskId, TaskQuery, TaskRecord, TaskState, ValidationError,
-};
-use crate::store::{Announcement, Interruption, TaskFilter};
-
-/// The longest reason an operator may give for a requeue or a failure.
-pub const MAX_REASON_CHARS: usize = 1_000;
-
-/// The most tasks one answer lists with their args and results.
-pub const MAX_LISTED_WITH_PAYLOADS: u32 = 100;
-
-/// What to do with an attempt that is ended from outside.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Intervention {
-    /// Put the task back on its queue (a failed attempt that counts a retry).
-    Requeue,
-    /// Fail the task for good.
-    Fail,
-}
+use crate::domain::{LeaseToken, QueueName, TaskId, TaskRecord, ValidationError};
+use crate::store::Announcement;
 
 /// What a cancellation did: the task afterwards, and how many of its descendants it cancelled.
 #[derive(Debug, Clone)]
@@ -56,17 +39,8 @@ impl Coordinator {
             .cancelled
             .saturating_sub(u64::from(!cancelled.previous.is_terminal()));
         for token in cancelled.leases {
-            if self
-                .sessions
-                .tell_holder_to_cancel(token, terminate, "cancelled on request")
-                .await
-            {
-                continue;
-            }
-            let announcement = Announcement::Cancel { token, terminate };
-            if let Err(error) = self.store.announce(&announcement).await {
-                tracing::warn!(%error, task = %token.task_id, "cannot tell other coordinators of a cancellation; the worker's result will be refused");
-            }
+            self.tell_holder_to_stop(token, terminate, "cancelled on request")
+                .await;
         }
         let task = self.task(id).await?;
         self.dirty_trees.mark(task.root_id);
@@ -77,135 +51,26 @@ impl Coordinator {
         })
     }
 
-    /// The tasks `query` asks for, longest quiet first; at most `MAX_LISTED_WITH_PAYLOADS`
-    /// when their payloads are asked for.
-    pub async fn list_tasks(&self, query: TaskQuery) -> Result<Vec<TaskRecord>, CoordinatorError> {
-        let TaskQuery {
-            root,
-            names,
-            states,
-            quiet_for,
-            limit,
-            with_payloads,
-        } = query;
-        let states = if states.is_empty() {
-            TaskState::ALL
-                .into_iter()
-                .filter(|state| !state.is_terminal())
-                .collect()
-        } else {
-            states
-        };
-        let quiet_since = quiet_for
-            .map(|quiet| {
-                chrono::Duration::from_std(quiet)
-                    .ok()
-                    .and_then(|quiet| self.clock.now().checked_sub_signed(quiet))
-                    .ok_or_else(|| ValidationError::new("quiet_for", "is too long"))
-            })
-            .transpose()?;
-        let filter = TaskFilter {
-            with_payloads,
-            root,
-            names,
-            states,
-            quiet_since,
-            limit: if (1..=super::inspect::MAX_LISTED).contains(&limit) {
-                if with_payloads {
-                    limit.min(MAX_LISTED_WITH_PAYLOADS)
-                } else {
-                    limit
-                }
-            } else {
-                return Err(ValidationError::new(
-                    "limit",
-                    format!("must be 1 to {}", super::inspect::MAX_LISTED),
-                )
-                .into());
-            },
-        };
-        Ok(self.store.list_tasks(&filter).await?)
-    }
-
-    /// Ends a leased or running task's attempt (`attempt`, or its current one): the worker is
-    /// told to abort it, the attempt is recorded as failed with `reason`, and the task is
-    /// requeued (while it has retries left) or failed as `intervention` says.
-    pub async fn intervene(
+    /// Tells the worker holding `token` to stop its task: directly when its stream is here,
+    /// through an announcement to the other coordinators otherwise. A worker that is not told
+    /// has its result refused.
+    pub(super) async fn tell_holder_to_stop(
         &self,
-        id: TaskId,
-        attempt: Option<u32>,
-        intervention: Intervention,
+        token: LeaseToken,
+        terminate: bool,
         reason: &str,
-    ) -> Result<TaskRecord, CoordinatorError> {
-        if reason.trim().is_empty() || reason.chars().count() > MAX_REASON_CHARS {
-            return Err(ValidationError::new(
-                "reason",
-                format!("must be 1 to {MAX_REASON_CHARS} characters"),
-            )
-            .into());
-        }
-        crate::domain::check_text("reason", reason, usize::MAX)?;
-        let task = self.task(id).await?;
-        let attempt = attempt.unwrap_or(task.attempt);
-        if !matches!(task.state, TaskState::Leased | TaskState::Running) {
-            return Err(CoordinatorError::FailedPrecondition(format!(
-                "task_id: task {id} is {}, not leased or running",
-                task.state.as_str()
-            )));
-        }
-        let token = LeaseToken {
-            task_id: id,
-            attempt,
-        };
-        let interruption = Interruption {
-            requeue: intervention == Intervention::Requeue,
-            kind: match intervention {
-                Intervention::Requeue => "requeued",
-                Intervention::Fail => "failed_by_request",
-            }
-            .to_owned(),
-            message: reason.to_owned(),
-        };
-        let Some(state) = self
-            .store
-            .interrupt(token, &interruption, self.clock.now())
-            .await?
-        else {
-            return Err(CoordinatorError::FailedPrecondition(format!(
-                "attempt: task {id} is not leased or running on attempt {attempt} any more"
-            )));
-        };
-        tracing::info!(task = %id, attempt, state = state.as_str(), %reason, "ended an attempt from outside");
-        let told = format!(
-            "attempt ended from outside ({}): {reason}",
-            interruption.kind
-        );
-        if !self
+    ) {
+        if self
             .sessions
-            .tell_holder_to_cancel(token, true, &told)
+            .tell_holder_to_cancel(token, terminate, reason)
             .await
         {
-            let announcement = Announcement::Cancel {
-                token,
-                terminate: true,
-            };
-            if let Err(error) = self.store.announce(&announcement).await {
-                tracing::warn!(%error, task = %id, "cannot tell other coordinators to abort an attempt; its result will be refused");
-            }
+            return;
         }
-        if state == TaskState::Pending {
-            self.signal.wake();
-            self.announce();
+        let announcement = Announcement::Cancel { token, terminate };
+        if let Err(error) = self.store.announce(&announcement).await {
+            tracing::warn!(%error, task = %token.task_id, "cannot tell other coordinators to stop a task; the worker's result will be refused");
         }
-        self.dirty_trees.mark(task.root_id);
-        self.waiters.wake(id);
-        // The task as the interruption left it: the dispatcher may lease it again at once.
-        let mut task = self.task(id).await?;
-        if task.attempt == attempt {
-            return Ok(task);
-        }
-        task.state = state;
-        Ok(task)
     }
 
     /// Cancels every pending and scheduled task of a queue; returns how many.

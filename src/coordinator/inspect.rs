@@ -8,11 +8,16 @@ use std::time::Duration;
 use super::sessions::Session;
 use super::{Coordinator, CoordinatorError};
 use crate::domain::{
-    ControlCommand, PingResult, QueueDepth, QueueName, TaskRecord, TaskState, WorkerInfo,
+    ControlCommand, PingResult, QueueDepth, QueueName, TaskQuery, TaskRecord, TaskState,
+    ValidationError, WorkerInfo,
 };
+use crate::store::TaskFilter;
 
 /// The most tasks one inspection lists.
 pub const MAX_LISTED: u32 = 10_000;
+
+/// The most tasks one answer lists with their args and results.
+pub const MAX_LISTED_WITH_PAYLOADS: u32 = 100;
 
 /// Workers not seen for this long are left out of `workers` (Inspect's stats, active queues,
 /// registered).
@@ -21,6 +26,54 @@ const FORGET_WORKERS_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
 pub const MAX_PING_WAIT: Duration = Duration::from_secs(30);
 
 impl Coordinator {
+    /// The tasks `query` asks for, longest quiet first; at most `MAX_LISTED_WITH_PAYLOADS`
+    /// when their payloads are asked for.
+    pub async fn list_tasks(&self, query: TaskQuery) -> Result<Vec<TaskRecord>, CoordinatorError> {
+        let TaskQuery {
+            root,
+            names,
+            states,
+            quiet_for,
+            limit,
+            with_payloads,
+        } = query;
+        let states = if states.is_empty() {
+            TaskState::ALL
+                .into_iter()
+                .filter(|state| !state.is_terminal())
+                .collect()
+        } else {
+            states
+        };
+        let quiet_since = quiet_for
+            .map(|quiet| {
+                chrono::Duration::from_std(quiet)
+                    .ok()
+                    .and_then(|quiet| self.clock.now().checked_sub_signed(quiet))
+                    .ok_or_else(|| ValidationError::new("quiet_for", "is too long"))
+            })
+            .transpose()?;
+        let filter = TaskFilter {
+            with_payloads,
+            root,
+            names,
+            states,
+            quiet_since,
+            limit: if (1..=MAX_LISTED).contains(&limit) {
+                if with_payloads {
+                    limit.min(MAX_LISTED_WITH_PAYLOADS)
+                } else {
+                    limit
+                }
+            } else {
+                return Err(
+                    ValidationError::new("limit", format!("must be 1 to {}", MAX_LISTED)).into(),
+                );
+            },
+        };
+        Ok(self.store.list_tasks(&filter).await?)
+    }
+
     /// Every known worker; `connected` for those connected here or heard from recently by any
     /// coordinator; the counters of those connected here are the latest.
     pub async fn workers(&self) -> Result<Vec<WorkerInfo>, CoordinatorError> {

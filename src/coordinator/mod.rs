@@ -13,6 +13,7 @@ mod beat;
 mod cancel;
 pub mod dispatcher;
 pub(crate) mod inspect;
+mod intervene;
 mod leases;
 mod progress;
 pub mod sessions;
@@ -21,8 +22,9 @@ mod trees;
 pub mod waiters;
 pub mod worker_stream;
 
-pub use cancel::{Cancellation, Intervention, MAX_LISTED_WITH_PAYLOADS, MAX_REASON_CHARS};
-pub use inspect::MAX_LISTED;
+pub use cancel::Cancellation;
+pub use inspect::{MAX_LISTED, MAX_LISTED_WITH_PAYLOADS};
+pub use intervene::{Intervention, MAX_REASON_CHARS};
 pub use progress::{RecordsPage, RecordsRequest};
 
 use std::collections::HashSet;
