@@ -10,6 +10,7 @@ mod email;
 mod guarantees;
 mod hardening;
 mod health;
+mod in_process;
 mod one_command;
 mod operations;
 mod platform;
