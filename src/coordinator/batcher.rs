@@ -350,4 +350,123 @@ mod tests {
         assert_eq!(written.len(), 198);
         assert!(written.iter().all(|item| item.owner != 50));
     }
+
+    /// Every batch a flush was asked to write, in order.
+    type Writes = Arc<Mutex<Vec<Vec<u32>>>>;
+
+    /// A batcher of numbers whose writes are recorded; `flush` answers each write.
+    fn recording<F, Fut>(
+        linger: Option<Linger<u32>>,
+        stop: CancellationToken,
+        flush: F,
+    ) -> (Batcher<u32, u32>, Writes)
+    where
+        F: Fn(Vec<u32>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Vec<u32>, StoreError>> + Send + 'static,
+    {
+        let writes: Writes = Arc::default();
+        let batcher = {
+            let writes = writes.clone();
+            let flush = Arc::new(flush);
+            Batcher::spawn(
+                "test",
+                100,
+                linger,
+                Isolation {
+                    owner: |_: &u32| None::<u32>,
+                },
+                &TaskTracker::new(),
+                stop,
+                move |items: Vec<u32>| {
+                    writes.lock().unwrap().push(items.clone());
+                    flush(items)
+                },
+            )
+        };
+        (batcher, writes)
+    }
+
+    fn echo(items: Vec<u32>) -> std::future::Ready<Result<Vec<u32>, StoreError>> {
+        std::future::ready(Ok(items))
+    }
+
+    /// Items lingering (odd numbers here) wait up to `at_most` for company, measured on tokio's
+    /// clock, which the test moves by hand.
+    const LINGER: Linger<u32> = Linger {
+        at_most: Duration::from_millis(5),
+        may_linger: |item| item % 2 == 1,
+    };
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lingering_item_waits_for_company_and_goes_with_the_next_item() {
+        let (batcher, writes) = recording(Some(LINGER), CancellationToken::new(), echo);
+        let start = tokio::time::Instant::now();
+        let lingering = batcher.enqueue(1).await;
+        tokio::time::advance(Duration::from_millis(4)).await;
+        assert!(writes.lock().unwrap().is_empty(), "written before 5 ms");
+        let urgent = batcher.enqueue(2).await;
+        assert_eq!(urgent.await.unwrap().unwrap(), 2);
+        assert_eq!(lingering.await.unwrap().unwrap(), 1);
+        assert_eq!(
+            *writes.lock().unwrap(),
+            vec![vec![1, 2]],
+            "one write for both"
+        );
+        assert_eq!(start.elapsed(), Duration::from_millis(4));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lone_lingering_item_is_written_after_at_most_its_linger() {
+        let (batcher, writes) = recording(Some(LINGER), CancellationToken::new(), echo);
+        let start = tokio::time::Instant::now();
+        assert_eq!(batcher.enqueue(3).await.await.unwrap().unwrap(), 3);
+        assert_eq!(start.elapsed(), LINGER.at_most);
+        assert_eq!(*writes.lock().unwrap(), vec![vec![3]]);
+        // An item that may not linger is written at once.
+        let start = tokio::time::Instant::now();
+        assert_eq!(batcher.enqueue(4).await.await.unwrap().unwrap(), 4);
+        assert_eq!(start.elapsed(), Duration::ZERO);
+    }
+
+    fn unavailable() -> StoreError {
+        StoreError::Unavailable(sqlx::Error::PoolTimedOut)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unavailable_store_is_retried_with_growing_pauses_until_it_answers() {
+        let failures = Arc::new(Mutex::new(3));
+        let (batcher, writes) = recording(None, CancellationToken::new(), {
+            let failures = failures.clone();
+            move |items: Vec<u32>| {
+                let mut left = failures.lock().unwrap();
+                let answer = if *left > 0 {
+                    *left -= 1;
+                    Err(unavailable())
+                } else {
+                    Ok(items)
+                };
+                std::future::ready(answer)
+            }
+        });
+        let start = tokio::time::Instant::now();
+        assert_eq!(batcher.enqueue(7).await.await.unwrap().unwrap(), 7);
+        // 50 + 100 + 200 ms of pauses, the same batch each time.
+        assert_eq!(start.elapsed(), Duration::from_millis(350));
+        assert_eq!(*writes.lock().unwrap(), vec![vec![7]; 4]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_while_the_store_is_unavailable_answers_stopped() {
+        let stop = CancellationToken::new();
+        let (batcher, writes) = recording(None, stop.clone(), |_| {
+            std::future::ready(Err(unavailable()))
+        });
+        let answer = batcher.enqueue(9).await;
+        // Ten seconds pass on the paused clock. Pauses double from 50 ms up to two seconds, so
+        // tries start at 0, 0.05, 0.15, 0.35, 0.75, 1.55, 3.15, 5.15, 7.15 and 9.15 s.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(writes.lock().unwrap().len(), 10);
+        stop.cancel();
+        assert!(matches!(answer.await.unwrap(), Err(BatchError::Stopped)));
+    }
 }
