@@ -19,6 +19,9 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::CoordinatorError;
+
+#[cfg(test)]
+mod tests;
 use crate::domain::{
     CoordinatorMessage, Hello, Lease, LeaseToken, ProgressReport, QueueName, TaskId, TaskName,
     WorkerId, WorkerStats,
