@@ -1,5 +1,7 @@
-//! Time, injected: the coordinator asks a `Clock` instead of the system, so tests of leases,
-//! retries and schedules can move time by hand.
+//! Time, injected: the coordinator reads the moments it writes (lease expiries, retry times,
+//! failures, schedule ticks) from a `Clock` instead of the system, so a test can move them by
+//! hand (`ManualClock`, see `tests/integration/in_process.rs`). Intervals it waits (polls,
+//! heartbeats, lingering writes) are tokio's time, which unit tests pause and advance.
 
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};

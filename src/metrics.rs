@@ -19,6 +19,7 @@ use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Seconds: from a millisecond to half an hour, the seed's hard time limit.
 const BUCKETS: &[f64] = &[
@@ -90,9 +91,13 @@ pub fn install() -> Option<PrometheusHandle> {
         .clone()
 }
 
-/// Serves `/metrics` on `address` until `stop` fires. A port that is taken is logged, not
-/// fatal: the coordinator serves without metrics.
-pub async fn serve(address: SocketAddr, stop: CancellationToken) -> Option<SocketAddr> {
+/// Serves `/metrics` on `address` until `stop` fires, as work of `tracker` (so a shutdown waits
+/// for it). A port that is taken is logged, not fatal: the coordinator serves without metrics.
+pub async fn serve(
+    address: SocketAddr,
+    tracker: &TaskTracker,
+    stop: CancellationToken,
+) -> Option<SocketAddr> {
     let handle = install()?;
     let listener = match tokio::net::TcpListener::bind(address).await {
         Ok(listener) => listener,
@@ -109,7 +114,7 @@ pub async fn serve(address: SocketAddr, stop: CancellationToken) -> Option<Socke
             async move { handle.render() }
         }),
     );
-    tokio::spawn(async move {
+    tracker.spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await;

@@ -55,7 +55,9 @@ impl Application {
         coordinator.sync_schedules(config.schedules()?).await?;
         let stop = background.stop_token();
         let metrics_address = match config.coordinator.metrics_listen {
-            Some(metrics) => crate::metrics::serve(metrics, stop.clone()).await,
+            Some(metrics) => {
+                crate::metrics::serve(metrics, background.tracker(), stop.clone()).await
+            }
             None => None,
         };
         let server = grpc::serve(coordinator, listener, async move { stop.cancelled().await })?;

@@ -18,7 +18,7 @@ impl Config {
                 let args = settings.args.clone().unwrap_or(serde_json::json!({}));
                 let mut task = TaskSpec::new(
                     TaskName::parse(&format!("{field}.task"), &settings.task)?,
-                    JsonText::from_value(&args),
+                    JsonText::checked_from_value(&format!("{field}.args"), &args)?,
                 );
                 task.queue = settings
                     .queue

@@ -54,6 +54,18 @@ fn a_schedule_with_a_bad_cron_names_it() {
 }
 
 #[test]
+fn schedule_args_a_store_cannot_hold_are_refused_by_name() {
+    let error = Config::from_toml(
+        "[schedules.nightly]\ntask = \"noop\"\nevery = \"1h\"\nargs = { note = \"a\\u0000b\" }\n",
+    )
+    .unwrap_err();
+    assert!(
+        error.to_string().contains("schedules.nightly.args"),
+        "{error}"
+    );
+}
+
+#[test]
 fn a_file_adds_queues_and_overrides_task_policies() {
     let config = Config::from_toml(
         r#"

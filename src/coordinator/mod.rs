@@ -255,6 +255,12 @@ impl Background {
         self.stop.clone()
     }
 
+    /// The tracker the coordinator's background work runs on; `shutdown` waits for what is
+    /// spawned on it.
+    pub fn tracker(&self) -> &TaskTracker {
+        &self.tracker
+    }
+
     /// Stops the loops and waits (bounded) for them and for open streams to finish.
     pub async fn shutdown(self) {
         self.stop.cancel();

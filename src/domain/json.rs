@@ -8,7 +8,8 @@ use super::ValidationError;
 /// (the worker's parser) stops, so whatever is accepted reaches a task as it was sent.
 pub const MAX_JSON_DEPTH: usize = 64;
 
-/// JSON text that is known to parse, kept as the client wrote it.
+/// JSON text that is known to parse and that every store can hold: as the client wrote it, or
+/// serialised from a value that was checked (`checked_from_value`) or built from checked parts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JsonText(String);
 
@@ -42,7 +43,8 @@ impl JsonText {
         Self("{}".to_owned())
     }
 
-    /// Serialises a value that is known to be JSON and storable.
+    /// Serialises a value built from parts that were checked already (values that came out of
+    /// `JsonText`, parsed names and numbers); anything else goes through `checked_from_value`.
     pub fn from_value(value: &serde_json::Value) -> Self {
         Self(value.to_string())
     }

@@ -1,5 +1,7 @@
 //! The domain: the values celeritas reasons about, each created by a parser so that holding one
-//! proves it is valid. Nothing here knows about protobuf, SQL or serde.
+//! proves it is valid. Nothing here knows about protobuf or SQL, or derives serde: JSON is
+//! checked by walking it with serde's visitor (`json.rs`) and built as `serde_json` values by
+//! hand (`tree.rs`).
 
 mod error_kind;
 mod ids;
