@@ -75,23 +75,7 @@ impl Coordinator {
 
     /// Cancels every pending and scheduled task of a queue; returns how many.
     pub async fn purge(&self, queue: &QueueName) -> Result<u64, CoordinatorError> {
-        self.known_queue(queue)?;
+        self.queue_priority("queue", queue)?;
         Ok(self.store.purge(queue, self.clock.now()).await?)
-    }
-
-    /// Refuses a queue the coordinator is not configured with.
-    pub(super) fn known_queue(&self, queue: &QueueName) -> Result<(), CoordinatorError> {
-        if self.routing.queue_priority(queue).is_none() {
-            return Err(ValidationError::new(
-                "queue",
-                format!(
-                    "unknown queue {:?}; the coordinator has {}",
-                    queue.as_str(),
-                    self.queue_list()
-                ),
-            )
-            .into());
-        }
-        Ok(())
     }
 }

@@ -155,7 +155,7 @@ impl Coordinator {
         wait: Duration,
     ) -> Result<Vec<PingResult>, CoordinatorError> {
         if let Some(queue) = queue {
-            self.known_queue(queue)?;
+            self.queue_priority("queue", queue)?;
         }
         let sessions = self
             .sessions

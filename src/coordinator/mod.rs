@@ -44,7 +44,7 @@ use self::waiters::Waiters;
 use crate::clock::SharedClock;
 use crate::config::{Config, CoordinatorSettings, Routing};
 use crate::domain::{
-    ErrorKind, LeaseToken, RequestError, TaskId, TaskName, TaskRecord, ValidationError,
+    ErrorKind, LeaseToken, QueueName, RequestError, TaskId, TaskName, TaskRecord, ValidationError,
 };
 use crate::store::{
     AttemptBatch, Completion, ProgressWrite, RecordWrite, Start, Store, StoreError,
@@ -457,6 +457,26 @@ impl Coordinator {
     /// Tells other coordinators there is work (coalesced).
     fn announce(&self) {
         self.announcements.notify_one();
+    }
+
+    /// A configured queue's priority; INVALID_ARGUMENT naming `field` and the configured queues
+    /// for any other queue.
+    pub(super) fn queue_priority(
+        &self,
+        field: &str,
+        queue: &QueueName,
+    ) -> Result<u8, CoordinatorError> {
+        self.routing.queue_priority(queue).ok_or_else(|| {
+            ValidationError::new(
+                field,
+                format!(
+                    "unknown queue {:?}; the coordinator has {}",
+                    queue.as_str(),
+                    self.queue_list()
+                ),
+            )
+            .into()
+        })
     }
 
     /// The configured queues, for error messages.

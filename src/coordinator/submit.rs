@@ -221,17 +221,7 @@ impl Coordinator {
     /// task name some worker or the built-in tasks know.
     async fn queue_for(&self, spec: &TaskSpec) -> Result<QueueName, CoordinatorError> {
         if let Some(queue) = &spec.queue {
-            if self.routing.queue_priority(queue).is_none() {
-                return Err(ValidationError::new(
-                    "queue",
-                    format!(
-                        "unknown queue {:?}; the coordinator has {}",
-                        queue.as_str(),
-                        self.queue_list()
-                    ),
-                )
-                .into());
-            }
+            self.queue_priority("queue", queue)?;
             return Ok(queue.clone());
         }
         if let Some(queue) = self.routing.route(&spec.name) {

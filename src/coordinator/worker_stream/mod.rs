@@ -143,16 +143,7 @@ async fn open_session(
     }
     let mut queues = Vec::with_capacity(hello.queues.len());
     for (index, queue) in hello.queues.iter().enumerate() {
-        let priority = coordinator.routing.queue_priority(queue).ok_or_else(|| {
-            CoordinatorError::Invalid(ValidationError::new(
-                format!("hello.queues[{index}]"),
-                format!(
-                    "unknown queue {:?}; the coordinator has {}",
-                    queue.as_str(),
-                    coordinator.queue_list()
-                ),
-            ))
-        })?;
+        let priority = coordinator.queue_priority(&format!("hello.queues[{index}]"), queue)?;
         queues.push((queue.clone(), priority));
     }
     queues.sort_by_key(|(_, priority)| std::cmp::Reverse(*priority));
