@@ -566,6 +566,15 @@ async fn records_of(database: &TestDatabase, task_id: &str, kind: &str) -> Vec<(
     .unwrap()
 }
 
+/// How many connections a worker's "closed N idle SMTP connection(s) of M relay(s)" says.
+fn closed_connections(detail: &str) -> usize {
+    detail
+        .strip_prefix("closed ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|count| count.parse().ok())
+        .unwrap_or_else(|| panic!("not a cleanup's detail: {detail:?}"))
+}
+
 fn quits(server: &SmtpServer) -> usize {
     let path = format!("{}.quits", server.log.display());
     std::fs::read_to_string(path).map_or(0, |text| text.lines().count())
@@ -606,8 +615,10 @@ async fn the_periodic_upkeep_flags_requeues_stalled_batches_and_closes_idle_conn
         ),
     )
     .await;
+    // The tree's end comes after every batch ended, and a batch hands its connection back to
+    // the pool before it ends: the connections are idle in the pool now. That they stay open
+    // until the cleanup is shown by the cleanup finding them there, not by waiting a while.
     finish(&mut client, &warm).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(quits(&server), 0, "pooled connections stay open");
     let cleanup = submit(&mut client, "cleanup_smtp_connections", json!({})).await;
     let answer = result_of(&mut client, &cleanup).await;
@@ -615,16 +626,24 @@ async fn the_periodic_upkeep_flags_requeues_stalled_batches_and_closes_idle_conn
     let workers = answer["workers"].as_array().unwrap();
     assert_eq!(workers.len(), 1, "{answer}");
     assert_eq!(workers[0]["answered"], true, "{answer}");
+    let detail = workers[0]["detail"].as_str().unwrap();
+    assert!(detail.contains("1 relay"), "{answer}");
+    let closed = closed_connections(detail);
     assert!(
-        workers[0]["detail"].as_str().unwrap().contains("1 relay"),
-        "{answer}"
+        closed >= 1,
+        "the warm-up's connections were still open in the pool: {answer}"
     );
     wait_until(
         "the idle connections said QUIT",
         Duration::from_secs(10),
-        || async { quits(&server) > 0 },
+        || async { quits(&server) >= closed },
     )
     .await;
+    assert_eq!(
+        quits(&server),
+        closed,
+        "one QUIT for each connection the cleanup closed, none before it"
+    );
 
     // A campaign with one batch that hangs.
     let root = submit(
