@@ -65,8 +65,24 @@ async fn inspect_reflects_a_known_running_workload() {
         },
     )
     .await;
-    // Heartbeats carry the counters; wait for one after the quick tasks.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Heartbeats carry the counters: wait until one after the quick tasks has come in.
+    wait_until(
+        "a heartbeat counting the quick tasks",
+        Duration::from_secs(30),
+        || {
+            let mut client = client.clone();
+            async move {
+                client.workers().await.unwrap().iter().any(|worker| {
+                    worker.id == "inspected"
+                        && worker
+                            .stats
+                            .as_ref()
+                            .is_some_and(|stats| stats.processed.get("noop") == Some(&5))
+                })
+            }
+        },
+    )
+    .await;
     let url = coordinator.url.clone();
     let (ping, active, reserved, stats, queues, registered, depths) =
         tokio::task::spawn_blocking(move || {
