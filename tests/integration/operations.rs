@@ -263,12 +263,28 @@ async fn two_coordinators_enqueue_each_tick_exactly_once_and_a_restart_runs_only
     first.stop_with("KILL").await;
     second.stop_with("KILL").await;
     let before = ticks(&database, "catch_up").await.len();
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Down until the stored next tick is three seconds (three intervals) past: four or more
+    // ticks are missed.
+    wait_until("four missed ticks", Duration::from_secs(30), || async {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT next_run_at <= now() - interval '3 seconds' FROM schedules WHERE name = $1",
+        )
+        .bind("catch_up")
+        .fetch_one(&database.pool)
+        .await
+        .unwrap()
+    })
+    .await;
     let back = CoordinatorLaunch::new(&database.url, &logs)
         .name("back")
         .start()
         .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_until(
+        "the back coordinator to run the missed tick",
+        Duration::from_secs(30),
+        || async { ticks(&database, "catch_up").await.len() > before },
+    )
+    .await;
     back.client()
         .await
         .pause_schedule("catch_up", true)
