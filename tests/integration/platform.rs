@@ -216,7 +216,8 @@ async fn a_submit_on_one_coordinator_wakes_a_worker_on_another_at_once() {
     let back = launch("back").start().await;
     let worker = WorkerProcess::start(&back, &logs, "behind", &["-c", "2"]);
     let mut client = front.client().await;
-    // Let the worker's hello land, then give every coordinator's first poll time to pass.
+    // Let the worker's hello land, then wait until only an announcement can wake the back
+    // coordinator's dispatcher for new work: see `start_up_wakes_have_fired`.
     wait_until(
         "the worker to register",
         Duration::from_secs(30),
@@ -229,7 +230,12 @@ async fn a_submit_on_one_coordinator_wakes_a_worker_on_another_at_once() {
         },
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_until(
+        "the back coordinator's start-up wakes to have fired",
+        Duration::from_secs(30),
+        || start_up_wakes_have_fired(&database, 2, &back, &worker.name),
+    )
+    .await;
     for round in 0..3 {
         let submitted_at = tokio::time::Instant::now();
         let task = client
@@ -255,4 +261,40 @@ async fn a_submit_on_one_coordinator_wakes_a_worker_on_another_at_once() {
         );
     }
     assert!(worker.terminate().await.success());
+}
+
+/// Whether the wakes a coordinator's dispatcher gets at start-up, which would lease a task
+/// submitted elsewhere without any announcement, have all fired: all `coordinators` of the
+/// database listen for announcements (a listener wakes its dispatcher once when it starts),
+/// and `worker` answers a ping through `coordinator`. The worker grants its first credit (which
+/// wakes the dispatcher) as soon as it is welcomed, before anything else it sends on its
+/// stream, and the coordinator handles a stream's messages in order: an answered ping means
+/// that credit was granted. The dispatcher's round for the last of these wakes follows at once;
+/// a submit racing that round would be leased by it, passing without proving the announcement,
+/// never failing.
+async fn start_up_wakes_have_fired(
+    database: &TestDatabase,
+    coordinators: i64,
+    coordinator: &CoordinatorProcess,
+    worker: &str,
+) -> bool {
+    let listening: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE datname = current_database() AND query LIKE 'LISTEN %'",
+    )
+    .fetch_one(&database.pool)
+    .await
+    .unwrap();
+    if listening < coordinators {
+        return false;
+    }
+    let pings = coordinator
+        .client()
+        .await
+        .ping(Duration::from_secs(1))
+        .await
+        .unwrap();
+    pings
+        .iter()
+        .any(|ping| ping.worker_id == worker && ping.round_trip.is_some())
 }
