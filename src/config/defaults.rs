@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::{
-    CampaignSettings, Config, CoordinatorSettings, QueueSettings, ScheduleSettings, SmtpSettings,
-    TaskDefaults, WorkerSettings,
+    CampaignSettings, Config, CoordinatorSettings, DnsSettings, QueueSettings, ScheduleSettings,
+    SmtpSettings, TaskDefaults, ValidationSettings, WorkerSettings,
 };
 
 impl Default for Config {
@@ -41,6 +41,8 @@ impl Default for Config {
             schedules: seed_schedules(),
             smtp: SmtpSettings::default(),
             campaigns: CampaignSettings::default(),
+            dns: DnsSettings::default(),
+            validation: ValidationSettings::default(),
         }
     }
 }

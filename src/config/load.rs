@@ -58,6 +58,12 @@ impl Config {
     pub fn validate(&self) -> Result<(), ValidationError> {
         self.routing().map(|_| ())?;
         self.schedules().map(|_| ())?;
+        if self.dns.timeout.is_zero() {
+            return Err(ValidationError::new("dns.timeout", "must be positive"));
+        }
+        if self.dns.attempts == 0 {
+            return Err(ValidationError::new("dns.attempts", "must be at least 1"));
+        }
         if self.campaigns.stall_after.is_zero() {
             return Err(ValidationError::new(
                 "campaigns.stall_after",

@@ -6,6 +6,7 @@
 //! Variables without a double underscore (`CELERITAS_COORDINATOR`, the CLI's coordinator URL)
 //! are not configuration keys and are left alone.
 
+mod contacts;
 mod defaults;
 mod load;
 mod routing;
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::ValidationError;
 
+pub use contacts::{DnsSettings, ValidationSettings};
 pub use routing::{Routing, TaskPolicy};
 pub use smtp::{CampaignSettings, DkimSettings, RelaySettings, SmtpSettings, StuckPolicy};
 
@@ -51,6 +53,10 @@ pub struct Config {
     pub smtp: SmtpSettings,
     /// What the periodic campaign upkeep tasks treat as stuck, and what they do about it.
     pub campaigns: CampaignSettings,
+    /// The resolver contact validation asks.
+    pub dns: DnsSettings,
+    /// What contact validation checks.
+    pub validation: ValidationSettings,
 }
 
 /// `[schedules.<name>]`.

@@ -136,3 +136,16 @@ fn unknown_keys_are_refused() {
     let error = Config::from_toml("[coordinator]\nlisten_on = \"0.0.0.0:1\"\n").unwrap_err();
     assert!(error.to_string().contains("listen_on"), "{error}");
 }
+
+#[test]
+fn dns_and_validation_sections_read_from_the_file_and_are_checked() {
+    let config = Config::from_toml(
+        "[dns]\nnameservers = [\"127.0.0.1:5353\"]\ntimeout = \"2s\"\n[validation]\nrole_accounts = [\"team\"]\n",
+    )
+    .unwrap();
+    assert_eq!(config.dns.nameservers, vec!["127.0.0.1:5353".to_owned()]);
+    assert_eq!(config.dns.timeout, std::time::Duration::from_secs(2));
+    assert_eq!(config.validation.role_accounts, vec!["team".to_owned()]);
+    let error = Config::from_toml("[dns]\nattempts = 0\n").unwrap_err();
+    assert!(error.to_string().contains("dns.attempts"), "{error}");
+}

@@ -17,6 +17,7 @@ pub const BUILTIN_TASK_NAMES: &[&str] = &[
     "send_single_email",
     "sleep",
     "test_celery",
+    "validate_contact_batch",
 ];
 
 /// Checks a name of 1 to `max` characters drawn from letters, digits and `allowed_punctuation`.

@@ -3,6 +3,7 @@
 
 mod basic;
 mod canvas;
+pub mod contacts;
 pub mod email;
 
 use std::sync::Arc;
@@ -25,6 +26,7 @@ pub fn builtin_registry(
         Arc::new(email::EmailTasks::new(&config.smtp)?),
         Arc::new(email::Upkeep::new(coordinator_url, &config.campaigns)),
     );
+    contacts::register(&mut registry, Arc::new(contacts::Validator::new(config)?));
     Ok(registry)
 }
 

@@ -6,6 +6,7 @@
 
 mod bench;
 mod cli;
+mod contacts;
 mod email;
 mod guarantees;
 mod hardening;

@@ -1,0 +1,263 @@
+//! Contact validation against a real authoritative DNS server on loopback
+//! (`tests/peers/dns_server.py`, dnslib): a worker of the `import` queue judges each contact and
+//! records it once, with the verdict and the reason the zone calls for.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use celeritas::domain::{TaskId, TaskState};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::health::python;
+use crate::support::{
+    CoordinatorProcess, TestDatabase, WorkerProcess, free_port, log_dir, spec, wait_until,
+};
+
+/// The zones: a domain with MX, a null MX, one with only an address, one with neither, an
+/// international one, one whose server fails and one whose server never answers. Any other
+/// name is NXDOMAIN.
+fn zones() -> Value {
+    json!({
+        "mx.test": {"mx": [[10, "mx1.mx.test."], [5, "mx0.mx.test."]]},
+        "nullmx.test": {"mx": [[0, "."]]},
+        "aonly.test": {"a": ["127.0.0.1"]},
+        "nomail.test": {},
+        "xn--e1afmkfd.test": {"mx": [[10, "mx.xn--e1afmkfd.test."]]},
+        "servfail.test": {"behaviour": "servfail"},
+        "silent.test": {"behaviour": "silent"},
+    })
+}
+
+/// The DNS server, on a free loopback port.
+struct DnsServer {
+    _process: Child,
+    port: u16,
+}
+
+impl DnsServer {
+    async fn start(logs: &Path) -> Self {
+        let port = free_port();
+        let zone_file = logs.join("zones.json");
+        std::fs::write(&zone_file, zones().to_string()).unwrap();
+        let script: PathBuf =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/dns_server.py");
+        let mut process = Command::new(python())
+            .arg(script)
+            .arg(port.to_string())
+            .arg(&zone_file)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(logs.join("dns-server.log")).unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the DNS server");
+        let mut lines = BufReader::new(process.stdout.take().unwrap()).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("the DNS server starts within 30 s")
+            .unwrap();
+        assert_eq!(ready.as_deref(), Some("ready"), "see {}", logs.display());
+        Self {
+            _process: process,
+            port,
+        }
+    }
+}
+
+/// A worker of the `import` queue asking only the test's DNS server, quickly giving up on it.
+fn validation_worker(
+    coordinator: &CoordinatorProcess,
+    logs: &Path,
+    dns: &DnsServer,
+) -> WorkerProcess {
+    let config = logs.join("worker.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[dns]\nnameservers = [\"127.0.0.1:{}\"]\ntimeout = \"300ms\"\nattempts = 1\n",
+            dns.port
+        ),
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    WorkerProcess::start(
+        coordinator,
+        logs,
+        "validator",
+        &["-Q", "import", "-c", "2", "--config", &config],
+    )
+}
+
+/// Every `contact` record of a tree: key → (status, data).
+async fn contact_records(
+    database: &TestDatabase,
+    root: TaskId,
+) -> HashMap<String, (String, Value)> {
+    let rows: Vec<(String, String, Value)> = sqlx::query_as(
+        "SELECT key, status, data FROM task_records WHERE root_id = $1 AND kind = 'contact'",
+    )
+    .bind(uuid::Uuid::parse_str(&root.to_string()).unwrap())
+    .fetch_all(&database.pool)
+    .await
+    .unwrap();
+    rows.into_iter()
+        .map(|(key, status, data)| (key, (status, data)))
+        .collect()
+}
+
+async fn run_batch(
+    coordinator: &CoordinatorProcess,
+    contacts: Value,
+    validation: &str,
+) -> (TaskId, Value) {
+    let mut client = coordinator.client().await;
+    let id = client
+        .submit(&spec(
+            "validate_contact_batch",
+            json!({"list_id": 7, "validation": validation, "contacts": contacts}),
+            None,
+        ))
+        .await
+        .unwrap()
+        .id;
+    let task = client
+        .task_waiting(id, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(task.state, TaskState::Succeeded, "{:?}", task.error);
+    (id, task.result.unwrap().to_value())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_contact_is_recorded_once_with_the_verdict_its_domain_calls_for() {
+    let database = TestDatabase::create().await;
+    let logs = log_dir("contact_validation");
+    let dns = DnsServer::start(&logs).await;
+    let coordinator = CoordinatorProcess::start(&database, &logs).await;
+    let worker = validation_worker(&coordinator, &logs, &dns);
+
+    let cases = [
+        ("ivan@mx.test", "ivan@mx.test", "valid", "ok"),
+        ("  Maria@AOnly.TEST ", "Maria@aonly.test", "valid", "ok"),
+        ("user@пример.test", "user@пример.test", "valid", "ok"),
+        ("info@mx.test", "info@mx.test", "risky", "role_account"),
+        (
+            "temp@mailinator.com",
+            "temp@mailinator.com",
+            "risky",
+            "disposable",
+        ),
+        (
+            "nobody@nullmx.test",
+            "nobody@nullmx.test",
+            "invalid",
+            "null_mx",
+        ),
+        (
+            "lost@nowhere.test",
+            "lost@nowhere.test",
+            "invalid",
+            "no_such_domain",
+        ),
+        ("x@nomail.test", "x@nomail.test", "invalid", "no_mail_host"),
+        (
+            "a@servfail.test",
+            "a@servfail.test",
+            "unknown",
+            "dns_unavailable",
+        ),
+        (
+            "b@silent.test",
+            "b@silent.test",
+            "unknown",
+            "dns_unavailable",
+        ),
+        (
+            "not an address",
+            "row 11: not an address",
+            "invalid",
+            "no_at_sign",
+        ),
+        (
+            "a..b@mx.test",
+            "row 12: a..b@mx.test",
+            "invalid",
+            "local_part",
+        ),
+    ];
+    let mut contacts: Vec<Value> = cases
+        .iter()
+        .enumerate()
+        .map(|(index, (email, ..))| json!({"email": email, "row": index + 1, "fields": {"name": format!("n{index}")}}))
+        .collect();
+    contacts.push(json!({"email": "IVAN@MX.TEST ", "row": 13}));
+    let (id, result) = run_batch(&coordinator, Value::Array(contacts), "dns").await;
+
+    let records = contact_records(&database, id).await;
+    assert_eq!(records.len(), cases.len() + 1, "{records:#?}");
+    for (row, (email, key, status, reason)) in cases.iter().enumerate() {
+        let (recorded, data) = records
+            .get(*key)
+            .unwrap_or_else(|| panic!("no record {key:?} for {email:?}: {records:#?}"));
+        assert_eq!(recorded, status, "{email:?}: {data}");
+        assert_eq!(data["reason"], *reason, "{email:?}: {data}");
+        assert_eq!(data["row"], row + 1);
+        assert_eq!(data["list_id"], 7);
+        assert_eq!(data["fields"]["name"], format!("n{row}"));
+        assert!(
+            data["checks"]
+                .as_array()
+                .is_some_and(|checks| !checks.is_empty())
+        );
+    }
+    // The same address again, differently cased and spaced: a duplicate, recorded under its row.
+    let (status, _) = &records["IVAN@mx.test (row 13)"];
+    assert_eq!(status, "duplicate");
+    // MX hosts best first; the international domain looked up as punycode.
+    let (_, ivan) = &records["ivan@mx.test"];
+    assert_eq!(ivan["checks"][2]["detail"], "MX mx0.mx.test, mx1.mx.test");
+    let (_, idn) = &records["user@пример.test"];
+    assert_eq!(idn["checks"][0]["detail"], "user@xn--e1afmkfd.test");
+    assert_eq!(result["total"], 13);
+    assert_eq!(result["by_status"]["valid"], 3);
+    assert_eq!(result["by_status"]["unknown"], 2);
+    assert_eq!(result["by_status"]["duplicate"], 1);
+
+    // Syntax-only validation asks no DNS: a domain that does not exist passes.
+    let (syntax_only, _) = run_batch(
+        &coordinator,
+        json!([{"email": "lost@nowhere.test"}, {"email": "@nowhere.test"}]),
+        "syntax",
+    )
+    .await;
+    let records = contact_records(&database, syntax_only).await;
+    assert_eq!(records["lost@nowhere.test"].0, "valid");
+    assert_eq!(records["row 2: @nowhere.test"].0, "invalid");
+
+    // A batch that is not one fails as bad arguments, naming what is wrong.
+    let mut client = coordinator.client().await;
+    let bad = client
+        .submit(&spec(
+            "validate_contact_batch",
+            json!({"contacts": "nope"}),
+            None,
+        ))
+        .await
+        .unwrap()
+        .id;
+    wait_until("the bad batch to fail", Duration::from_secs(30), || async {
+        coordinator.client().await.task(bad).await.unwrap().state == TaskState::Failed
+    })
+    .await;
+    let failed = client.task(bad).await.unwrap();
+    let (kind, message) = failed.error.unwrap();
+    assert_eq!(kind, "invalid_args");
+    assert!(
+        message.contains("contacts") || message.contains("sequence"),
+        "{message}"
+    );
+    assert!(worker.terminate().await.success());
+}
