@@ -10,6 +10,7 @@
 pub mod address;
 pub mod dns;
 pub mod lists;
+pub mod sheet;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
