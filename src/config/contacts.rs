@@ -41,6 +41,17 @@ pub struct ValidationSettings {
     /// A file of further disposable domains, one a line (`#` starts a comment), besides the
     /// built-in list.
     pub disposable_domains_file: Option<PathBuf>,
+    /// The name the SMTP probe gives in EHLO.
+    pub helo_name: String,
+    /// The sender the probe gives in MAIL FROM (empty for the null sender).
+    pub mail_from: String,
+    /// The port mail exchangers are probed on.
+    pub smtp_port: u16,
+    /// The longest one probe session may take.
+    #[serde(with = "humantime_serde")]
+    pub probe_timeout: Duration,
+    /// Probe sessions at once per mail exchanger.
+    pub max_probes_per_mx: u32,
 }
 
 impl Default for ValidationSettings {
@@ -71,6 +82,11 @@ impl Default for ValidationSettings {
         Self {
             role_accounts: roles.iter().map(|role| (*role).to_owned()).collect(),
             disposable_domains_file: None,
+            helo_name: "localhost".to_owned(),
+            mail_from: String::new(),
+            smtp_port: 25,
+            probe_timeout: Duration::from_secs(20),
+            max_probes_per_mx: 2,
         }
     }
 }

@@ -61,6 +61,12 @@ impl Config {
         if self.dns.timeout.is_zero() {
             return Err(ValidationError::new("dns.timeout", "must be positive"));
         }
+        if self.validation.probe_timeout.is_zero() {
+            return Err(ValidationError::new(
+                "validation.probe_timeout",
+                "must be positive",
+            ));
+        }
         if self.dns.attempts == 0 {
             return Err(ValidationError::new("dns.attempts", "must be at least 1"));
         }

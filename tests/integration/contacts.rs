@@ -29,6 +29,10 @@ fn zones() -> Value {
         "xn--e1afmkfd.test": {"mx": [[10, "mx.xn--e1afmkfd.test."]]},
         "servfail.test": {"behaviour": "servfail"},
         "silent.test": {"behaviour": "silent"},
+        "mx0.mx.test": {"a": ["127.0.0.1"]},
+        "mx1.mx.test": {"a": ["127.0.0.1"]},
+        "catchall.test": {"mx": [[10, "mx.catchall.test."]]},
+        "mx.catchall.test": {"a": ["127.0.0.1"]},
     })
 }
 
@@ -67,17 +71,21 @@ impl DnsServer {
     }
 }
 
-/// A worker of the `import` queue asking only the test's DNS server, quickly giving up on it.
+/// A worker of the `import` queue asking only the test's DNS server, quickly giving up on it,
+/// and probing mail exchangers on `smtp_port`.
 fn validation_worker(
     coordinator: &CoordinatorProcess,
     logs: &Path,
     dns: &DnsServer,
+    smtp_port: u16,
 ) -> WorkerProcess {
     let config = logs.join("worker.toml");
     std::fs::write(
         &config,
         format!(
-            "[dns]\nnameservers = [\"127.0.0.1:{}\"]\ntimeout = \"300ms\"\nattempts = 1\n",
+            "[dns]\nnameservers = [\"127.0.0.1:{}\"]\ntimeout = \"300ms\"\nattempts = 1\n\
+             [validation]\nsmtp_port = {smtp_port}\nhelo_name = \"probe.test\"\n\
+             mail_from = \"verify@probe.test\"\nprobe_timeout = \"10s\"\n",
             dns.port
         ),
     )
@@ -137,7 +145,7 @@ async fn each_contact_is_recorded_once_with_the_verdict_its_domain_calls_for() {
     let logs = log_dir("contact_validation");
     let dns = DnsServer::start(&logs).await;
     let coordinator = CoordinatorProcess::start(&database, &logs).await;
-    let worker = validation_worker(&coordinator, &logs, &dns);
+    let worker = validation_worker(&coordinator, &logs, &dns, free_port());
 
     let cases = [
         ("ivan@mx.test", "ivan@mx.test", "valid", "ok"),
@@ -259,5 +267,133 @@ async fn each_contact_is_recorded_once_with_the_verdict_its_domain_calls_for() {
         message.contains("contacts") || message.contains("sequence"),
         "{message}"
     );
+    assert!(worker.terminate().await.success());
+}
+
+/// `tests/peers/mailbox_server.py` on a free loopback port: the mail exchanger of every test
+/// domain (their MX hosts all resolve to 127.0.0.1).
+struct MailboxServer {
+    _process: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl MailboxServer {
+    async fn start(logs: &Path) -> Self {
+        let port = free_port();
+        let mailboxes = logs.join("mailboxes.json");
+        std::fs::write(
+            &mailboxes,
+            json!({
+                "users": ["ivan@mx.test", "info@mx.test", "maria@aonly.test"],
+                "greylist": ["grey@mx.test"],
+                "catch_all": ["catchall.test"],
+            })
+            .to_string(),
+        )
+        .unwrap();
+        let log = logs.join("mailbox-commands.jsonl");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/mailbox_server.py");
+        let mut process = Command::new(python())
+            .arg(script)
+            .arg(port.to_string())
+            .arg(&mailboxes)
+            .arg(&log)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(logs.join("mailbox-server.log")).unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the mailbox server");
+        let mut lines = BufReader::new(process.stdout.take().unwrap()).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("the mailbox server starts within 30 s")
+            .unwrap();
+        assert_eq!(ready.as_deref(), Some("ready"), "see {}", logs.display());
+        Self {
+            _process: process,
+            port,
+            log,
+        }
+    }
+
+    /// Every command the server received, as (verb, argument).
+    fn commands(&self) -> Vec<(String, String)> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| {
+                let command: Value = serde_json::from_str(line).unwrap();
+                (
+                    command["verb"].as_str().unwrap().to_owned(),
+                    command["argument"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_smtp_probe_asks_the_mail_exchanger_and_never_sends() {
+    let database = TestDatabase::create().await;
+    let logs = log_dir("contact_probe");
+    let dns = DnsServer::start(&logs).await;
+    let mailboxes = MailboxServer::start(&logs).await;
+    let coordinator = CoordinatorProcess::start(&database, &logs).await;
+    let worker = validation_worker(&coordinator, &logs, &dns, mailboxes.port);
+
+    let cases = [
+        ("ivan@mx.test", "valid", "ok"),
+        ("gone@mx.test", "invalid", "mailbox_unavailable"),
+        ("grey@mx.test", "valid", "ok"),
+        ("info@mx.test", "risky", "role_account"),
+        ("maria@aonly.test", "valid", "ok"),
+        ("anyone@catchall.test", "risky", "catch_all"),
+        ("someone@catchall.test", "risky", "catch_all"),
+        ("nobody@nullmx.test", "invalid", "null_mx"),
+    ];
+    let contacts: Vec<Value> = cases
+        .iter()
+        .map(|(email, ..)| json!({ "email": email }))
+        .collect();
+    let (id, _) = run_batch(&coordinator, Value::Array(contacts), "smtp").await;
+    let records = contact_records(&database, id).await;
+    assert_eq!(records.len(), cases.len(), "{records:#?}");
+    for (email, status, reason) in cases {
+        let (recorded, data) = &records[email];
+        assert_eq!(recorded, status, "{email}: {data}");
+        assert_eq!(data["reason"], reason, "{email}: {data}");
+    }
+
+    let commands = mailboxes.commands();
+    assert!(
+        commands.iter().all(|(verb, _)| verb != "DATA"),
+        "a probe sent DATA: {commands:?}"
+    );
+    let rcpts = |address: &str| {
+        commands
+            .iter()
+            .filter(|(verb, argument)| verb == "RCPT" && argument == address)
+            .count()
+    };
+    // The greylisted address was asked twice: 451, then accepted on the retry.
+    assert_eq!(rcpts("grey@mx.test"), 2, "{commands:?}");
+    assert_eq!(rcpts("ivan@mx.test"), 1);
+    // A catch-all domain's mailboxes are not asked: the random address answered for them.
+    assert_eq!(rcpts("anyone@catchall.test"), 0);
+    let random_probes = commands
+        .iter()
+        .filter(|(verb, argument)| verb == "RCPT" && argument.starts_with("celeritas-probe-"))
+        .count();
+    assert!(
+        random_probes >= 3,
+        "one catch-all question per domain: {commands:?}"
+    );
+    assert!(
+        commands
+            .iter()
+            .any(|(verb, argument)| verb == "MAIL" && argument == "verify@probe.test")
+    );
+    assert!(commands.iter().any(|(verb, _)| verb == "QUIT"));
     assert!(worker.terminate().await.success());
 }

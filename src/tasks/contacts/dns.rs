@@ -127,6 +127,15 @@ impl MailDns {
     }
 }
 
+impl MailDns {
+    /// An address of a mail exchanger, if it has one.
+    pub async fn address_of(&self, host: &str) -> Option<IpAddr> {
+        let resolver = self.resolver.as_ref().ok()?;
+        let name = format!("{}.", host.trim_end_matches('.'));
+        resolver.lookup_ip(name.as_str()).await.ok()?.iter().next()
+    }
+}
+
 /// A domain without MX takes mail at its own address, if it has one.
 async fn implicit_route(resolver: &TokioResolver, name: &str) -> MailRoute {
     match resolver.lookup_ip(name).await {

@@ -10,6 +10,7 @@
 pub mod address;
 pub mod dns;
 pub mod lists;
+pub mod probe;
 pub mod sheet;
 
 use std::collections::{HashMap, HashSet};
@@ -20,6 +21,7 @@ use serde_json::{Map, Value, json};
 
 use self::dns::{MailDns, MailRoute};
 use self::lists::Lists;
+use self::probe::{Answer, Prober};
 use crate::config::Config;
 use crate::domain::{JsonText, RecordEntry, ValidationError};
 use crate::worker::{Registry, TaskContext, TaskError};
@@ -38,6 +40,8 @@ pub enum Depth {
     /// And where the domain's mail goes.
     #[default]
     Dns,
+    /// And whether its mail exchanger takes mail for the address.
+    Smtp,
 }
 
 /// What a contact is judged to be.
@@ -86,6 +90,8 @@ pub struct Report {
     pub address: Option<address::Address>,
     /// Every check that ran.
     pub checks: Vec<Check>,
+    /// Where the domain's mail goes, when DNS was asked and said.
+    pub route: Option<MailRoute>,
 }
 
 /// What validation needs on a worker: the lists and the resolver, shared by every batch.
@@ -93,6 +99,7 @@ pub struct Report {
 pub struct Validator {
     lists: Lists,
     dns: MailDns,
+    prober: Arc<Prober>,
 }
 
 impl Validator {
@@ -101,6 +108,7 @@ impl Validator {
         Ok(Self {
             lists: Lists::load(&config.validation)?,
             dns: MailDns::new(&config.dns)?,
+            prober: Arc::new(Prober::new(&config.validation)),
         })
     }
 
@@ -129,7 +137,8 @@ impl Validator {
             return report(Verdict::Risky, "disposable", Some(address), checks);
         }
         checks.push(check("disposable", "pass", String::new()));
-        if depth == Depth::Dns {
+        let mut known_route = None;
+        if depth != Depth::Syntax {
             let route = match routes.get(&address.ascii_domain) {
                 Some(route) => route.clone(),
                 None => {
@@ -166,6 +175,7 @@ impl Validator {
             if let Some((verdict, reason)) = reason {
                 return report(verdict, reason, Some(address), checks);
             }
+            known_route = Some(route);
         }
         if self.lists.is_role(&address.local) {
             checks.push(check(
@@ -173,10 +183,72 @@ impl Validator {
                 "warn",
                 format!("{} is a role account", address.local),
             ));
-            return report(Verdict::Risky, "role_account", Some(address), checks);
+            let mut risky = report(Verdict::Risky, "role_account", Some(address), checks);
+            risky.route = known_route;
+            return risky;
         }
         checks.push(check("role", "pass", String::new()));
-        report(Verdict::Valid, "ok", Some(address), checks)
+        let mut valid = report(Verdict::Valid, "ok", Some(address), checks);
+        valid.route = known_route;
+        valid
+    }
+
+    /// Probes the mail exchangers of the reports DNS passed, one session per domain for all of
+    /// its addresses, and settles their verdicts by the answers.
+    pub async fn probe(&self, reports: &mut [Report]) {
+        let mut by_domain: HashMap<String, (Vec<String>, Vec<usize>)> = HashMap::new();
+        for (index, report) in reports.iter().enumerate() {
+            let (Some(address), Some(route)) = (&report.address, &report.route) else {
+                continue;
+            };
+            let hosts = match route {
+                MailRoute::Exchangers(hosts) => hosts.clone(),
+                MailRoute::Implicit(host) => vec![host.clone()],
+                _ => continue,
+            };
+            by_domain
+                .entry(address.ascii_domain.clone())
+                .or_insert_with(|| (hosts, Vec::new()))
+                .1
+                .push(index);
+        }
+        for (domain, (hosts, indices)) in by_domain {
+            let addresses: Vec<String> = indices
+                .iter()
+                .filter_map(|&index| reports[index].address.as_ref().map(address::Address::ascii))
+                .collect();
+            let answers = self
+                .prober
+                .probe(&self.dns, &domain, &hosts, &addresses)
+                .await;
+            for (index, answer) in indices.into_iter().zip(answers) {
+                settle_by_answer(&mut reports[index], answer);
+            }
+        }
+    }
+}
+
+/// A verdict in the light of the mail exchanger's answer; a role account the exchanger takes
+/// stays risky.
+fn settle_by_answer(report: &mut Report, answer: Answer) {
+    let (outcome, detail, settled) = match answer {
+        Answer::Accepted => (
+            "pass",
+            "the mail exchanger takes mail for it".to_owned(),
+            None,
+        ),
+        Answer::Refused(why) => ("fail", why, Some((Verdict::Invalid, "mailbox_unavailable"))),
+        Answer::CatchAll => (
+            "warn",
+            "the domain accepts any address".to_owned(),
+            Some((Verdict::Risky, "catch_all")),
+        ),
+        Answer::Unknown(why) => ("unknown", why, Some((Verdict::Unknown, "smtp_unavailable"))),
+    };
+    report.checks.push(check("smtp", outcome, detail));
+    if let Some((verdict, reason)) = settled {
+        report.verdict = verdict;
+        report.reason = reason.to_owned();
     }
 }
 
@@ -184,7 +256,8 @@ fn check(name: &'static str, outcome: &'static str, detail: String) -> Check {
     Check {
         name,
         outcome,
-        detail,
+        // What a DNS or SMTP server said is foreign text.
+        detail: crate::domain::sanitize(&detail, 1024).into_owned(),
     }
 }
 
@@ -199,6 +272,7 @@ fn report(
         reason: reason.to_owned(),
         address,
         checks,
+        route: None,
     }
 }
 
@@ -247,13 +321,41 @@ async fn validate_contact_batch(
     }
     let total = args.contacts.len() as u64;
     let mut routes = HashMap::new();
+    let mut reports = Vec::with_capacity(args.contacts.len());
+    for contact in &args.contacts {
+        reports.push(
+            validator
+                .judge(&contact.email, args.validation, &mut routes)
+                .await,
+        );
+    }
+    context.progress(0, total, "checked syntax and DNS");
+    if args.validation == Depth::Smtp {
+        validator.probe(&mut reports).await;
+    }
+    // What could not be decided is asked once more, after everything else (a greylisting
+    // exchanger takes the second try; a DNS server may have recovered).
+    let again: Vec<usize> = (0..reports.len())
+        .filter(|&index| reports[index].verdict == Verdict::Unknown)
+        .collect();
+    if !again.is_empty() {
+        let mut fresh = HashMap::new();
+        let mut retried = Vec::with_capacity(again.len());
+        for &index in &again {
+            let email = &args.contacts[index].email;
+            retried.push(validator.judge(email, args.validation, &mut fresh).await);
+        }
+        if args.validation == Depth::Smtp {
+            validator.probe(&mut retried).await;
+        }
+        for (index, report) in again.into_iter().zip(retried) {
+            reports[index] = report;
+        }
+    }
     let mut seen = HashSet::new();
     let mut counts: HashMap<&'static str, u64> = HashMap::new();
     let mut pending = Vec::new();
-    for (index, contact) in args.contacts.iter().enumerate() {
-        let report = validator
-            .judge(&contact.email, args.validation, &mut routes)
-            .await;
+    for (index, (contact, report)) in args.contacts.iter().zip(&reports).enumerate() {
         let row = contact.row.unwrap_or(index as u64 + 1);
         let (key, status) = match &report.address {
             Some(address) if !seen.insert(address.normalized().to_lowercase()) => {

@@ -1,0 +1,179 @@
+//! The SMTP probe: asks a domain's best reachable mail exchanger whether it takes mail for each
+//! address (EHLO, MAIL FROM, one RCPT TO per address, never DATA, QUIT), many addresses per
+//! session. A random local part asked first tells a catch-all domain, whose answers say nothing
+//! of its mailboxes. Probes at once are limited per exchanger.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lettre::Address as MailAddress;
+use lettre::transport::smtp::client::AsyncSmtpConnection;
+use lettre::transport::smtp::commands::{Mail, Rcpt};
+use lettre::transport::smtp::extension::ClientId;
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+
+use super::dns::MailDns;
+use crate::config::ValidationSettings;
+
+/// What an exchanger said of one address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// 250/251: it takes mail for the address.
+    Accepted,
+    /// 550/551/553: no such mailbox.
+    Refused(String),
+    /// The domain accepts any address: its answer proves nothing.
+    CatchAll,
+    /// A 4xx, another 5xx, a timeout, no exchanger reachable: ask again later.
+    Unknown(String),
+}
+
+/// Probes, with a limit per exchanger and catch-all verdicts remembered per domain.
+#[derive(Debug)]
+pub struct Prober {
+    helo: ClientId,
+    mail_from: Option<MailAddress>,
+    port: u16,
+    timeout: Duration,
+    per_exchanger: usize,
+    limits: Mutex<HashMap<String, Arc<Semaphore>>>,
+    catch_all: Mutex<HashMap<String, bool>>,
+}
+
+impl Prober {
+    /// A prober as `[validation]` says.
+    pub fn new(settings: &ValidationSettings) -> Self {
+        Self {
+            helo: ClientId::Domain(settings.helo_name.clone()),
+            mail_from: MailAddress::from_str(&settings.mail_from).ok(),
+            port: settings.smtp_port,
+            timeout: settings.probe_timeout,
+            per_exchanger: settings.max_probes_per_mx.max(1) as usize,
+            limits: Mutex::new(HashMap::new()),
+            catch_all: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Asks the first exchanger that answers about every address of one domain (ASCII forms).
+    pub async fn probe(
+        &self,
+        dns: &MailDns,
+        domain: &str,
+        exchangers: &[String],
+        addresses: &[String],
+    ) -> Vec<Answer> {
+        let mut last_failure = "no mail exchanger".to_owned();
+        for host in exchangers {
+            let Some(ip) = dns.address_of(host).await else {
+                last_failure = format!("{host} has no address");
+                continue;
+            };
+            let permit = self.limit(host).acquire_owned().await;
+            let Ok(_permit) = permit else {
+                break;
+            };
+            match tokio::time::timeout(
+                self.timeout,
+                self.session(SocketAddr::new(ip, self.port), domain, addresses),
+            )
+            .await
+            {
+                Ok(Ok(answers)) => return answers,
+                Ok(Err(why)) => last_failure = format!("{host}: {why}"),
+                Err(_) => last_failure = format!("{host} did not answer in time"),
+            }
+        }
+        addresses
+            .iter()
+            .map(|_| Answer::Unknown(last_failure.clone()))
+            .collect()
+    }
+
+    fn limit(&self, host: &str) -> Arc<Semaphore> {
+        self.limits
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .entry(host.to_owned())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.per_exchanger)))
+            .clone()
+    }
+
+    /// One session: the catch-all question (unless known), then each address.
+    async fn session(
+        &self,
+        at: SocketAddr,
+        domain: &str,
+        addresses: &[String],
+    ) -> Result<Vec<Answer>, String> {
+        let stream = TcpStream::connect(at)
+            .await
+            .map_err(|error| format!("cannot connect to {at}: {error}"))?;
+        let _ = stream.set_nodelay(true);
+        let mut connection =
+            AsyncSmtpConnection::connect_with_transport(Box::new(stream), &self.helo)
+                .await
+                .map_err(|error| format!("no greeting: {error}"))?;
+        connection
+            .command(Mail::new(self.mail_from.clone(), vec![]))
+            .await
+            .map_err(|error| format!("MAIL FROM refused: {error}"))?;
+        let known = self
+            .catch_all
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(domain)
+            .copied();
+        let catch_all = match known {
+            Some(known) => known,
+            None => {
+                let random = format!("celeritas-probe-{:016x}@{domain}", rand::random::<u64>());
+                let answer = rcpt(&mut connection, &random).await;
+                let catch_all = answer == Answer::Accepted;
+                if matches!(answer, Answer::Accepted | Answer::Refused(_)) {
+                    self.catch_all
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                        .insert(domain.to_owned(), catch_all);
+                }
+                catch_all
+            }
+        };
+        let mut answers = Vec::with_capacity(addresses.len());
+        for address in addresses {
+            answers.push(if catch_all {
+                Answer::CatchAll
+            } else {
+                rcpt(&mut connection, address).await
+            });
+            if connection.has_broken() {
+                break;
+            }
+        }
+        while answers.len() < addresses.len() {
+            answers.push(Answer::Unknown(
+                "the exchanger closed the session".to_owned(),
+            ));
+        }
+        let _ = connection.quit().await;
+        Ok(answers)
+    }
+}
+
+/// One RCPT TO and what its reply means.
+async fn rcpt(connection: &mut AsyncSmtpConnection, address: &str) -> Answer {
+    let Ok(recipient) = MailAddress::from_str(address) else {
+        return Answer::Unknown(format!("{address} cannot be put to an SMTP server"));
+    };
+    match connection.command(Rcpt::new(recipient, vec![])).await {
+        Ok(_) => Answer::Accepted,
+        Err(error) => match error.status().map(|code| code.to_string()).as_deref() {
+            Some(code @ ("550" | "551" | "553")) => Answer::Refused(format!("{code}: {error}")),
+            Some(code) => Answer::Unknown(format!("{code}: {error}")),
+            None => Answer::Unknown(error.to_string()),
+        },
+    }
+}
