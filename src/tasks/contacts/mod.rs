@@ -11,6 +11,7 @@ pub mod address;
 pub mod dns;
 pub mod lists;
 pub mod probe;
+pub mod rows;
 pub mod sheet;
 
 use std::collections::{HashMap, HashSet};
