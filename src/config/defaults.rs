@@ -41,6 +41,7 @@ impl Default for Config {
             schedules: seed_schedules(),
             smtp: SmtpSettings::default(),
             campaigns: CampaignSettings::default(),
+            files: super::FilesSettings::default(),
         }
     }
 }

@@ -7,6 +7,7 @@
 //! are not configuration keys and are left alone.
 
 mod defaults;
+mod files;
 mod load;
 mod routing;
 mod smtp;
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::ValidationError;
 
+pub use files::{FilesSettings, parse_byte_size};
 pub use routing::{Routing, TaskPolicy};
 pub use smtp::{CampaignSettings, DkimSettings, RelaySettings, SmtpSettings, StuckPolicy};
 
@@ -51,6 +53,8 @@ pub struct Config {
     pub smtp: SmtpSettings,
     /// What the periodic campaign upkeep tasks treat as stuck, and what they do about it.
     pub campaigns: CampaignSettings,
+    /// The files clients upload for tasks (`celeritas upload`).
+    pub files: FilesSettings,
 }
 
 /// `[schedules.<name>]`.

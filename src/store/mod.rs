@@ -7,6 +7,7 @@
 mod attempt_batch;
 mod backend;
 mod encoding;
+mod files;
 mod leases;
 mod postgres;
 mod records;
@@ -27,8 +28,9 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::domain::{
-    Inserted, Lease, LeaseToken, NewTask, QueueName, Schedule, StoredRecord, TaskId, TaskName,
-    TaskRecord, TaskState, TreeEvent, WorkerId, WorkerInfo, WorkerStats,
+    FileChunk, FileId, FileInfo, Inserted, Lease, LeaseToken, NewFile, NewTask, QueueName,
+    Schedule, StoredRecord, TaskId, TaskName, TaskRecord, TaskState, TreeEvent, WorkerId,
+    WorkerInfo, WorkerStats,
 };
 
 pub use attempt_batch::{AttemptBatch, Completion, ProgressWrite, RecordWrite, Resolution, Start};
@@ -436,6 +438,44 @@ pub trait Store: Send + Sync + 'static {
 
     /// A subscription to announcements, or `None` for a store that only one coordinator uses.
     async fn listen(&self) -> Result<Option<Box<dyn AnnouncementListener>>, StoreError>;
+
+    /// Starts a file's upload: a row that stays invisible to `file` and `file_chunks` until
+    /// `complete_file`.
+    async fn create_file(&self, file: &NewFile) -> Result<(), StoreError>;
+
+    /// Writes `bytes` at `offset` of a file being uploaded; false when there is no such
+    /// incomplete file (it was deleted, or has completed).
+    async fn append_file_chunk(
+        &self,
+        id: FileId,
+        offset: u64,
+        bytes: &[u8],
+    ) -> Result<bool, StoreError>;
+
+    /// Ends a file's upload, recording its size and SHA-256 digest (hex) at `at`; false when
+    /// there is no such incomplete file or its chunks do not add up to `size`.
+    async fn complete_file(
+        &self,
+        id: FileId,
+        size: u64,
+        sha256: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
+    /// A complete file, if there is one.
+    async fn file(&self, id: FileId) -> Result<Option<FileInfo>, StoreError>;
+
+    /// Up to `limit` of a complete file's stored chunks that end after `offset`, in order, the
+    /// first cut to start at `offset`; empty past the end (or for no complete file).
+    async fn file_chunks(
+        &self,
+        id: FileId,
+        offset: u64,
+        limit: u32,
+    ) -> Result<Vec<FileChunk>, StoreError>;
+
+    /// Removes a file, complete or not, with its chunks; false when there was none.
+    async fn delete_file(&self, id: FileId) -> Result<bool, StoreError>;
 }
 
 /// What coordinators sharing a database tell each other.
