@@ -7,6 +7,7 @@
 mod bench;
 mod cli;
 mod email;
+mod files;
 mod guarantees;
 mod hardening;
 mod health;
