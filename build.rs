@@ -12,6 +12,7 @@ const PROTO_FILES: &[&str] = &[
     "proto/celeritas/v1/workers.proto",
     "proto/celeritas/v1/inspect.proto",
     "proto/celeritas/v1/schedules.proto",
+    "proto/celeritas/v1/files.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

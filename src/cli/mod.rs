@@ -18,6 +18,7 @@ macro_rules! errln {
 
 mod bench_command;
 mod client_commands;
+mod file_commands;
 mod follow_command;
 mod inspect_commands;
 mod schedule_commands;
@@ -85,6 +86,8 @@ pub enum Command {
     Follow(follow_command::FollowArgs),
     /// Manages periodic schedules.
     Schedules(schedule_commands::SchedulesArgs),
+    /// Uploads a file for tasks to read (an import's CSV or XLSX) and prints its id.
+    Upload(file_commands::UploadArgs),
     /// Measures throughput and latency with no-op tasks, against a coordinator it starts (with
     /// workers) or one given with --coordinator.
     Bench(bench_command::BenchArgs),
@@ -133,6 +136,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Inspect(args) => inspect_commands::inspect(args).await,
         Command::Follow(args) => follow_command::follow(args).await,
         Command::Schedules(args) => schedule_commands::schedules(args).await,
+        Command::Upload(args) => file_commands::upload(args).await,
         Command::Bench(args) => bench_command::bench(args, config, cli.config).await,
     }
 }

@@ -43,6 +43,7 @@ impl Default for Config {
             campaigns: CampaignSettings::default(),
             dns: DnsSettings::default(),
             validation: ValidationSettings::default(),
+            files: super::FilesSettings::default(),
         }
     }
 }

@@ -8,6 +8,7 @@
 
 mod contacts;
 mod defaults;
+mod files;
 mod load;
 mod routing;
 mod smtp;
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::ValidationError;
 
 pub use contacts::{DnsSettings, ValidationSettings};
+pub use files::{FilesSettings, parse_byte_size};
 pub use routing::{Routing, TaskPolicy};
 pub use smtp::{CampaignSettings, DkimSettings, RelaySettings, SmtpSettings, StuckPolicy};
 
@@ -57,6 +59,8 @@ pub struct Config {
     pub dns: DnsSettings,
     /// What contact validation checks.
     pub validation: ValidationSettings,
+    /// The files clients upload for tasks (`celeritas upload`).
+    pub files: FilesSettings,
 }
 
 /// `[schedules.<name>]`.

@@ -12,6 +12,7 @@ pub mod batcher;
 mod beat;
 mod cancel;
 pub mod dispatcher;
+mod files;
 pub(crate) mod inspect;
 mod intervene;
 mod leases;
@@ -23,6 +24,7 @@ pub mod waiters;
 pub mod worker_stream;
 
 pub use cancel::Cancellation;
+pub use files::{DownloadChunks, UploadHeader, UploadPart, UploadParts};
 pub use inspect::{MAX_LISTED, MAX_LISTED_WITH_PAYLOADS};
 pub use intervene::{Intervention, MAX_REASON_CHARS};
 pub use progress::{RecordsPage, RecordsRequest};
@@ -42,7 +44,7 @@ use self::sessions::Sessions;
 use self::trees::{DirtyTrees, TreeFlusher};
 use self::waiters::Waiters;
 use crate::clock::SharedClock;
-use crate::config::{Config, CoordinatorSettings, Routing};
+use crate::config::{Config, CoordinatorSettings, FilesSettings, Routing};
 use crate::domain::{
     ErrorKind, LeaseToken, QueueName, RequestError, TaskId, TaskName, TaskRecord, ValidationError,
 };
@@ -68,6 +70,10 @@ pub enum CoordinatorError {
     /// Something the request names does not exist; the error names the field.
     #[error("{0}")]
     NotFound(ValidationError),
+    /// A position past the end of what the request reads (a file's offset); the error names
+    /// the field.
+    #[error("{0}")]
+    OutOfRange(ValidationError),
     /// The request is valid but cannot be done in the current state.
     #[error("{0}")]
     FailedPrecondition(String),
@@ -85,6 +91,7 @@ impl CoordinatorError {
         match self {
             CoordinatorError::Invalid(_) => ErrorKind::InvalidArgument,
             CoordinatorError::NotFound(_) => ErrorKind::NotFound,
+            CoordinatorError::OutOfRange(_) => ErrorKind::OutOfRange,
             CoordinatorError::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
             CoordinatorError::Unavailable(_) => ErrorKind::Unavailable,
             CoordinatorError::Internal(_) => ErrorKind::Internal,
@@ -108,6 +115,9 @@ impl CoordinatorError {
         match self {
             CoordinatorError::Invalid(error) => CoordinatorError::Invalid(error.within(prefix)),
             CoordinatorError::NotFound(error) => CoordinatorError::NotFound(error.within(prefix)),
+            CoordinatorError::OutOfRange(error) => {
+                CoordinatorError::OutOfRange(error.within(prefix))
+            }
             other => other,
         }
     }
@@ -228,6 +238,7 @@ pub struct Coordinator {
     store: Arc<dyn Store>,
     routing: Routing,
     settings: CoordinatorSettings,
+    files: FilesSettings,
     clock: SharedClock,
     sessions: Arc<Sessions>,
     signal: Arc<DispatcherSignal>,
@@ -371,6 +382,7 @@ impl Coordinator {
             store,
             routing,
             settings: config.coordinator.clone(),
+            files: config.files.clone(),
             clock,
             sessions,
             signal,

@@ -4,6 +4,7 @@
 //! hand (`tree.rs`).
 
 mod error_kind;
+mod file;
 mod ids;
 mod inspect;
 mod json;
@@ -19,6 +20,10 @@ mod text;
 mod tree;
 
 pub use error_kind::ErrorKind;
+pub use file::{
+    ContentType, DEFAULT_CONTENT_TYPE, FileChunk, FileId, FileInfo, FileName, MAX_FILE_CHUNK_BYTES,
+    MAX_FILE_NAME_BYTES, NewFile,
+};
 pub use ids::{TaskId, WorkerId};
 pub use inspect::{PingResult, QueueDepth, WorkerInfo};
 pub use json::{JsonText, MAX_JSON_DEPTH};

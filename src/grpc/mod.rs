@@ -6,6 +6,7 @@
 pub mod client;
 mod codec;
 mod convert;
+mod file_service;
 mod inspect_service;
 mod schedule_service;
 mod server;

@@ -1,4 +1,4 @@
-//! The gRPC server of a coordinator: the task and worker services, `grpc.health.v1` (following
+//! The gRPC server of a coordinator: the task, worker, inspect, schedule and file services, `grpc.health.v1` (following
 //! the store's health) and server reflection.
 
 use std::future::Future;
@@ -9,7 +9,9 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use super::FILE_DESCRIPTOR_SET;
+use super::file_service::{FileApi, MAX_UPLOAD_MESSAGE_BYTES};
 use super::inspect_service::InspectApi;
+use super::pb::file_service_server::FileServiceServer;
 use super::pb::inspect_service_server::InspectServiceServer;
 use super::pb::schedule_service_server::ScheduleServiceServer;
 use super::pb::task_service_server::TaskServiceServer;
@@ -26,6 +28,7 @@ const HEALTH_SERVICES: &[&str] = &[
     "celeritas.v1.WorkerService",
     "celeritas.v1.InspectService",
     "celeritas.v1.ScheduleService",
+    "celeritas.v1.FileService",
 ];
 
 /// A server future, ready to be awaited.
@@ -56,6 +59,9 @@ pub fn serve(
         .max_encoding_message_size(max_message_bytes);
     let schedules = ScheduleServiceServer::new(ScheduleApi::new(coordinator.clone()))
         .max_decoding_message_size(max_message_bytes);
+    let files = FileServiceServer::new(FileApi::new(coordinator.clone()))
+        .max_decoding_message_size(MAX_UPLOAD_MESSAGE_BYTES)
+        .max_encoding_message_size(max_message_bytes);
     let workers = WorkerServiceServer::new(WorkerApi::new(coordinator))
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes);
@@ -73,6 +79,7 @@ pub fn serve(
         .add_service(workers)
         .add_service(inspect)
         .add_service(schedules)
+        .add_service(files)
         .serve_with_incoming_shutdown(incoming, shutdown);
     Ok(Box::pin(server))
 }

@@ -21,11 +21,12 @@ use super::statements::Statements;
 use super::{
     Adopted, Announcement, AnnouncementListener, AttemptBatch, Cancelled, Claim, Claimed,
     Interruption, Promoted, QueueCounts, Reaped, RecordQuery, Store, StoreError, TaskFilter,
-    TreeUpdate, WorkerRegistration, leases, records, schedules, tasks, trees, workers,
+    TreeUpdate, WorkerRegistration, files, leases, records, schedules, tasks, trees, workers,
 };
 use crate::domain::{
-    Inserted, LeaseToken, NewTask, QueueName, Schedule, StoredRecord, TaskId, TaskName, TaskRecord,
-    TaskState, TreeEvent, WorkerId, WorkerInfo, WorkerStats,
+    FileChunk, FileId, FileInfo, Inserted, LeaseToken, NewFile, NewTask, QueueName, Schedule,
+    StoredRecord, TaskId, TaskName, TaskRecord, TaskState, TreeEvent, WorkerId, WorkerInfo,
+    WorkerStats,
 };
 
 /// The task reads whose SQL differs between databases.
@@ -398,5 +399,45 @@ impl<B: Backend> Store for B {
 
     async fn listen(&self) -> Result<Option<Box<dyn AnnouncementListener>>, StoreError> {
         Announcements::listen(self).await
+    }
+
+    async fn create_file(&self, file: &NewFile) -> Result<(), StoreError> {
+        files::create_file(self, file).await
+    }
+
+    async fn append_file_chunk(
+        &self,
+        id: FileId,
+        offset: u64,
+        bytes: &[u8],
+    ) -> Result<bool, StoreError> {
+        files::append_file_chunk(self, id, offset, bytes).await
+    }
+
+    async fn complete_file(
+        &self,
+        id: FileId,
+        size: u64,
+        sha256: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        files::complete_file(self, id, size, sha256, at).await
+    }
+
+    async fn file(&self, id: FileId) -> Result<Option<FileInfo>, StoreError> {
+        files::file(self, id).await
+    }
+
+    async fn file_chunks(
+        &self,
+        id: FileId,
+        offset: u64,
+        limit: u32,
+    ) -> Result<Vec<FileChunk>, StoreError> {
+        files::file_chunks(self, id, offset, limit).await
+    }
+
+    async fn delete_file(&self, id: FileId) -> Result<bool, StoreError> {
+        files::delete_file(self, id).await
     }
 }

@@ -4,8 +4,10 @@
 //!
 //! `postgres` is the implementation for production and for several coordinators on one database.
 
+mod attempt_batch;
 mod backend;
 mod encoding;
+mod files;
 mod leases;
 mod postgres;
 mod records;
@@ -26,11 +28,12 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::domain::{
-    Inserted, JsonText, Lease, LeaseToken, NewTask, ProgressReport, QueueName, RecordEntry,
+    FileChunk, FileId, FileInfo, Inserted, Lease, LeaseToken, NewFile, NewTask, QueueName,
     Schedule, StoredRecord, TaskId, TaskName, TaskRecord, TaskState, TreeEvent, WorkerId,
     WorkerInfo, WorkerStats,
 };
 
+pub use attempt_batch::{AttemptBatch, Completion, ProgressWrite, RecordWrite, Resolution, Start};
 pub use postgres::PostgresStore;
 pub use sqlite::{OpenError, SqliteStore};
 
@@ -99,58 +102,6 @@ impl Claimed {
     pub fn consumed(&self) -> u32 {
         self.tasks.len() as u32 + self.expired
     }
-}
-
-/// What becomes of a task whose attempt ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Resolution {
-    /// It succeeded with this result.
-    Succeeded(JsonText),
-    /// It failed and runs again at `run_at`.
-    Retry {
-        /// The failure's kind.
-        kind: String,
-        /// The failure's message.
-        message: String,
-        /// When to run again.
-        run_at: DateTime<Utc>,
-    },
-    /// It failed for good.
-    Failed {
-        /// The failure's kind.
-        kind: String,
-        /// The failure's message.
-        message: String,
-    },
-}
-
-/// An attempt's end, fenced by its lease: it applies only if the lease is still current and held
-/// by `worker`.
-#[derive(Debug, Clone)]
-pub struct Completion {
-    /// The lease the attempt ran under.
-    pub token: LeaseToken,
-    /// The worker reporting it.
-    pub worker: WorkerId,
-    /// When it started, if the worker said so; the start's own write may not have landed yet.
-    pub started_at: Option<DateTime<Utc>>,
-    /// What becomes of the task.
-    pub resolution: Resolution,
-    /// When it ended.
-    pub at: DateTime<Utc>,
-}
-
-/// An attempt's start, fenced like a completion.
-#[derive(Debug, Clone)]
-pub struct Start {
-    /// The lease.
-    pub token: LeaseToken,
-    /// The worker reporting it.
-    pub worker: WorkerId,
-    /// When it started.
-    pub at: DateTime<Utc>,
-    /// When the lease expires unless renewed: the hard limit plus a margin.
-    pub lease_expires_at: DateTime<Utc>,
 }
 
 /// What the coordinator records about a connected worker.
@@ -244,78 +195,6 @@ pub struct Cancelled {
     pub leases: Vec<LeaseToken>,
     /// How many tasks were cancelled, descendants included.
     pub cancelled: u64,
-}
-
-/// A running task's progress report, fenced by its lease.
-#[derive(Debug, Clone)]
-pub struct ProgressWrite {
-    /// The lease.
-    pub token: LeaseToken,
-    /// The reporting worker.
-    pub worker: WorkerId,
-    /// The report.
-    pub report: ProgressReport,
-    /// When it arrived.
-    pub at: DateTime<Utc>,
-}
-
-/// Records a running task emitted, fenced by its lease.
-#[derive(Debug, Clone)]
-pub struct RecordWrite {
-    /// The lease.
-    pub token: LeaseToken,
-    /// The emitting worker.
-    pub worker: WorkerId,
-    /// The records.
-    pub records: Vec<RecordEntry>,
-    /// When they arrived.
-    pub at: DateTime<Utc>,
-}
-
-/// What running attempts reported, to write together.
-#[derive(Debug, Clone, Default)]
-pub struct AttemptBatch {
-    /// Attempts that started.
-    pub starts: Vec<Start>,
-    /// Progress reports.
-    pub progress: Vec<ProgressWrite>,
-    /// Records.
-    pub records: Vec<RecordWrite>,
-    /// Attempts that ended.
-    pub completions: Vec<Completion>,
-}
-
-impl AttemptBatch {
-    /// Every task the batch touches, for locking in one order.
-    pub fn task_ids(&self) -> Vec<TaskId> {
-        let mut ids: Vec<TaskId> = self
-            .starts
-            .iter()
-            .map(|start| start.token.task_id)
-            .chain(self.progress.iter().map(|write| write.token.task_id))
-            .chain(self.records.iter().map(|write| write.token.task_id))
-            .chain(
-                self.completions
-                    .iter()
-                    .map(|completion| completion.token.task_id),
-            )
-            .collect();
-        ids.sort();
-        ids.dedup();
-        ids
-    }
-
-    /// The latest progress per lease: earlier reports in the same batch are superseded.
-    pub fn latest_progress(&self) -> Vec<&ProgressWrite> {
-        let mut latest: std::collections::HashMap<LeaseToken, &ProgressWrite> =
-            std::collections::HashMap::new();
-        for write in &self.progress {
-            latest.insert(write.token, write);
-        }
-        let mut writes: Vec<&ProgressWrite> = latest.into_values().collect();
-        writes.sort_by_key(|write| write.token.task_id);
-        writes
-    }
 }
 
 /// Unfinished tasks by queue and state, and the oldest pending task's creation per queue.
@@ -559,6 +438,44 @@ pub trait Store: Send + Sync + 'static {
 
     /// A subscription to announcements, or `None` for a store that only one coordinator uses.
     async fn listen(&self) -> Result<Option<Box<dyn AnnouncementListener>>, StoreError>;
+
+    /// Starts a file's upload: a row that stays invisible to `file` and `file_chunks` until
+    /// `complete_file`.
+    async fn create_file(&self, file: &NewFile) -> Result<(), StoreError>;
+
+    /// Writes `bytes` at `offset` of a file being uploaded; false when there is no such
+    /// incomplete file (it was deleted, or has completed).
+    async fn append_file_chunk(
+        &self,
+        id: FileId,
+        offset: u64,
+        bytes: &[u8],
+    ) -> Result<bool, StoreError>;
+
+    /// Ends a file's upload, recording its size and SHA-256 digest (hex) at `at`; false when
+    /// there is no such incomplete file or its chunks do not add up to `size`.
+    async fn complete_file(
+        &self,
+        id: FileId,
+        size: u64,
+        sha256: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
+    /// A complete file, if there is one.
+    async fn file(&self, id: FileId) -> Result<Option<FileInfo>, StoreError>;
+
+    /// Up to `limit` of a complete file's stored chunks that end after `offset`, in order, the
+    /// first cut to start at `offset`; empty past the end (or for no complete file).
+    async fn file_chunks(
+        &self,
+        id: FileId,
+        offset: u64,
+        limit: u32,
+    ) -> Result<Vec<FileChunk>, StoreError>;
+
+    /// Removes a file, complete or not, with its chunks; false when there was none.
+    async fn delete_file(&self, id: FileId) -> Result<bool, StoreError>;
 }
 
 /// What coordinators sharing a database tell each other.

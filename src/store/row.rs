@@ -33,6 +33,8 @@ pub(crate) trait Columns {
     fn optional_json(&self, column: &str) -> Result<Option<Value>, sqlx::Error>;
     /// A list of names (queues, task names).
     fn names(&self, column: &str) -> Result<Vec<String>, sqlx::Error>;
+    /// A binary column (a file's bytes).
+    fn bytes(&self, column: &str) -> Result<Vec<u8>, sqlx::Error>;
 
     /// A text column that is never NULL.
     fn text(&self, column: &str) -> Result<String, sqlx::Error> {

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::StoreError;
 use super::row::Columns;
-use crate::domain::TaskId;
+use crate::domain::{FileId, TaskId};
 
 /// A value bound to a statement. Each backend encodes it its own way: Postgres as UUIDs,
 /// timestamps, JSONB and arrays; SQLite as text, microseconds and JSON text.
@@ -24,6 +24,9 @@ pub(crate) enum Param<'a> {
     Moment(Option<DateTime<Utc>>),
     Json(Option<&'a Value>),
     Names(&'a [&'a str]),
+    /// A file id, encoded as sessions are (a UUID as the database keeps one).
+    File(FileId),
+    Bytes(&'a [u8]),
 }
 
 impl<'a> From<&'a str> for Param<'a> {
@@ -71,6 +74,18 @@ impl From<TaskId> for Param<'_> {
 impl From<Option<TaskId>> for Param<'_> {
     fn from(id: Option<TaskId>) -> Self {
         Param::Task(id)
+    }
+}
+
+impl From<FileId> for Param<'_> {
+    fn from(id: FileId) -> Self {
+        Param::File(id)
+    }
+}
+
+impl<'a> From<&'a [u8]> for Param<'a> {
+    fn from(bytes: &'a [u8]) -> Self {
+        Param::Bytes(bytes)
     }
 }
 
@@ -176,6 +191,8 @@ macro_rules! sqlx_database {
                     Param::Moment(moment) => query.bind(moment.map($moment)),
                     Param::Json(value) => query.bind(value.map($json)),
                     Param::Names(names) => query.bind($names(names)),
+                    Param::File(id) => query.bind($session(id.as_uuid())),
+                    Param::Bytes(bytes) => query.bind(bytes),
                 })
         }
 

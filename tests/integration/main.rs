@@ -8,6 +8,7 @@ mod bench;
 mod cli;
 mod contacts;
 mod email;
+mod files;
 mod guarantees;
 mod hardening;
 mod health;

@@ -12,6 +12,8 @@ import type {
 import { status } from "@grpc/grpc-js";
 import { CallContext, endpointFromUrl, type UnaryMethod } from "./connection";
 import { durationToPb, recordFromPb, submissionToPb, taskFromPb, taskSpecToPb, taskStateToPb } from "./convert";
+import { upload, type StoredFile, type UploadOptions } from "./files";
+import { FileServiceClient } from "./generated/celeritas/v1/files";
 import { InspectServiceClient } from "./generated/celeritas/v1/inspect";
 import { ScheduleServiceClient } from "./generated/celeritas/v1/schedules";
 import { TaskServiceClient } from "./generated/celeritas/v1/tasks";
@@ -127,6 +129,7 @@ export class Client {
   readonly schedules: Schedules;
 
   private readonly tasks: TaskServiceClient;
+  private readonly files: FileServiceClient;
   private readonly context: CallContext;
   private readonly rpc;
 
@@ -147,6 +150,7 @@ export class Client {
     const inspectService = new InspectServiceClient(endpoint.target, channelCredentials, sharedChannel);
     const scheduleService = new ScheduleServiceClient(endpoint.target, channelCredentials, sharedChannel);
     const healthService = new HealthClient(endpoint.target, channelCredentials, sharedChannel);
+    this.files = new FileServiceClient(endpoint.target, channelCredentials, sharedChannel);
     this.rpc = {
       submitTask: bind(this.tasks, this.tasks.submitTask),
       submitTasks: bind(this.tasks, this.tasks.submitTasks),
@@ -334,6 +338,17 @@ export class Client {
       records: response.records.map(recordFromPb),
       nextPageToken: response.nextPageToken === "" ? undefined : response.nextPageToken,
     };
+  }
+
+  /**
+   * Stores a file in the coordinator for tasks to read and answers it; its `fileId` goes in a
+   * task's args (workers on any host read it back by that id). `pathOrBuffer` is a path (read
+   * in 1 MiB pieces, never whole) or the bytes themselves; `name` defaults to the path's last
+   * part. A file over the coordinator's `files.max_bytes` throws `InvalidArgumentError` naming
+   * both sizes, and nothing is kept. No deadline, and not retried: a stream cannot be replayed.
+   */
+  async upload(pathOrBuffer: string | Uint8Array, options: UploadOptions = {}): Promise<StoredFile> {
+    return upload(this.files, this.context, pathOrBuffer, options);
   }
 
   /**

@@ -34,6 +34,7 @@ export type {
   WorkerTaskNames,
   WorkerTasks,
 } from "./inspect";
+export type { StoredFile, UploadOptions } from "./files";
 export type { StreamProgressOptions } from "./progress";
 export type { Schedule, ScheduleDefinition, ScheduledTask, Schedules } from "./schedules";
 export { defaultRetryOptions, type RetryOptions } from "./retry";

@@ -3,6 +3,7 @@
 //! the field.
 
 mod coordinator_messages;
+mod files;
 mod inspect;
 mod primitives;
 mod progress;
@@ -11,6 +12,7 @@ mod tasks;
 mod worker_messages;
 
 pub use coordinator_messages::{coordinator_message_from_pb, coordinator_message_to_pb};
+pub use files::{file_info_from_pb, file_info_to_pb, upload_part_from_pb};
 pub use inspect::{
     ping_from_pb, ping_to_pb, queue_depth_from_pb, queue_depth_to_pb, tasks_by_worker_to_pb,
     worker_queues_to_pb, worker_stats_from_pb, worker_stats_to_pb,

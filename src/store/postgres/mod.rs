@@ -142,6 +142,10 @@ impl Columns for PgRow {
     fn names(&self, column: &str) -> Result<Vec<String>, sqlx::Error> {
         self.try_get(column)
     }
+
+    fn bytes(&self, column: &str) -> Result<Vec<u8>, sqlx::Error> {
+        self.try_get(column)
+    }
 }
 
 sqlx_database! {

@@ -184,6 +184,10 @@ impl Columns for SqliteRow {
         let text: String = self.try_get(column)?;
         Ok(serde_json::from_str(&text).unwrap_or_default())
     }
+
+    fn bytes(&self, column: &str) -> Result<Vec<u8>, sqlx::Error> {
+        self.try_get(column)
+    }
 }
 
 sqlx_database! {

@@ -9,17 +9,18 @@ apart.
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta, timezone
-from typing import Any, cast
+from typing import IO, Any, cast
 
 from google.protobuf import duration_pb2, timestamp_pb2
 from grpc_health.v1 import health_pb2
 
 from celeritas import models
-from celeritas.v1 import inspect_pb2, schedules_pb2, tasks_pb2
+from celeritas.v1 import files_pb2, inspect_pb2, schedules_pb2, tasks_pb2
 
 _STATE_BY_NUMBER: dict[int, models.TaskState] = {
     tasks_pb2.TASK_STATE_PENDING: models.TaskState.PENDING,
@@ -477,4 +478,51 @@ def queue_depth(message: inspect_pb2.QueueDepth) -> models.QueueDepth:
         tasks_by_state=dict(sorted(message.tasks_by_state.items())),
         oldest_pending_age=timedelta_of(message, "oldest_pending_age"),
         consumers=message.consumers,
+    )
+
+
+#: The most bytes one upload message carries (the contract's limit).
+UPLOAD_CHUNK_BYTES = 1024 * 1024
+
+#: What ``upload`` accepts: a path, or a binary file object open for reading.
+UploadSource = str | os.PathLike[str] | IO[bytes]
+
+
+def upload_name(source: UploadSource, name: str | None) -> str:
+    """The name a file is stored under: ``name``, else the path's (or file object's) last part."""
+    if name is not None:
+        return name
+    path = source if isinstance(source, (str, os.PathLike)) else getattr(source, "name", None)
+    if isinstance(path, (str, os.PathLike)):
+        return os.path.basename(os.fspath(path))
+    raise ValueError("name: required for a file object that has no name")
+
+
+def upload_header(name: str, content_type: str | None) -> files_pb2.UploadRequest:
+    return files_pb2.UploadRequest(
+        header=files_pb2.UploadHeader(name=name, content_type=content_type or "")
+    )
+
+
+def upload_chunk(chunk: bytes) -> files_pb2.UploadRequest:
+    return files_pb2.UploadRequest(chunk=chunk)
+
+
+def upload_requests(
+    reader: IO[bytes], name: str, content_type: str | None
+) -> Iterator[files_pb2.UploadRequest]:
+    """An upload's messages: the header, then the reader's bytes in chunks of 1 MiB."""
+    yield upload_header(name, content_type)
+    while chunk := reader.read(UPLOAD_CHUNK_BYTES):
+        yield upload_chunk(chunk)
+
+
+def stored_file(message: files_pb2.FileInfo) -> models.StoredFile:
+    return models.StoredFile(
+        file_id=message.file_id,
+        name=message.name,
+        content_type=message.content_type,
+        size=message.size,
+        sha256=message.sha256,
+        created_at=datetime_of(message, "created_at"),
     )

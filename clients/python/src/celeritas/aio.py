@@ -9,10 +9,11 @@ client.close()`` or ``async with``.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import datetime
-from typing import Any
+from typing import IO, Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -34,6 +35,7 @@ from celeritas.models import (
     Record,
     ScheduledWork,
     Seconds,
+    StoredFile,
     SubmittedTask,
     Task,
     TaskSpec,
@@ -45,7 +47,14 @@ from celeritas.models import (
     WorkerTasks,
 )
 from celeritas.retry import RetryPolicy
-from celeritas.v1 import inspect_pb2, inspect_pb2_grpc, tasks_pb2, tasks_pb2_grpc
+from celeritas.v1 import (
+    files_pb2,
+    files_pb2_grpc,
+    inspect_pb2,
+    inspect_pb2_grpc,
+    tasks_pb2,
+    tasks_pb2_grpc,
+)
 
 __all__ = ["AsyncClient", "AsyncInspect"]
 
@@ -75,6 +84,7 @@ class AsyncClient:
         self._metadata = call_metadata(token)
         self._channel = async_channel(parse_url(url))
         self._tasks = tasks_pb2_grpc.TaskServiceStub(self._channel)
+        self._files = files_pb2_grpc.FileServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
         #: The ``celery inspect`` questions: ``await client.inspect.active()`` and so on.
         self.inspect = AsyncInspect(self, inspect_pb2_grpc.InspectServiceStub(self._channel))
@@ -292,6 +302,37 @@ class AsyncClient:
             if not response.next_page_token:
                 return
             page_token = response.next_page_token
+
+    # Files.
+
+    async def upload(
+        self,
+        source: _wire.UploadSource,
+        name: str | None = None,
+        content_type: str | None = None,
+    ) -> StoredFile:
+        """Stores a file in the coordinator, as :meth:`celeritas.Client.upload` does; the file is
+        read in a thread, a chunk at a time, so the event loop never waits on the disk."""
+        file_name = _wire.upload_name(source, name)
+        if isinstance(source, (str, os.PathLike)):
+            reader = await asyncio.to_thread(open, source, "rb")
+            try:
+                return await self._upload(reader, file_name, content_type)
+            finally:
+                reader.close()
+        return await self._upload(source, file_name, content_type)
+
+    async def _upload(self, reader: IO[bytes], name: str, content_type: str | None) -> StoredFile:
+        async def requests() -> AsyncIterator[files_pb2.UploadRequest]:
+            yield _wire.upload_header(name, content_type)
+            while chunk := await asyncio.to_thread(reader.read, _wire.UPLOAD_CHUNK_BYTES):
+                yield _wire.upload_chunk(chunk)
+
+        try:
+            response = await self._files.Upload(requests(), metadata=self._metadata)
+        except grpc.RpcError as rpc_error:
+            raise error_from_rpc_error(rpc_error) from None
+        return _wire.stored_file(response.file)
 
     # Health.
 

@@ -7,10 +7,11 @@ methods.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -31,6 +32,7 @@ from celeritas.models import (
     Record,
     ScheduledWork,
     Seconds,
+    StoredFile,
     SubmittedTask,
     Task,
     TaskSpec,
@@ -42,7 +44,13 @@ from celeritas.models import (
     WorkerTasks,
 )
 from celeritas.retry import RetryPolicy
-from celeritas.v1 import inspect_pb2, inspect_pb2_grpc, tasks_pb2, tasks_pb2_grpc
+from celeritas.v1 import (
+    files_pb2_grpc,
+    inspect_pb2,
+    inspect_pb2_grpc,
+    tasks_pb2,
+    tasks_pb2_grpc,
+)
 
 __all__ = ["Client", "Inspect"]
 
@@ -84,6 +92,7 @@ class Client:
         self._metadata = call_metadata(token)
         self._channel = sync_channel(parse_url(url))
         self._tasks = tasks_pb2_grpc.TaskServiceStub(self._channel)
+        self._files = files_pb2_grpc.FileServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
         #: The ``celery inspect`` questions: ``client.inspect.active()`` and so on.
         self.inspect = Inspect(self, inspect_pb2_grpc.InspectServiceStub(self._channel))
@@ -353,6 +362,38 @@ class Client:
             if not response.next_page_token:
                 return
             page_token = response.next_page_token
+
+    # Files.
+
+    def upload(
+        self,
+        source: _wire.UploadSource,
+        name: str | None = None,
+        content_type: str | None = None,
+    ) -> StoredFile:
+        """Stores a file in the coordinator for tasks to read and returns it; its ``file_id``
+        goes in a task's args (workers on any host read it back by that id).
+
+        ``source`` is a path or a binary file object open for reading, read from where it
+        stands in chunks of 1 MiB (never whole). ``name`` defaults to the path's last part;
+        ``content_type`` to ``application/octet-stream``. A file over the coordinator's
+        ``files.max_bytes`` raises :class:`celeritas.InvalidArgument` naming both sizes, and
+        nothing is kept. The call has no deadline (a large file takes its time) and is not
+        retried: a stream cannot be replayed.
+        """
+        file_name = _wire.upload_name(source, name)
+        if isinstance(source, (str, os.PathLike)):
+            with open(source, "rb") as reader:
+                return self._upload(reader, file_name, content_type)
+        return self._upload(source, file_name, content_type)
+
+    def _upload(self, reader: IO[bytes], name: str, content_type: str | None) -> StoredFile:
+        requests = _wire.upload_requests(reader, name, content_type)
+        try:
+            response = self._files.Upload(requests, metadata=self._metadata)
+        except grpc.RpcError as rpc_error:
+            raise error_from_rpc_error(rpc_error) from None
+        return _wire.stored_file(response.file)
 
     # Health.
 

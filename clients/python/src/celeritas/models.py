@@ -462,3 +462,21 @@ class QueueDepth:
     oldest_pending_age: timedelta | None
     #: Workers connected to the answering coordinator that consume it.
     consumers: int
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """A file stored in the coordinator by ``upload``; pass ``file_id`` in a task's args."""
+
+    #: The file's id (UUID text).
+    file_id: str
+    #: The name given at upload.
+    name: str
+    #: The media type given at upload, ``application/octet-stream`` when none was.
+    content_type: str
+    #: The size in bytes.
+    size: int
+    #: The SHA-256 digest of the bytes, as 64 lowercase hexadecimal digits.
+    sha256: str
+    #: When the upload began.
+    created_at: datetime | None

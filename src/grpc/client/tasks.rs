@@ -1,0 +1,203 @@
+//! The client's task calls: submit, read, cancel, purge, intervene, follow progress.
+
+use std::time::Duration;
+
+use super::{ClientError, CoordinatorClient};
+use crate::domain::{
+    Inserted, QueueName, TaskId, TaskQuery, TaskRecord, TaskSpec, TreeEvent, ValidationError,
+};
+use crate::grpc::convert::{
+    duration_to_pb, state_to_pb, task_from_pb, task_spec_to_pb, tree_event_from_pb,
+};
+use crate::grpc::pb;
+
+impl CoordinatorClient {
+    /// Submits one task.
+    pub async fn submit(&mut self, spec: &TaskSpec) -> Result<Inserted, ClientError> {
+        let response = self
+            .tasks
+            .submit_task(pb::SubmitTaskRequest {
+                task: Some(task_spec_to_pb(spec)),
+            })
+            .await?
+            .into_inner();
+        Ok(Inserted {
+            id: TaskId::parse("task_id", &response.task_id)?,
+            created: response.created,
+        })
+    }
+
+    /// Submits many tasks in one call.
+    pub async fn submit_many(&mut self, specs: &[TaskSpec]) -> Result<Vec<Inserted>, ClientError> {
+        let response = self
+            .tasks
+            .submit_tasks(pb::SubmitTasksRequest {
+                tasks: specs.iter().map(task_spec_to_pb).collect(),
+            })
+            .await?
+            .into_inner();
+        response
+            .tasks
+            .into_iter()
+            .map(|task| {
+                Ok(Inserted {
+                    id: TaskId::parse("task_id", &task.task_id)?,
+                    created: task.created,
+                })
+            })
+            .collect()
+    }
+
+    /// One task.
+    pub async fn task(&mut self, id: TaskId) -> Result<TaskRecord, ClientError> {
+        let response = self
+            .tasks
+            .get_task(pb::GetTaskRequest {
+                task_id: id.to_string(),
+                wait: None,
+            })
+            .await?
+            .into_inner();
+        let task = response
+            .task
+            .ok_or_else(|| ValidationError::new("task", "is missing"))?;
+        Ok(task_from_pb(task)?)
+    }
+
+    /// One task, once it has finished or `wait` has passed (a long poll; the coordinator caps
+    /// the wait at a minute), whichever comes first.
+    pub async fn task_waiting(
+        &mut self,
+        id: TaskId,
+        wait: Duration,
+    ) -> Result<TaskRecord, ClientError> {
+        let response = self
+            .tasks
+            .get_task(pb::GetTaskRequest {
+                task_id: id.to_string(),
+                wait: Some(duration_to_pb(wait)),
+            })
+            .await?
+            .into_inner();
+        let task = response
+            .task
+            .ok_or_else(|| ValidationError::new("task", "is missing"))?;
+        Ok(task_from_pb(task)?)
+    }
+
+    /// Cancels a task; `terminate` aborts it if it is running.
+    pub async fn cancel(&mut self, id: TaskId, terminate: bool) -> Result<TaskRecord, ClientError> {
+        Ok(self.cancel_counted(id, terminate).await?.0)
+    }
+
+    /// Cancels a task as `cancel` does; also returns how many of its unfinished descendants
+    /// were cancelled.
+    pub async fn cancel_counted(
+        &mut self,
+        id: TaskId,
+        terminate: bool,
+    ) -> Result<(TaskRecord, u64), ClientError> {
+        let response = self
+            .tasks
+            .cancel_task(pb::CancelTaskRequest {
+                task_id: id.to_string(),
+                terminate,
+            })
+            .await?
+            .into_inner();
+        let task = response
+            .task
+            .ok_or_else(|| ValidationError::new("task", "is missing"))?;
+        Ok((task_from_pb(task)?, response.descendants_cancelled))
+    }
+
+    /// The tasks `query` asks for, longest quiet first.
+    pub async fn list_tasks(&mut self, query: &TaskQuery) -> Result<Vec<TaskRecord>, ClientError> {
+        let response = self
+            .tasks
+            .list_tasks(pb::ListTasksRequest {
+                names: query.names.iter().map(ToString::to_string).collect(),
+                states: query
+                    .states
+                    .iter()
+                    .map(|state| state_to_pb(*state) as i32)
+                    .collect(),
+                quiet_for: query.quiet_for.map(duration_to_pb),
+                limit: query.limit,
+                root_id: query.root.map(|root| root.to_string()).unwrap_or_default(),
+                include_payloads: query.with_payloads,
+            })
+            .await?
+            .into_inner();
+        Ok(response
+            .tasks
+            .into_iter()
+            .map(task_from_pb)
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// Ends attempt `attempt` of a leased or running task and requeues the task (or fails it,
+    /// with `fail`), recording `reason`.
+    pub async fn intervene(
+        &mut self,
+        id: TaskId,
+        attempt: u32,
+        fail: bool,
+        reason: &str,
+    ) -> Result<TaskRecord, ClientError> {
+        let task = if fail {
+            self.tasks
+                .fail_task(pb::FailTaskRequest {
+                    task_id: id.to_string(),
+                    attempt,
+                    reason: reason.to_owned(),
+                })
+                .await?
+                .into_inner()
+                .task
+        } else {
+            self.tasks
+                .requeue_task(pb::RequeueTaskRequest {
+                    task_id: id.to_string(),
+                    attempt,
+                    reason: reason.to_owned(),
+                })
+                .await?
+                .into_inner()
+                .task
+        };
+        let task = task.ok_or_else(|| ValidationError::new("task", "is missing"))?;
+        Ok(task_from_pb(task)?)
+    }
+
+    /// Cancels every pending and scheduled task of a queue; returns how many.
+    pub async fn purge(&mut self, queue: &QueueName) -> Result<u64, ClientError> {
+        let response = self
+            .tasks
+            .purge_queue(pb::PurgeQueueRequest {
+                queue: queue.to_string(),
+            })
+            .await?
+            .into_inner();
+        Ok(response.cancelled)
+    }
+
+    /// The events of a task tree after `from`, until it finishes.
+    pub async fn stream_progress(
+        &mut self,
+        id: TaskId,
+        from: Option<u64>,
+    ) -> Result<impl futures::Stream<Item = Result<TreeEvent, ClientError>> + use<>, ClientError>
+    {
+        use futures::StreamExt;
+        let stream = self
+            .tasks
+            .stream_progress(pb::StreamProgressRequest {
+                task_id: id.to_string(),
+                from_sequence: from,
+            })
+            .await?
+            .into_inner();
+        Ok(stream.map(|event| Ok(tree_event_from_pb(event?)?)))
+    }
+}
