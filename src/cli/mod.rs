@@ -21,6 +21,7 @@ mod client_commands;
 mod file_commands;
 mod follow_command;
 mod inspect_commands;
+mod record_commands;
 mod schedule_commands;
 mod serve_commands;
 mod table;
@@ -76,6 +77,8 @@ pub enum Command {
     Fail(client_commands::InterveneArgs),
     /// Lists tasks by name, state, tree and how long they have been quiet.
     Tasks(task_commands::TasksArgs),
+    /// Lists the records a task tree wrote (contacts, deliveries), page by page.
+    Records(record_commands::RecordsArgs),
     /// Tells the workers of a queue to close their idle pooled SMTP connections.
     CloseIdleConnections(task_commands::CloseIdleArgs),
     /// Checks a coordinator's health (grpc.health.v1); exits 0 when it is serving.
@@ -131,6 +134,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Requeue(args) => client_commands::intervene(args, false).await,
         Command::Fail(args) => client_commands::intervene(args, true).await,
         Command::Tasks(args) => task_commands::tasks(args).await,
+        Command::Records(args) => record_commands::records(args).await,
         Command::CloseIdleConnections(args) => task_commands::close_idle(args).await,
         Command::Health(args) => client_commands::health(args).await,
         Command::Inspect(args) => inspect_commands::inspect(args).await,

@@ -27,7 +27,6 @@ pub use cancel::Cancellation;
 pub use files::{DownloadChunks, UploadHeader, UploadPart, UploadParts};
 pub use inspect::{MAX_LISTED, MAX_LISTED_WITH_PAYLOADS};
 pub use intervene::{Intervention, MAX_REASON_CHARS};
-pub use progress::{RecordsPage, RecordsRequest};
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};

@@ -10,7 +10,8 @@ use tokio::sync::mpsc;
 
 use super::{Coordinator, CoordinatorError};
 use crate::domain::{
-    StoredRecord, TaskId, TaskRecord, TreeEvent, TreeEventKind, ValidationError, synthesized_events,
+    RecordsPage, RecordsRequest, TaskId, TaskRecord, TreeEvent, TreeEventKind, ValidationError,
+    synthesized_events,
 };
 use crate::store::RecordQuery;
 
@@ -21,32 +22,6 @@ const EVENT_PAGE: u32 = 500;
 /// Records per page unless asked otherwise, and the most.
 const DEFAULT_PAGE_SIZE: u32 = 1_000;
 const MAX_PAGE_SIZE: u32 = 10_000;
-
-/// Which records to list, as a client asks.
-#[derive(Debug, Clone)]
-pub struct RecordsRequest {
-    /// The task.
-    pub task: TaskId,
-    /// The task's whole tree.
-    pub whole_tree: bool,
-    /// Only this kind.
-    pub kind: Option<String>,
-    /// Only this status.
-    pub status: Option<String>,
-    /// How many, 0 for the default.
-    pub page_size: u32,
-    /// Where to continue.
-    pub page_token: Option<String>,
-}
-
-/// A page of records.
-#[derive(Debug, Clone)]
-pub struct RecordsPage {
-    /// The records, oldest first.
-    pub records: Vec<StoredRecord>,
-    /// Where to continue, when there is more.
-    pub next_page_token: Option<String>,
-}
 
 type PageMac = hmac::Hmac<sha2::Sha256>;
 

@@ -34,7 +34,7 @@ pub use protocol::{
     MAX_FAILURE_MESSAGE_BYTES, MAX_HOSTNAME_BYTES, MAX_NOTE_BYTES, MAX_VERSION_BYTES,
     ProgressReport, Refusal, RequestError, WorkerMessage,
 };
-pub use query::TaskQuery;
+pub use query::{RecordsPage, RecordsRequest, TaskQuery};
 pub use record::{
     MAX_RECORD_DATA_BYTES, MAX_RECORD_KEY_BYTES, RecordEntry, StoredRecord, WorkerStats,
     parse_short_name,

@@ -13,7 +13,8 @@ use super::convert::{
 };
 use super::pb;
 use super::status::invalid;
-use crate::coordinator::{Coordinator, CoordinatorError, Intervention, RecordsRequest};
+use crate::coordinator::{Coordinator, CoordinatorError, Intervention};
+use crate::domain::RecordsRequest;
 use crate::domain::{
     MAX_BATCH_SUBMIT, QueueName, TaskId, TaskName, TaskQuery, ValidationError, parse_short_name,
 };

@@ -234,6 +234,43 @@ async fn each_contact_is_recorded_once_with_the_verdict_its_domain_calls_for() {
     assert_eq!(result["by_status"]["unknown"], 2);
     assert_eq!(result["by_status"]["duplicate"], 1);
 
+    // `celeritas records` pages the same records: by status, and cut at a limit.
+    let records_cli = |extra: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_celeritas"))
+            .args([
+                "records",
+                &id.to_string(),
+                "--coordinator",
+                &coordinator.url,
+            ])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let valid: Vec<Value> = records_cli(&["--kind", "contact", "--status", "valid", "--json"])
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let mut keys: Vec<&str> = valid
+        .iter()
+        .map(|record| record["key"].as_str().unwrap())
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        ["Maria@aonly.test", "ivan@mx.test", "user@пример.test"]
+    );
+    assert!(valid.iter().all(|record| record["data"]["reason"] == "ok"));
+    let table = records_cli(&["--limit", "2"]);
+    assert_eq!(table.lines().count(), 3, "a header and two rows: {table}");
+    assert!(table.starts_with("KIND"), "{table}");
+
     // Syntax-only validation asks no DNS: a domain that does not exist passes.
     let (syntax_only, _) = run_batch(
         &coordinator,

@@ -4,10 +4,11 @@ use std::time::Duration;
 
 use super::{ClientError, CoordinatorClient};
 use crate::domain::{
-    Inserted, QueueName, TaskId, TaskQuery, TaskRecord, TaskSpec, TreeEvent, ValidationError,
+    Inserted, QueueName, RecordsPage, RecordsRequest, TaskId, TaskQuery, TaskRecord, TaskSpec,
+    TreeEvent, ValidationError,
 };
 use crate::grpc::convert::{
-    duration_to_pb, state_to_pb, task_from_pb, task_spec_to_pb, tree_event_from_pb,
+    duration_to_pb, record_from_pb, state_to_pb, task_from_pb, task_spec_to_pb, tree_event_from_pb,
 };
 use crate::grpc::pb;
 
@@ -199,5 +200,29 @@ impl CoordinatorClient {
             .await?
             .into_inner();
         Ok(stream.map(|event| Ok(tree_event_from_pb(event?)?)))
+    }
+
+    /// A page of records of a task, or of its whole tree.
+    pub async fn records(&mut self, request: &RecordsRequest) -> Result<RecordsPage, ClientError> {
+        let response = self
+            .tasks
+            .list_records(pb::ListRecordsRequest {
+                task_id: request.task.to_string(),
+                whole_tree: request.whole_tree,
+                kind: request.kind.clone().unwrap_or_default(),
+                status: request.status.clone().unwrap_or_default(),
+                page_size: request.page_size,
+                page_token: request.page_token.clone().unwrap_or_default(),
+            })
+            .await?
+            .into_inner();
+        Ok(RecordsPage {
+            records: response
+                .records
+                .into_iter()
+                .map(record_from_pb)
+                .collect::<Result<_, _>>()?,
+            next_page_token: Some(response.next_page_token).filter(|token| !token.is_empty()),
+        })
     }
 }

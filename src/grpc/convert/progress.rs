@@ -5,8 +5,8 @@ use chrono::Utc;
 
 use super::primitives::{state_from_pb, state_to_pb, timestamp_from_pb, timestamp_to_pb};
 use crate::domain::{
-    Aggregate, JsonText, ProgressReport, StoredRecord, TaskId, TreeEvent, TreeEventKind,
-    ValidationError,
+    Aggregate, JsonText, ProgressReport, RecordEntry, StoredRecord, TaskId, TreeEvent,
+    TreeEventKind, ValidationError,
 };
 use crate::grpc::pb;
 
@@ -149,4 +149,33 @@ pub fn record_to_pb(record: StoredRecord) -> pb::Record {
         created_at: Some(timestamp_to_pb(record.created_at)),
         updated_at: Some(timestamp_to_pb(record.updated_at)),
     }
+}
+
+/// A record as the coordinator answered it.
+pub fn record_from_pb(record: pb::Record) -> Result<StoredRecord, ValidationError> {
+    let moment = |field: &str, timestamp: Option<prost_types::Timestamp>| {
+        timestamp
+            .ok_or_else(|| ValidationError::new(field, "is missing"))
+            .and_then(|timestamp| timestamp_from_pb(field, timestamp))
+    };
+    Ok(StoredRecord {
+        task_id: TaskId::parse("record.task_id", &record.task_id)?,
+        root_id: TaskId::parse("record.root_id", &record.root_id)?,
+        entry: RecordEntry {
+            kind: record.kind,
+            key: record.key,
+            status: record.status,
+            data: if record.data_json.is_empty() {
+                None
+            } else {
+                Some(JsonText::parse(
+                    "record.data_json",
+                    &record.data_json,
+                    usize::MAX,
+                )?)
+            },
+        },
+        created_at: moment("record.created_at", record.created_at)?,
+        updated_at: moment("record.updated_at", record.updated_at)?,
+    })
 }
