@@ -4,17 +4,15 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use celeritas::domain::{TaskId, TaskState};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
-use crate::health::python;
 use crate::support::{
-    CoordinatorProcess, TestDatabase, WorkerProcess, free_port, log_dir, spec, wait_until,
+    CoordinatorProcess, TestDatabase, WorkerProcess, free_port, log_dir, spec, start_peer,
+    wait_until,
 };
 
 /// The zones: a domain with MX, a null MX, one with only an address, one with neither, an
@@ -47,23 +45,13 @@ impl DnsServer {
         let port = free_port();
         let zone_file = logs.join("zones.json");
         std::fs::write(&zone_file, zones().to_string()).unwrap();
-        let script: PathBuf =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/dns_server.py");
-        let mut process = Command::new(python())
-            .arg(script)
-            .arg(port.to_string())
-            .arg(&zone_file)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(logs.join("dns-server.log")).unwrap())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start the DNS server");
-        let mut lines = BufReader::new(process.stdout.take().unwrap()).lines();
-        let ready = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .expect("the DNS server starts within 30 s")
-            .unwrap();
-        assert_eq!(ready.as_deref(), Some("ready"), "see {}", logs.display());
+        let process = start_peer(
+            "dns_server.py",
+            &[port.to_string(), zone_file.display().to_string()],
+            logs,
+            "dns-server.log",
+        )
+        .await;
         Self {
             _process: process,
             port,
@@ -330,23 +318,17 @@ impl MailboxServer {
         )
         .unwrap();
         let log = logs.join("mailbox-commands.jsonl");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/mailbox_server.py");
-        let mut process = Command::new(python())
-            .arg(script)
-            .arg(port.to_string())
-            .arg(&mailboxes)
-            .arg(&log)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(logs.join("mailbox-server.log")).unwrap())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start the mailbox server");
-        let mut lines = BufReader::new(process.stdout.take().unwrap()).lines();
-        let ready = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .expect("the mailbox server starts within 30 s")
-            .unwrap();
-        assert_eq!(ready.as_deref(), Some("ready"), "see {}", logs.display());
+        let process = start_peer(
+            "mailbox_server.py",
+            &[
+                port.to_string(),
+                mailboxes.display().to_string(),
+                log.display().to_string(),
+            ],
+            logs,
+            "mailbox-server.log",
+        )
+        .await;
         Self {
             _process: process,
             port,

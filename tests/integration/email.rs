@@ -4,20 +4,18 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use celeritas::grpc::pb;
 use celeritas::grpc::pb::task_service_client::TaskServiceClient;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tonic::transport::Channel;
 
 use crate::health::python;
 use crate::progress::{read_events, submit, tasks_client};
 use crate::support::{
-    CoordinatorProcess, TestDatabase, WorkerProcess, free_port, log_dir, wait_until,
+    CoordinatorProcess, TestDatabase, WorkerProcess, free_port, log_dir, start_peer, wait_until,
 };
 
 fn peer(script: &str) -> PathBuf {
@@ -44,22 +42,9 @@ impl SmtpServer {
     async fn start(logs: &Path, extra: &[&str]) -> Self {
         let port = free_port();
         let log = logs.join("smtp-received.jsonl");
-        let mut process = Command::new(python())
-            .arg(peer("smtp_server.py"))
-            .arg(port.to_string())
-            .arg(&log)
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(logs.join("smtp-server.log")).unwrap())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start the SMTP server");
-        let mut lines = BufReader::new(process.stdout.take().unwrap()).lines();
-        let ready = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .expect("the SMTP server starts within 30 s")
-            .unwrap();
-        assert_eq!(ready.as_deref(), Some("ready"), "see {}", logs.display());
+        let mut arguments = vec![port.to_string(), log.display().to_string()];
+        arguments.extend(extra.iter().map(|argument| (*argument).to_owned()));
+        let process = start_peer("smtp_server.py", &arguments, logs, "smtp-server.log").await;
         Self {
             _process: process,
             port,

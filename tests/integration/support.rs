@@ -480,3 +480,31 @@ pub async fn count_in_state(pool: &PgPool, state: &str) -> i64 {
         .await
         .expect("count tasks")
 }
+
+/// Starts `tests/peers/SCRIPT` with `arguments` under the test Python, its stderr in
+/// `logs/LOG_NAME`, and waits for the `ready` line it prints once it listens.
+pub async fn start_peer(script: &str, arguments: &[String], logs: &Path, log_name: &str) -> Child {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/peers")
+        .join(script);
+    let mut process = Command::new(crate::health::python())
+        .arg(path)
+        .args(arguments)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(logs.join(log_name)).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|error| panic!("start {script}: {error}"));
+    let mut lines = BufReader::new(process.stdout.take().unwrap()).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .unwrap_or_else(|_| panic!("{script} starts within 30 s"))
+        .unwrap();
+    assert_eq!(
+        ready.as_deref(),
+        Some("ready"),
+        "see {}",
+        logs.join(log_name).display()
+    );
+    process
+}
