@@ -320,6 +320,15 @@ async fn validate_contact_batch(
             args.contacts.len()
         )));
     }
+    if args
+        .list_id
+        .as_ref()
+        .is_some_and(|list_id| list_id.to_string().len() > 256)
+    {
+        return Err(TaskError::invalid_args(
+            "list_id: longer than 256 bytes; give the list's id, not the list",
+        ));
+    }
     let total = args.contacts.len() as u64;
     let mut routes = HashMap::new();
     let mut reports = Vec::with_capacity(args.contacts.len());
@@ -369,8 +378,8 @@ async fn validate_contact_batch(
             ),
         };
         *counts.entry(status).or_default() += 1;
-        let data = json!({
-            "email": contact.email,
+        let mut data = json!({
+            "email": crate::domain::sanitize(&contact.email, 1024),
             "row": row,
             "list_id": args.list_id,
             "fields": contact.fields,
@@ -384,11 +393,7 @@ async fn validate_contact_batch(
             kind: "contact".to_owned(),
             key: crate::domain::sanitize(&key, crate::domain::MAX_RECORD_KEY_BYTES).into_owned(),
             status: status.to_owned(),
-            data: Some(
-                JsonText::checked_from_value("data", &data).map_err(|error| {
-                    TaskError::permanent("invalid_contact", format!("row {row}: {error}"))
-                })?,
-            ),
+            data: Some(storable_data(&mut data)),
         });
         if pending.len() >= RECORDS_PER_WRITE {
             context.record(std::mem::take(&mut pending)).await?;
@@ -398,4 +403,46 @@ async fn validate_contact_batch(
     context.record(pending).await?;
     context.progress(total, total, "validated");
     Ok(json!({ "total": total, "by_status": counts }))
+}
+
+/// A contact's record data as a store holds it. Fields a store cannot hold (a NUL, too deep)
+/// or too many to fit a record are left out, saying so, rather than failing the whole batch
+/// for one row.
+fn storable_data(data: &mut Value) -> JsonText {
+    if let Ok(text) = JsonText::checked_from_value("data", data)
+        && text.as_str().len() <= crate::domain::MAX_RECORD_DATA_BYTES
+    {
+        return text;
+    }
+    data["fields"] = json!({});
+    data["fields_left_out"] = json!(format!(
+        "the row's fields cannot be stored with it (more than {} bytes, or text a store cannot hold)",
+        crate::domain::MAX_RECORD_DATA_BYTES
+    ));
+    JsonText::from_value(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_too_large_for_a_record_are_left_out_and_the_verdict_kept() {
+        let mut small = json!({"email": "a@b.ru", "fields": {"name": "Ivan"}, "verdict": "valid"});
+        assert_eq!(
+            storable_data(&mut small).to_value()["fields"]["name"],
+            "Ivan"
+        );
+        let huge = "x".repeat(crate::domain::MAX_RECORD_DATA_BYTES);
+        let mut large = json!({"email": "a@b.ru", "fields": {"notes": huge}, "verdict": "valid"});
+        let stored = storable_data(&mut large).to_value();
+        assert_eq!(stored["fields"], json!({}));
+        assert_eq!(stored["verdict"], "valid");
+        assert!(
+            stored["fields_left_out"]
+                .as_str()
+                .unwrap()
+                .contains("bytes")
+        );
+    }
 }
