@@ -2,7 +2,6 @@
 //! parsers that name the field they read.
 
 use std::fmt;
-use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -31,15 +30,7 @@ impl FileId {
 
     /// Parses a client-supplied id; `field` names it in the error.
     pub fn parse(field: &str, text: &str) -> Result<Self, ValidationError> {
-        if text.is_empty() {
-            return Err(ValidationError::new(field, "is required"));
-        }
-        Uuid::from_str(text).map(Self).map_err(|_| {
-            ValidationError::new(
-                field,
-                format!("{} is not a file id (a UUID)", super::quoted(text)),
-            )
-        })
+        super::ids::parse_uuid(field, text, "file id").map(Self)
     }
 
     /// The UUID behind the id.

@@ -5,6 +5,19 @@ use uuid::Uuid;
 
 use super::ValidationError;
 
+/// Parses a UUID that identifies a `what` (a task id, a file id); `field` names it in the error.
+pub(super) fn parse_uuid(field: &str, text: &str, what: &str) -> Result<Uuid, ValidationError> {
+    if text.is_empty() {
+        return Err(ValidationError::new(field, "is required"));
+    }
+    Uuid::from_str(text).map_err(|_| {
+        ValidationError::new(
+            field,
+            format!("{} is not a {what} (a UUID)", super::quoted(text)),
+        )
+    })
+}
+
 /// The identity of a task: a UUID, time-ordered (v7) when celeritas creates it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TaskId(Uuid);
@@ -17,15 +30,7 @@ impl TaskId {
 
     /// Parses a client-supplied id; `field` names it in the error.
     pub fn parse(field: &str, text: &str) -> Result<Self, ValidationError> {
-        if text.is_empty() {
-            return Err(ValidationError::new(field, "is required"));
-        }
-        Uuid::from_str(text).map(Self).map_err(|_| {
-            ValidationError::new(
-                field,
-                format!("{} is not a task id (a UUID)", super::quoted(text)),
-            )
-        })
+        parse_uuid(field, text, "task id").map(Self)
     }
 
     /// The UUID behind the id.

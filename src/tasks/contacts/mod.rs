@@ -109,7 +109,7 @@ impl Validator {
         Ok(Self {
             lists: Lists::load(&config.validation)?,
             dns: MailDns::new(&config.dns)?,
-            prober: Arc::new(Prober::new(&config.validation)),
+            prober: Arc::new(Prober::new(&config.validation)?),
         })
     }
 

@@ -18,6 +18,7 @@ use tokio::sync::Semaphore;
 
 use super::dns::MailDns;
 use crate::config::ValidationSettings;
+use crate::domain::ValidationError;
 
 /// What an exchanger said of one address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,17 +46,23 @@ pub struct Prober {
 }
 
 impl Prober {
-    /// A prober as `[validation]` says.
-    pub fn new(settings: &ValidationSettings) -> Self {
-        Self {
+    /// A prober as `[validation]` says; an empty `mail_from` is the null sender.
+    pub fn new(settings: &ValidationSettings) -> Result<Self, ValidationError> {
+        let mail_from = match settings.mail_from.as_str() {
+            "" => None,
+            text => Some(MailAddress::from_str(text).map_err(|error| {
+                ValidationError::new("validation.mail_from", format!("{text:?}: {error}"))
+            })?),
+        };
+        Ok(Self {
             helo: ClientId::Domain(settings.helo_name.clone()),
-            mail_from: MailAddress::from_str(&settings.mail_from).ok(),
+            mail_from,
             port: settings.smtp_port,
             timeout: settings.probe_timeout,
             per_exchanger: settings.max_probes_per_mx.max(1) as usize,
             limits: Mutex::new(HashMap::new()),
             catch_all: Mutex::new(HashMap::new()),
-        }
+        })
     }
 
     /// Asks the first exchanger that answers about every address of one domain (ASCII forms).

@@ -46,16 +46,11 @@ pub fn sniff_encoding(sample: &[u8]) -> &'static Encoding {
             UTF_16LE
         };
     }
-    // A sample cut in the middle of a character is still UTF-8.
-    let valid_up_to = match std::str::from_utf8(sample) {
+    match std::str::from_utf8(sample) {
         Ok(_) => return UTF_8,
-        Err(error) => error.valid_up_to(),
-    };
-    if sample.len() - valid_up_to < 4 && std::str::from_utf8(&sample[..valid_up_to]).is_ok() {
-        let tail = &sample[valid_up_to..];
-        if tail.first().is_some_and(|&byte| byte >= 0xC2) {
-            return UTF_8;
-        }
+        // A sample cut in the middle of a character is still UTF-8.
+        Err(error) if error.error_len().is_none() => return UTF_8,
+        Err(_) => {}
     }
     let high_lower = sample.iter().filter(|&&byte| byte >= 0xE0).count();
     let low_lower = sample

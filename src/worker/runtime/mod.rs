@@ -48,6 +48,20 @@ enum Pending {
     Query(oneshot::Sender<Result<Vec<String>, RequestError>>),
 }
 
+impl Pending {
+    /// Answers the task with `error` instead of the coordinator's answer.
+    fn answer_with(self, error: RequestError) {
+        match self {
+            Pending::Children(reply) => {
+                let _ = reply.send(Err(error));
+            }
+            Pending::Query(reply) => {
+                let _ = reply.send(Err(error));
+            }
+        }
+    }
+}
+
 /// A task running on this worker.
 struct RunningTask {
     token: LeaseToken,

@@ -27,39 +27,39 @@ impl Runtime {
                 children,
                 callback,
                 reply,
-            } => {
-                if !self.connected() {
-                    let _ = reply.send(Err(not_connected()));
-                    return;
-                }
-                let request_id = self.request_id();
-                self.pending.insert(request_id, Pending::Children(reply));
-                self.send(WorkerMessage::SubmitChildren {
+            } => self.ask(Pending::Children(reply), |request_id| {
+                WorkerMessage::SubmitChildren {
                     request_id,
                     token,
                     children,
                     callback,
-                });
-            }
+                }
+            }),
             ContextRequest::QueryRecords {
                 kind,
                 status,
                 reply,
-            } => {
-                if !self.connected() {
-                    let _ = reply.send(Err(not_connected()));
-                    return;
-                }
-                let request_id = self.request_id();
-                self.pending.insert(request_id, Pending::Query(reply));
-                self.send(WorkerMessage::QueryRecords {
+            } => self.ask(Pending::Query(reply), |request_id| {
+                WorkerMessage::QueryRecords {
                     request_id,
                     token,
                     kind,
                     status,
-                });
-            }
+                }
+            }),
         }
+    }
+
+    /// Sends a request whose answer `pending` waits for, or answers it at once when there is
+    /// no stream to send it on.
+    fn ask(&mut self, pending: Pending, message: impl FnOnce(u64) -> WorkerMessage) {
+        if !self.connected() {
+            pending.answer_with(not_connected());
+            return;
+        }
+        let request_id = self.request_id();
+        self.pending.insert(request_id, pending);
+        self.send(message(request_id));
     }
 
     pub(super) fn send_records(&mut self, token: LeaseToken, records: Vec<RecordEntry>) {
@@ -83,18 +83,10 @@ impl Runtime {
     /// Requests in flight get no answer once their stream is gone.
     pub(super) fn fail_pending(&mut self, why: &str) {
         for (_, pending) in self.pending.drain() {
-            let error = RequestError {
+            pending.answer_with(RequestError {
                 message: why.to_owned(),
                 retryable: true,
-            };
-            match pending {
-                Pending::Children(reply) => {
-                    let _ = reply.send(Err(error));
-                }
-                Pending::Query(reply) => {
-                    let _ = reply.send(Err(error));
-                }
-            }
+            });
         }
     }
 
