@@ -162,7 +162,7 @@ impl Coordinator {
             )
             .into());
         }
-        let sha256 = hex(&hasher.finalize());
+        let sha256 = crate::domain::hex_digest(&hasher.finalize());
         if !self
             .store
             .complete_file(file.id, received, &sha256, self.clock.now())
@@ -270,17 +270,6 @@ fn too_large(field: &str, size: u64, max_bytes: u64) -> CoordinatorError {
     .into()
 }
 
-/// Bytes as lowercase hexadecimal digits.
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut text, byte| {
-            let _ = write!(text, "{byte:02x}");
-            text
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,7 +277,7 @@ mod tests {
     #[test]
     fn digests_are_lowercase_hex() {
         assert_eq!(
-            hex(&Sha256::digest(b"")),
+            crate::domain::hex_digest(&Sha256::digest(b"")),
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
     }

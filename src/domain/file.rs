@@ -137,6 +137,17 @@ pub struct FileChunk {
     pub bytes: Vec<u8>,
 }
 
+/// A digest as lowercase hexadecimal digits, the way files' SHA-256 digests are shown.
+pub fn hex_digest(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut text, byte| {
+            let _ = write!(text, "{byte:02x}");
+            text
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,3 +201,4 @@ mod tests {
         assert_eq!(FileId::parse("file_id", &id.to_string()).unwrap(), id);
     }
 }
+

@@ -22,7 +22,7 @@ mod tree;
 pub use error_kind::ErrorKind;
 pub use file::{
     ContentType, DEFAULT_CONTENT_TYPE, FileChunk, FileId, FileInfo, FileName, MAX_FILE_CHUNK_BYTES,
-    MAX_FILE_NAME_BYTES, NewFile,
+    MAX_FILE_NAME_BYTES, NewFile, hex_digest,
 };
 pub use ids::{TaskId, WorkerId};
 pub use inspect::{PingResult, QueueDepth, WorkerInfo};

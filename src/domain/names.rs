@@ -10,6 +10,7 @@ pub const BUILTIN_TASK_NAMES: &[&str] = &[
     "emit_records",
     "fail",
     "fan_out",
+    "import_contacts_async",
     "monitor_campaign_progress",
     "noop",
     "send_campaign",

@@ -36,8 +36,7 @@ struct SleepArgs {
 /// limit and cancellation. With `"ignore_stop": true` it does not, and only the hard time limit
 /// ends it early.
 async fn sleep(context: TaskContext, args: Value) -> Result<Value, TaskError> {
-    let SleepArgs { ms, ignore_stop } =
-        serde_json::from_value(args).map_err(TaskError::invalid_args)?;
+    let SleepArgs { ms, ignore_stop } = crate::tasks::parse_args(args)?;
     let started = tokio::time::Instant::now();
     let nap = tokio::time::sleep(Duration::from_millis(ms));
     let interrupted = if ignore_stop {
@@ -80,7 +79,7 @@ fn default_true() -> bool {
 /// `"times": N` only the first N attempts fail and the next succeeds, which shows retries
 /// working.
 async fn fail(context: TaskContext, args: Value) -> Result<Value, TaskError> {
-    let args: FailArgs = serde_json::from_value(args).map_err(TaskError::invalid_args)?;
+    let args: FailArgs = crate::tasks::parse_args(args)?;
     if args.times.is_some_and(|times| context.retries >= times) {
         return Ok(json!({"succeeded_after_retries": context.retries}));
     }
@@ -120,7 +119,7 @@ fn default_record_status() -> String {
 /// `"skip_recorded": true` it first asks which keys the tree already has and skips them, as a
 /// retried batch does.
 async fn emit_records(context: TaskContext, args: Value) -> Result<Value, TaskError> {
-    let args: EmitRecordsArgs = serde_json::from_value(args).map_err(TaskError::invalid_args)?;
+    let args: EmitRecordsArgs = crate::tasks::parse_args(args)?;
     let done = if args.skip_recorded {
         context.recorded_keys(&args.kind, None).await?
     } else {

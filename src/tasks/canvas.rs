@@ -46,7 +46,7 @@ fn spec(field: &str, task: &str, args: &Value, queue: Option<&str>) -> Result<Ta
 
 /// Submits the children, then the callback, reporting progress as it goes.
 async fn fan_out(context: TaskContext, args: Value) -> Result<Value, TaskError> {
-    let args: FanOutArgs = serde_json::from_value(args).map_err(TaskError::invalid_args)?;
+    let args: FanOutArgs = crate::tasks::parse_args(args)?;
     let each: Vec<Value> = match (args.args, args.count) {
         (Some(each), None) => each,
         (None, Some(count)) => (0..count).map(|index| json!({ "index": index })).collect(),

@@ -1,6 +1,7 @@
 //! The tasks celeritas ships. Every worker runs them; the coordinator knows their names, so they
 //! may be submitted without a route.
 
+pub mod api;
 mod basic;
 mod canvas;
 pub mod contacts;
@@ -10,7 +11,23 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::domain::ValidationError;
-use crate::worker::Registry;
+use crate::worker::{Registry, TaskError};
+
+/// A task's args as `T`; args that do not fit are `invalid_args`, naming the field
+/// (`recipients[3].email: invalid type: integer, expected a string`).
+pub(crate) fn parse_args<T: serde::de::DeserializeOwned>(
+    args: serde_json::Value,
+) -> Result<T, TaskError> {
+    serde_path_to_error::deserialize(args).map_err(|error| {
+        let path = error.path().to_string();
+        let error = error.into_inner();
+        if path == "." {
+            TaskError::invalid_args(error)
+        } else {
+            TaskError::invalid_args(format!("{path}: {error}"))
+        }
+    })
+}
 
 /// A registry of every built-in task for a worker of `coordinator_url`: the email tasks send
 /// through `config.smtp`'s relays; the campaign upkeep follows `config.campaigns`.
@@ -18,15 +35,20 @@ pub fn builtin_registry(
     config: &Config,
     coordinator_url: &str,
 ) -> Result<Registry, ValidationError> {
+    let api = api::CoordinatorApi::new(coordinator_url);
     let mut registry = Registry::new();
     basic::register(&mut registry);
     canvas::register(&mut registry);
     email::register(
         &mut registry,
         Arc::new(email::EmailTasks::new(&config.smtp)?),
-        Arc::new(email::Upkeep::new(coordinator_url, &config.campaigns)),
+        Arc::new(email::Upkeep::new(api.clone(), &config.campaigns)),
     );
-    contacts::register(&mut registry, Arc::new(contacts::Validator::new(config)?));
+    contacts::register(
+        &mut registry,
+        Arc::new(contacts::Validator::new(config)?),
+        Arc::new(contacts::Importer::new(api)),
+    );
     Ok(registry)
 }
 

@@ -35,13 +35,13 @@ fn zones() -> Value {
 }
 
 /// The DNS server, on a free loopback port.
-struct DnsServer {
+pub(crate) struct DnsServer {
     _process: Child,
     port: u16,
 }
 
 impl DnsServer {
-    async fn start(logs: &Path) -> Self {
+    pub(crate) async fn start(logs: &Path) -> Self {
         let port = free_port();
         let zone_file = logs.join("zones.json");
         std::fs::write(&zone_file, zones().to_string()).unwrap();
@@ -61,11 +61,22 @@ impl DnsServer {
 
 /// A worker of the `import` queue asking only the test's DNS server, quickly giving up on it,
 /// and probing mail exchangers on `smtp_port`.
-fn validation_worker(
+pub(crate) fn validation_worker(
     coordinator: &CoordinatorProcess,
     logs: &Path,
     dns: &DnsServer,
     smtp_port: u16,
+) -> WorkerProcess {
+    validation_worker_named(coordinator, logs, dns, smtp_port, "validator")
+}
+
+/// `validation_worker`, named `name` (its log is `name.log`).
+pub(crate) fn validation_worker_named(
+    coordinator: &CoordinatorProcess,
+    logs: &Path,
+    dns: &DnsServer,
+    smtp_port: u16,
+    name: &str,
 ) -> WorkerProcess {
     let config = logs.join("worker.toml");
     std::fs::write(
@@ -82,13 +93,13 @@ fn validation_worker(
     WorkerProcess::start(
         coordinator,
         logs,
-        "validator",
+        name,
         &["-Q", "import", "-c", "2", "--config", &config],
     )
 }
 
 /// Every `contact` record of a tree: key → (status, data).
-async fn contact_records(
+pub(crate) async fn contact_records(
     database: &TestDatabase,
     root: TaskId,
 ) -> HashMap<String, (String, Value)> {
@@ -297,14 +308,14 @@ async fn each_contact_is_recorded_once_with_the_verdict_its_domain_calls_for() {
 
 /// `tests/peers/mailbox_server.py` on a free loopback port: the mail exchanger of every test
 /// domain (their MX hosts all resolve to 127.0.0.1).
-struct MailboxServer {
+pub(crate) struct MailboxServer {
     _process: Child,
-    port: u16,
+    pub(crate) port: u16,
     log: PathBuf,
 }
 
 impl MailboxServer {
-    async fn start(logs: &Path) -> Self {
+    pub(crate) async fn start(logs: &Path) -> Self {
         let port = free_port();
         let mailboxes = logs.join("mailboxes.json");
         std::fs::write(
@@ -337,7 +348,7 @@ impl MailboxServer {
     }
 
     /// Every command the server received, as (verb, argument).
-    fn commands(&self) -> Vec<(String, String)> {
+    pub(crate) fn commands(&self) -> Vec<(String, String)> {
         std::fs::read_to_string(&self.log)
             .unwrap_or_default()
             .lines()

@@ -12,6 +12,7 @@ mod files;
 mod guarantees;
 mod hardening;
 mod health;
+mod imports;
 mod in_process;
 mod one_command;
 mod operations;

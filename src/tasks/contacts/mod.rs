@@ -9,8 +9,11 @@
 
 pub mod address;
 pub mod dns;
+mod import;
 pub mod lists;
+pub use import::Importer;
 pub mod probe;
+pub mod reading;
 pub mod rows;
 pub mod sheet;
 
@@ -43,6 +46,17 @@ pub enum Depth {
     Dns,
     /// And whether its mail exchanger takes mail for the address.
     Smtp,
+}
+
+impl Depth {
+    /// The name args use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Depth::Syntax => "syntax",
+            Depth::Dns => "dns",
+            Depth::Smtp => "smtp",
+        }
+    }
 }
 
 /// What a contact is judged to be.
@@ -277,11 +291,17 @@ fn report(
     }
 }
 
-/// Registers `validate_contact_batch`.
-pub fn register(registry: &mut Registry, validator: Arc<Validator>) {
-    let registered = registry.register_fn("validate_contact_batch", move |context, args| {
-        validate_contact_batch(validator.clone(), context, args)
-    });
+/// Registers `import_contacts_async` and `validate_contact_batch`.
+pub fn register(registry: &mut Registry, validator: Arc<Validator>, importer: Arc<Importer>) {
+    let registered = registry
+        .register_fn("validate_contact_batch", move |context, args| {
+            validate_contact_batch(validator.clone(), context, args)
+        })
+        .and_then(|registry| {
+            registry.register_fn("import_contacts_async", move |context, args| {
+                import::import_contacts_async(importer.clone(), context, args)
+            })
+        });
     debug_assert!(registered.is_ok(), "built-in task names are valid");
 }
 
@@ -313,7 +333,7 @@ async fn validate_contact_batch(
     context: TaskContext,
     args: Value,
 ) -> Result<Value, TaskError> {
-    let args: BatchArgs = serde_json::from_value(args).map_err(TaskError::invalid_args)?;
+    let args: BatchArgs = crate::tasks::parse_args(args)?;
     if args.contacts.len() > MAX_BATCH {
         return Err(TaskError::invalid_args(format!(
             "contacts: {} contacts, more than the {MAX_BATCH} one batch takes",
@@ -329,7 +349,13 @@ async fn validate_contact_batch(
             "list_id: longer than 256 bytes; give the list's id, not the list",
         ));
     }
-    let total = args.contacts.len() as u64;
+    let count = args.contacts.len() as u64;
+    // Inside an import the import reports the total; a batch reports what it has done.
+    let total = if context.root_id == context.task_id {
+        count
+    } else {
+        0
+    };
     let mut routes = HashMap::new();
     let mut reports = Vec::with_capacity(args.contacts.len());
     for contact in &args.contacts {
@@ -378,7 +404,7 @@ async fn validate_contact_batch(
             ),
         };
         *counts.entry(status).or_default() += 1;
-        let mut data = json!({
+        let data = json!({
             "email": crate::domain::sanitize(&contact.email, 1024),
             "row": row,
             "list_id": args.list_id,
@@ -389,20 +415,30 @@ async fn validate_contact_batch(
                 "check": check.name, "outcome": check.outcome, "detail": check.detail,
             })).collect::<Vec<_>>(),
         });
-        pending.push(RecordEntry {
-            kind: "contact".to_owned(),
-            key: crate::domain::sanitize(&key, crate::domain::MAX_RECORD_KEY_BYTES).into_owned(),
-            status: status.to_owned(),
-            data: Some(storable_data(&mut data)),
-        });
+        pending.push(contact_record(&key, status, data));
         if pending.len() >= RECORDS_PER_WRITE {
             context.record(std::mem::take(&mut pending)).await?;
             context.progress(index as u64 + 1, total, "validated");
         }
     }
     context.record(pending).await?;
-    context.progress(total, total, "validated");
-    Ok(json!({ "total": total, "by_status": counts }))
+    context
+        .report_progress(count, total, format!("validated {count} contacts"))
+        .await?;
+    Ok(json!({ "total": count, "by_status": counts }))
+}
+
+/// The record kind of a contact.
+pub const CONTACT: &str = "contact";
+
+/// A contact's record: its key made storable, its data too (see `storable_data`).
+fn contact_record(key: &str, status: &str, mut data: Value) -> RecordEntry {
+    RecordEntry {
+        kind: CONTACT.to_owned(),
+        key: crate::domain::sanitize(key, crate::domain::MAX_RECORD_KEY_BYTES).into_owned(),
+        status: status.to_owned(),
+        data: Some(storable_data(&mut data)),
+    }
 }
 
 /// A contact's record data as a store holds it. Fields a store cannot hold (a NUL, too deep)

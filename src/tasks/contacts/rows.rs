@@ -1,7 +1,8 @@
-//! A contact file as rows: CSV through the csv crate over one transcoding reader (flat memory
-//! however long the file), XLSX through calamine (the first sheet or a named one). What the file
-//! is comes from its bytes, not its name: a ZIP is a workbook, an OLE container an encrypted
-//! (password-protected) XLSX or an old XLS, anything else text.
+//! A contact file as rows: CSV through the csv crate over one transcoding reader, XLSX through
+//! calamine's cell reader (the first sheet or a named one) on a thread of its own that hands
+//! rows over a bounded channel; either way memory stays flat however long the file. What the
+//! file is comes from its bytes, not its name: a ZIP is a workbook, an OLE container an
+//! encrypted (password-protected) XLSX or an old XLS, anything else text.
 
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
@@ -62,8 +63,13 @@ pub enum FileError {
 /// One row: its number in the file (the header is row 1) and its cells, or why it is broken.
 pub type Row = (u64, Result<Vec<String>, String>);
 
+/// Rows of a workbook the reading thread has ready before they are asked for.
+const WORKBOOK_ROWS_AHEAD: usize = 256;
+
 /// A file's header and its rows, read as they are asked for.
 pub struct Table {
+    /// What the file was read as: `CSV (windows-1251, ';')`, `XLSX (sheet "Contacts")`.
+    pub described: String,
     /// The first row's cells.
     pub headers: Vec<String>,
     /// The rows after the header.
@@ -74,6 +80,7 @@ impl std::fmt::Debug for Table {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter
             .debug_struct("Table")
+            .field("described", &self.described)
             .field("headers", &self.headers)
             .finish_non_exhaustive()
     }
@@ -161,6 +168,7 @@ fn text(file: File, sample: &[u8], options: &CsvOptions) -> Result<Table, FileEr
         (number, cells)
     });
     Ok(Table {
+        described: format!("CSV ({}, {:?})", encoding.name(), delimiter as char),
         headers,
         rows: Box::new(rows),
     })
@@ -169,7 +177,7 @@ fn text(file: File, sample: &[u8], options: &CsvOptions) -> Result<Table, FileEr
 fn workbook(file: File, sheet: Option<&str>) -> Result<Table, FileError> {
     let reader = BufReader::new(file);
     let mut workbook = match calamine::open_workbook_from_rs::<calamine::Xlsx<_>, _>(reader) {
-        Ok(workbook) => calamine::Sheets::Xlsx(workbook),
+        Ok(workbook) => workbook,
         Err(calamine::XlsxError::Password) => return Err(FileError::PasswordProtected),
         Err(_) => {
             return Err(FileError::Corrupt(
@@ -188,25 +196,64 @@ fn workbook(file: File, sheet: Option<&str>) -> Result<Table, FileError> {
     if !workbook.sheet_names().contains(&name) {
         return Err(FileError::NoSuchSheet(name));
     }
-    let range = workbook
-        .worksheet_range(&name)
-        .map_err(|error| FileError::Corrupt(error.to_string()))?;
-    let mut rows: Vec<Vec<String>> = range
-        .rows()
-        .map(|row| row.iter().map(cell_text).collect())
-        .collect();
-    if rows.is_empty() {
-        return Err(FileError::Empty);
-    }
-    let headers = rows.remove(0);
-    let rows = rows
-        .into_iter()
-        .enumerate()
-        .map(|(index, cells)| (index as u64 + 2, Ok(cells)));
+    let (sender, receiver) = std::sync::mpsc::sync_channel(WORKBOOK_ROWS_AHEAD);
+    let sheet_name = name.clone();
+    std::thread::spawn(move || send_rows(&mut workbook, &sheet_name, &sender));
+    let mut rows = receiver.into_iter();
+    let headers = match rows.next() {
+        Some((_, Ok(headers))) => headers,
+        Some((_, Err(why))) => return Err(FileError::Corrupt(why)),
+        None => return Err(FileError::Empty),
+    };
     Ok(Table {
+        described: format!("XLSX (sheet {name:?})"),
         headers,
         rows: Box::new(rows),
     })
+}
+
+/// Reads a sheet's cells in the order the file holds them and sends them row by row, numbered
+/// as the sheet numbers them, until the sheet ends or nobody listens.
+fn send_rows<R: Read + Seek>(
+    workbook: &mut calamine::Xlsx<R>,
+    sheet: &str,
+    sender: &std::sync::mpsc::SyncSender<Row>,
+) {
+    let mut cells = match workbook.worksheet_cells_reader(sheet) {
+        Ok(cells) => cells,
+        Err(error) => {
+            let _ = sender.send((1, Err(error.to_string())));
+            return;
+        }
+    };
+    let mut current: Option<(u32, Vec<String>)> = None;
+    loop {
+        let cell = match cells.next_cell() {
+            Ok(Some(cell)) => cell,
+            Ok(None) => break,
+            Err(error) => {
+                let number = current.as_ref().map_or(1, |(row, _)| u64::from(*row) + 1);
+                let _ = sender.send((number, Err(format!("the sheet cannot be read: {error}"))));
+                return;
+            }
+        };
+        let (row, column) = cell.get_position();
+        if current.as_ref().is_some_and(|(at, _)| *at != row)
+            && let Some((at, values)) = current.take()
+            && sender.send((u64::from(at) + 1, Ok(values))).is_err()
+        {
+            return;
+        }
+        let values = &mut current.get_or_insert_with(|| (row, Vec::new())).1;
+        let column = column as usize;
+        if values.len() <= column {
+            values.resize(column + 1, String::new());
+        }
+        values[column] = cell_text(&Data::from(cell.get_value().clone()));
+    }
+    if let Some((at, values)) = current {
+        let _ = sender.send((u64::from(at) + 1, Ok(values)));
+    }
 }
 
 fn cell_text(cell: &Data) -> String {

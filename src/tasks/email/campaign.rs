@@ -116,7 +116,7 @@ pub async fn send_campaign(
     context: TaskContext,
     args: Value,
 ) -> Result<Value, TaskError> {
-    let args: CampaignArgs = serde_json::from_value(args).map_err(TaskError::invalid_args)?;
+    let args: CampaignArgs = crate::tasks::parse_args(args)?;
     let content_args = args.content();
     let content = Content::parse(&content_args).map_err(invalid)?;
     email
@@ -342,7 +342,7 @@ pub async fn send_email_batch(
     context: TaskContext,
     args: Value,
 ) -> Result<Value, TaskError> {
-    let args: BatchArgs = serde_json::from_value(args).map_err(TaskError::invalid_args)?;
+    let args: BatchArgs = crate::tasks::parse_args(args)?;
     let content = Content::parse(&args.content).map_err(invalid)?;
     let tally = send_to(&email, &context, &content, &args.recipients).await?;
     finish(&email, &context, &args.content, tally).await
@@ -354,7 +354,7 @@ pub async fn send_single_email(
     context: TaskContext,
     args: Value,
 ) -> Result<Value, TaskError> {
-    let args: SingleArgs = serde_json::from_value(args).map_err(TaskError::invalid_args)?;
+    let args: SingleArgs = crate::tasks::parse_args(args)?;
     let content_args = ContentArgs {
         campaign_id: args.campaign_id,
         from: args.from,

@@ -20,6 +20,7 @@ use crate::domain::{
     ErrorKind, QueueName, RecordEntry, TaskId, TaskName, TaskQuery, TaskRecord, TaskState,
 };
 use crate::grpc::client::{ClientError, CoordinatorClient};
+use crate::tasks::api::{CoordinatorApi, api_error};
 use crate::worker::{TaskContext, TaskError};
 
 /// The record kind `monitor_campaign_progress` writes, one per running campaign.
@@ -34,23 +35,21 @@ const CONTROL_WAIT: Duration = Duration::from_secs(5);
 
 /// What the upkeep tasks share: where the coordinator is and the `[campaigns]` policy.
 pub struct Upkeep {
-    coordinator_url: String,
+    api: CoordinatorApi,
     settings: CampaignSettings,
 }
 
 impl Upkeep {
-    /// Upkeep against the coordinator at `coordinator_url`.
-    pub fn new(coordinator_url: &str, settings: &CampaignSettings) -> Self {
+    /// Upkeep through `api`.
+    pub fn new(api: CoordinatorApi, settings: &CampaignSettings) -> Self {
         Self {
-            coordinator_url: coordinator_url.to_owned(),
+            api,
             settings: settings.clone(),
         }
     }
 
     async fn client(&self) -> Result<CoordinatorClient, TaskError> {
-        CoordinatorClient::connect(&self.coordinator_url)
-            .await
-            .map_err(api_error)
+        self.api.client().await
     }
 }
 
@@ -256,19 +255,4 @@ fn entry(kind: &str, key: &str, status: &str, data: &Value) -> Result<RecordEntr
 fn batch_name() -> Result<TaskName, TaskError> {
     TaskName::parse("name", "send_email_batch")
         .map_err(|error| TaskError::permanent("internal", error.to_string()))
-}
-
-/// A coordinator that cannot be reached (or is unavailable) is worth another try; a refusal is
-/// not.
-fn api_error(error: ClientError) -> TaskError {
-    match &error {
-        ClientError::Unreachable { .. } => {
-            TaskError::retryable("coordinator_unreachable", error.to_string())
-        }
-        ClientError::Status {
-            kind: ErrorKind::Unavailable | ErrorKind::DeadlineExceeded,
-            ..
-        } => TaskError::retryable("coordinator_unavailable", error.to_string()),
-        _ => TaskError::permanent("coordinator_refused", error.to_string()),
-    }
 }
