@@ -41,7 +41,7 @@ pub fn builtin_registry(
     canvas::register(&mut registry);
     email::register(
         &mut registry,
-        Arc::new(email::EmailTasks::new(&config.smtp)?),
+        Arc::new(email::EmailTasks::new(&config.smtp, api.clone())?),
         Arc::new(email::Upkeep::new(api.clone(), &config.campaigns)),
     );
     contacts::register(

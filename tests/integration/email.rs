@@ -934,3 +934,102 @@ async fn starttls_and_implicit_tls_relays_deliver_and_verify_the_certificate() {
         "nothing more reached the server"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_imports_valid_contacts_and_only_they_receive_the_campaign() {
+    let database = TestDatabase::create().await;
+    let logs = log_dir("campaign_from_import");
+    let dns = crate::contacts::DnsServer::start(&logs).await;
+    let server = SmtpServer::start(&logs, &[]).await;
+    configure(&logs, &server, "");
+    let coordinator = CoordinatorProcess::start(&database, &logs).await;
+    let _validator = crate::contacts::validation_worker(&coordinator, &logs, &dns, free_port());
+    let _sender = WorkerProcess::start(&coordinator, &logs, "sender", &["-Q", "campaigns,email"]);
+    let csv = logs.join("contacts.csv");
+    std::fs::write(
+        &csv,
+        "Имя;Почта\nIvan;ivan@mx.test\nMaria;Maria@AOnly.test\nИнфо;info@mx.test\n\
+         Никто;nobody@nullmx.test\nПотерян;lost@nowhere.test\nДубль;IVAN@mx.test\n\
+         Сбой;a@servfail.test\nЛишний;x@mx.test;y\n",
+    )
+    .unwrap();
+    let mut client = coordinator.client().await;
+    let import = crate::imports::import(
+        &mut client,
+        &csv,
+        json!({"list_id": 3, "mapping": {"email": "Почта", "name": "Имя"}, "batch_size": 2}),
+    )
+    .await;
+    let (state, _) = crate::imports::finished_tree(&mut client, import).await;
+    assert_eq!(state, celeritas::domain::TaskState::Succeeded);
+
+    let mut tasks = tasks_client(&coordinator).await;
+    let mut args = content("from-import");
+    args["recipients_from"] = json!({"import": import.to_string()});
+    args["batch_size"] = json!(1);
+    let id = submit(&mut tasks, "send_campaign", args).await;
+    finish(&mut tasks, &id).await;
+    let result = result_of(&mut tasks, &id).await;
+    assert_eq!(result["recipients"], 2, "{result}");
+    let counts = server.counts();
+    assert_eq!(
+        counts,
+        HashMap::from([
+            ("ivan@mx.test".to_owned(), 1),
+            ("maria@aonly.test".to_owned(), 1)
+        ]),
+        "exactly the valid contacts, once each"
+    );
+    let greeted: HashSet<bool> = server
+        .messages()
+        .iter()
+        .map(|message| message.data.contains("Hello Ivan") || message.data.contains("Hello Maria"))
+        .collect();
+    assert_eq!(
+        greeted,
+        HashSet::from([true]),
+        "the mapped fields are the vars"
+    );
+
+    // Risky ones too, when asked: the role account joins.
+    let mut args = content("from-import-risky");
+    args["recipients_from"] = json!({"import": import.to_string(), "statuses": ["valid", "risky"]});
+    let id = submit(&mut tasks, "send_campaign", args).await;
+    finish(&mut tasks, &id).await;
+    assert_eq!(result_of(&mut tasks, &id).await["recipients"], 3);
+    assert_eq!(server.counts()["info@mx.test"], 1);
+
+    // What cannot be an audience is refused, naming the field, before anything is sent.
+    let mut refusals = Vec::new();
+    let mut args = content("bad");
+    args["recipients_from"] = json!({"import": "0190f5d4-1b6e-7cc1-8d3a-5b1c2d3e4f50"});
+    refusals.push((args, "recipients_from.import: no task"));
+    let mut args = content("bad");
+    args["recipients_from"] = json!({"import": id});
+    refusals.push((args, "recipients_from.import: task"));
+    let mut args = content("bad");
+    args["recipients_from"] = json!({"import": import.to_string(), "statuses": ["duplicate"]});
+    refusals.push((args, "recipients_from.statuses"));
+    let mut args = content("bad");
+    args["recipients_from"] = json!({"import": import.to_string()});
+    args["recipients"] = json!([recipient("a@example.org", "A")]);
+    refusals.push((args, "recipients: give recipients or recipients_from"));
+    let mut args = content("bad");
+    args["recipients_from"] = json!({"import": import.to_string()});
+    args["text"] = json!("Dear {{ surname }}");
+    refusals.push((args, "recipients_from (the contacts' fields)"));
+    let sent = server.messages().len();
+    for (args, message) in refusals {
+        let id = submit(&mut tasks, "send_campaign", args).await;
+        let done = task(&mut tasks, &id).await;
+        assert_eq!(done.state(), pb::TaskState::Failed, "{message}: {done:?}");
+        let error = done.error.unwrap();
+        assert_eq!(error.kind, "invalid_args");
+        assert!(
+            error.message.starts_with(message),
+            "{message}: {}",
+            error.message
+        );
+    }
+    assert_eq!(server.messages().len(), sent, "nothing more was sent");
+}

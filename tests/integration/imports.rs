@@ -18,7 +18,7 @@ use crate::support::{
 };
 
 /// Uploads `path` and submits its import; answers the import's id.
-async fn import(client: &mut CoordinatorClient, path: &Path, args: Value) -> TaskId {
+pub(crate) async fn import(client: &mut CoordinatorClient, path: &Path, args: Value) -> TaskId {
     let file = client.upload_path(path, None, None).await.unwrap();
     let mut args = args;
     args["file"] = json!(file.id.to_string());
@@ -30,7 +30,10 @@ async fn import(client: &mut CoordinatorClient, path: &Path, args: Value) -> Tas
 }
 
 /// Follows a tree to its end: the root's final state and the last aggregate.
-async fn finished_tree(client: &mut CoordinatorClient, id: TaskId) -> (TaskState, Aggregate) {
+pub(crate) async fn finished_tree(
+    client: &mut CoordinatorClient,
+    id: TaskId,
+) -> (TaskState, Aggregate) {
     let mut events = Box::pin(client.stream_progress(id, None).await.unwrap());
     let followed = tokio::time::timeout(Duration::from_secs(300), async {
         let mut last = None;

@@ -20,6 +20,7 @@ pub mod sheet;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -34,6 +35,9 @@ use crate::worker::{Registry, TaskContext, TaskError};
 pub const MAX_BATCH: usize = 10_000;
 /// Records sent to the coordinator per message while a batch runs.
 const RECORDS_PER_WRITE: usize = 500;
+/// Domains a batch asks DNS about at once, and probes at once (the probes at once per mail
+/// exchanger are limited apart from this, by `max_probes_per_mx`).
+const DOMAINS_AT_ONCE: usize = 32;
 
 /// How far validation goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -208,8 +212,27 @@ impl Validator {
         valid
     }
 
+    /// Where the mail of each of these addresses' domains goes, asked for many domains at once
+    /// (the resolver's cache answers the ones asked before).
+    pub async fn routes(&self, emails: &[&str]) -> HashMap<String, MailRoute> {
+        let domains: HashSet<String> = emails
+            .iter()
+            .filter_map(|email| address::parse(email).ok())
+            .map(|address| address.ascii_domain)
+            .collect();
+        futures::stream::iter(domains)
+            .map(|domain| async move {
+                let route = self.dns.mail_route(&domain).await;
+                (domain, route)
+            })
+            .buffer_unordered(DOMAINS_AT_ONCE)
+            .collect()
+            .await
+    }
+
     /// Probes the mail exchangers of the reports DNS passed, one session per domain for all of
-    /// its addresses, and settles their verdicts by the answers.
+    /// its addresses, sessions for many domains at once, and settles their verdicts by the
+    /// answers.
     pub async fn probe(&self, reports: &mut [Report]) {
         let mut by_domain: HashMap<String, (Vec<String>, Vec<usize>)> = HashMap::new();
         for (index, report) in reports.iter().enumerate() {
@@ -227,15 +250,24 @@ impl Validator {
                 .1
                 .push(index);
         }
-        for (domain, (hosts, indices)) in by_domain {
+        let sessions = by_domain.into_iter().map(|(domain, (hosts, indices))| {
             let addresses: Vec<String> = indices
                 .iter()
                 .filter_map(|&index| reports[index].address.as_ref().map(address::Address::ascii))
                 .collect();
-            let answers = self
-                .prober
-                .probe(&self.dns, &domain, &hosts, &addresses)
-                .await;
+            async move {
+                let answers = self
+                    .prober
+                    .probe(&self.dns, &domain, &hosts, &addresses)
+                    .await;
+                (indices, answers)
+            }
+        });
+        let settled: Vec<(Vec<usize>, Vec<Answer>)> = futures::stream::iter(sessions)
+            .buffer_unordered(DOMAINS_AT_ONCE)
+            .collect()
+            .await;
+        for (indices, answers) in settled {
             for (index, answer) in indices.into_iter().zip(answers) {
                 settle_by_answer(&mut reports[index], answer);
             }
@@ -356,7 +388,16 @@ async fn validate_contact_batch(
     } else {
         0
     };
-    let mut routes = HashMap::new();
+    let mut routes = if args.validation == Depth::Syntax {
+        HashMap::new()
+    } else {
+        let emails: Vec<&str> = args
+            .contacts
+            .iter()
+            .map(|contact| contact.email.as_str())
+            .collect();
+        validator.routes(&emails).await
+    };
     let mut reports = Vec::with_capacity(args.contacts.len());
     for contact in &args.contacts {
         reports.push(

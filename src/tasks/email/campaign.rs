@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::EmailTasks;
+use super::audience::{Audience, RecipientsFrom};
 use super::content::{Content, ContentArgs, Recipient};
 use super::relay::{Delivery, Relay};
 use crate::domain::{JsonText, RecordEntry, StartAt, TaskName, TaskSpec, ValidationError};
@@ -25,8 +26,9 @@ pub const DELIVERY: &str = "delivery";
 /// Recipients per batch unless the campaign says otherwise, and the most.
 const DEFAULT_BATCH_SIZE: usize = 100;
 const MAX_BATCH_SIZE: usize = 1_000;
-/// Children submitted per message.
+/// Children submitted per message, and the most recipients they may hold together.
 const SUBMIT_CHUNK: usize = 500;
+const SUBMIT_RECIPIENTS: usize = 20_000;
 /// A batch reports its progress at most this often (and always at its end); the tree's
 /// stream is throttled anyway, and a report per recipient cost a stream message each.
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
@@ -51,7 +53,11 @@ struct CampaignArgs {
     relay: Option<String>,
     #[serde(default)]
     retry_after_seconds: Option<u64>,
-    recipients: Vec<Recipient>,
+    #[serde(default)]
+    recipients: Option<Vec<Recipient>>,
+    /// Or an import's contacts.
+    #[serde(default)]
+    recipients_from: Option<RecipientsFrom>,
     #[serde(default)]
     batch_size: Option<usize>,
     /// Messages per second for the whole campaign.
@@ -110,7 +116,8 @@ fn invalid(error: ValidationError) -> TaskError {
     TaskError::invalid_args(error)
 }
 
-/// Checks a campaign and fans out its batches.
+/// Checks a campaign and fans out its batches: from its inline recipients, or page by page
+/// from an import's records.
 pub async fn send_campaign(
     email: Arc<EmailTasks>,
     context: TaskContext,
@@ -123,9 +130,6 @@ pub async fn send_campaign(
         .relays
         .get("relay", content.relay.as_deref())
         .map_err(invalid)?;
-    if args.recipients.is_empty() {
-        return Err(invalid(ValidationError::new("recipients", "is empty")));
-    }
     let batch_size = args.batch_size.unwrap_or(DEFAULT_BATCH_SIZE);
     if !(1..=MAX_BATCH_SIZE).contains(&batch_size) {
         return Err(invalid(ValidationError::new(
@@ -142,61 +146,189 @@ pub async fn send_campaign(
             "must be a positive number",
         )));
     }
-    // Every recipient once; a template variable a recipient lacks is refused before anything
-    // is sent. A bad address fails that recipient only, in its batch.
-    let mut seen = HashSet::new();
-    let mut recipients = Vec::with_capacity(args.recipients.len());
-    for (index, recipient) in args.recipients.into_iter().enumerate() {
-        let missing = content.missing_variables(&recipient);
-        if !missing.is_empty() {
+    let mut fan_out = FanOut {
+        context: &context,
+        content_args: &content_args,
+        name: TaskName::parse("name", "send_email_batch").map_err(invalid)?,
+        batch_size,
+        rate: args.rate,
+        pending: Vec::new(),
+        specs: Vec::new(),
+        recipients: 0,
+        batches: 0,
+    };
+    match (args.recipients, args.recipients_from) {
+        (Some(_), Some(_)) => {
             return Err(invalid(ValidationError::new(
-                format!("recipients[{index}].vars"),
-                format!(
-                    "the templates use undefined variables: {}",
-                    missing.join(", ")
-                ),
+                "recipients",
+                "give recipients or recipients_from, not both",
             )));
         }
-        if seen.insert(recipient.key()) {
-            recipients.push(recipient);
+        (None, None) => {
+            return Err(invalid(ValidationError::new(
+                "recipients",
+                "is required (or recipients_from, an import's contacts)",
+            )));
+        }
+        (Some(recipients), None) => {
+            if recipients.is_empty() {
+                return Err(invalid(ValidationError::new("recipients", "is empty")));
+            }
+            // Every recipient once; a template variable a recipient lacks is refused before
+            // anything is sent. A bad address fails that recipient only, in its batch.
+            let mut seen = HashSet::new();
+            let mut unique = Vec::with_capacity(recipients.len());
+            for (index, recipient) in recipients.into_iter().enumerate() {
+                check_variables(&content, &recipient, &format!("recipients[{index}].vars"))?;
+                if seen.insert(recipient.key()) {
+                    unique.push(recipient);
+                }
+            }
+            fan_out.add(unique).await?;
+        }
+        (None, Some(from)) => {
+            let mut audience = Audience::open(&email.api, &from).await?;
+            let mut first = true;
+            while let Some(page) = audience.next_page().await? {
+                // An import's contacts all have its mapped fields: the first page tells
+                // whether the templates fit them, before anything is sent.
+                if first {
+                    for recipient in &page {
+                        check_variables(
+                            &content,
+                            recipient,
+                            "recipients_from (the contacts' fields)",
+                        )?;
+                    }
+                    first = false;
+                }
+                fan_out.add(page).await?;
+            }
+            if fan_out.recipients == 0 && fan_out.pending.is_empty() {
+                return Err(invalid(ValidationError::new(
+                    "recipients_from",
+                    format!(
+                        "the import has no contacts with the statuses {:?}",
+                        from.statuses()
+                    ),
+                )));
+            }
         }
     }
-    let name = TaskName::parse("name", "send_email_batch").map_err(invalid)?;
-    let mut specs = Vec::new();
-    for (index, batch) in recipients.chunks(batch_size).enumerate() {
+    let (recipients, batches) = fan_out.finish().await?;
+    Ok(json!({
+        "campaign_id": content.campaign_id,
+        "recipients": recipients,
+        "batches": batches,
+    }))
+}
+
+/// Refuses a recipient the templates need a variable for that it lacks.
+fn check_variables(content: &Content, recipient: &Recipient, field: &str) -> Result<(), TaskError> {
+    let missing = content.missing_variables(recipient);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(invalid(ValidationError::new(
+        field,
+        format!(
+            "the templates use undefined variables: {}",
+            missing.join(", ")
+        ),
+    )))
+}
+
+/// A campaign's batches as its recipients arrive: cut at `batch_size`, numbered in order (the
+/// idempotency keys a retried campaign submits them under again), submitted a chunk at a time.
+struct FanOut<'a> {
+    context: &'a TaskContext,
+    content_args: &'a ContentArgs,
+    name: TaskName,
+    batch_size: usize,
+    rate: Option<f64>,
+    /// Recipients not yet in a batch.
+    pending: Vec<Recipient>,
+    /// Batches not yet submitted.
+    specs: Vec<TaskSpec>,
+    /// Recipients in batches so far.
+    recipients: usize,
+    /// Batches cut so far.
+    batches: usize,
+}
+
+impl FanOut<'_> {
+    async fn add(&mut self, recipients: Vec<Recipient>) -> Result<(), TaskError> {
+        self.pending.extend(recipients);
+        while self.pending.len() >= self.batch_size {
+            let rest = self.pending.split_off(self.batch_size);
+            let batch = std::mem::replace(&mut self.pending, rest);
+            self.cut(batch).await?;
+        }
+        Ok(())
+    }
+
+    async fn cut(&mut self, batch: Vec<Recipient>) -> Result<(), TaskError> {
+        let index = self.batches;
         let batch_args = BatchArgs {
-            content: content_args.clone(),
-            recipients: batch.to_vec(),
+            content: self.content_args.clone(),
+            recipients: batch,
         };
+        let count = batch_args.recipients.len();
         let batch_args = serde_json::to_value(&batch_args)
             .map_err(|error| TaskError::permanent("internal", error.to_string()))?;
-        let mut spec = TaskSpec::new(name.clone(), JsonText::from_value(&batch_args));
+        let mut spec = TaskSpec::new(self.name.clone(), JsonText::from_value(&batch_args));
         // A retried campaign submits each batch once.
-        spec.idempotency_key = Some(format!("{}:batch:{index}", context.task_id));
+        spec.idempotency_key = Some(format!("{}:batch:{index}", self.context.task_id));
         // A campaign rate spaces the batches out in time.
-        if let Some(rate) = args.rate {
-            let offset = (index * batch_size) as f64 / rate;
+        if let Some(rate) = self.rate {
+            let offset = self.recipients as f64 / rate;
             if offset > 0.0 {
                 spec.start = StartAt::After(Duration::from_secs_f64(offset));
             }
         }
-        specs.push(spec);
+        self.specs.push(spec);
+        self.batches += 1;
+        self.recipients += count;
+        if self.specs.len() >= SUBMIT_CHUNK
+            || self.specs.len() * self.batch_size >= SUBMIT_RECIPIENTS
+        {
+            self.submit().await?;
+        }
+        Ok(())
     }
-    let total = specs.len();
-    // The campaign's progress is the tree's: this total, and each batch's recipients done.
-    context.progress(
-        0,
-        recipients.len() as u64,
-        format!("{} recipients in {total} batches", recipients.len()),
-    );
-    for chunk in specs.chunks(SUBMIT_CHUNK) {
-        context.submit_children(chunk.to_vec()).await?;
+
+    async fn submit(&mut self) -> Result<(), TaskError> {
+        // The campaign's progress is the tree's: its total so far, and each batch's
+        // recipients done.
+        self.context.progress(
+            0,
+            self.recipients as u64,
+            format!("{} recipients in {} batches", self.recipients, self.batches),
+        );
+        if !self.specs.is_empty() {
+            self.context
+                .submit_children(std::mem::take(&mut self.specs))
+                .await?;
+        }
+        Ok(())
     }
-    Ok(json!({
-        "campaign_id": content.campaign_id,
-        "recipients": recipients.len(),
-        "batches": total,
-    }))
+
+    /// Cuts the last batch and submits what is left; answers the recipients and batches.
+    async fn finish(mut self) -> Result<(usize, usize), TaskError> {
+        if !self.pending.is_empty() {
+            let batch = std::mem::take(&mut self.pending);
+            self.cut(batch).await?;
+        }
+        self.submit().await?;
+        self.context
+            .report_progress(
+                0,
+                self.recipients as u64,
+                format!("{} recipients in {} batches", self.recipients, self.batches),
+            )
+            .await?;
+        Ok((self.recipients, self.batches))
+    }
 }
 
 /// How a batch's recipients fared.

@@ -4,6 +4,7 @@
 //! They run on workers, sending through the relays of the worker's `[smtp]` configuration (or
 //! `CELERITAS_SMTP_URL`).
 
+mod audience;
 mod campaign;
 mod content;
 mod relay;
@@ -48,11 +49,17 @@ pub struct EmailTasks {
     relays: Relays,
     dkim: Option<Arc<DkimConfig>>,
     retry_deferred_after: Duration,
+    /// The coordinator's API, where a campaign reads an import's contacts.
+    api: crate::tasks::api::CoordinatorApi,
 }
 
 impl EmailTasks {
-    /// The email tasks of a worker configured with `settings`.
-    pub fn new(settings: &SmtpSettings) -> Result<Self, ValidationError> {
+    /// The email tasks of a worker configured with `settings`, reaching its coordinator
+    /// through `api`.
+    pub fn new(
+        settings: &SmtpSettings,
+        api: crate::tasks::api::CoordinatorApi,
+    ) -> Result<Self, ValidationError> {
         let dkim = settings
             .dkim
             .as_ref()
@@ -91,6 +98,7 @@ impl EmailTasks {
             relays: Relays::from_settings(settings),
             dkim,
             retry_deferred_after: settings.retry_deferred_after,
+            api,
         })
     }
 
