@@ -3,8 +3,14 @@
 //! trees get their events written, so a stream sees at most a few updates a second however large
 //! the fan-out. Every few seconds all unfinished trees are looked at too, which covers changes
 //! made elsewhere (the reaper, another coordinator, a coordinator that died).
+//!
+//! Looking at a tree counts its tasks and records, which for a tree of a million records (an
+//! import, a campaign) takes a quarter of a second of the database's time. So a tree is looked
+//! at again only after ten times as long as its last look took (at most `MAX_PACE` later):
+//! however large a tree, its events cost the database a tenth of its time at most, and the
+//! other trees are not kept waiting behind it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,6 +28,12 @@ const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
 const SWEEP_EVERY: u32 = 12;
 /// The most unfinished trees one sweep looks at.
 const MAX_SWEEP: u32 = 1_000;
+/// A look at a tree shorter than this does not hold back the next.
+const PACE_FROM: Duration = Duration::from_millis(20);
+/// The next look at a tree waits this many times as long as the last took…
+const PACE_FACTOR: u32 = 10;
+/// …but never longer than this.
+const MAX_PACE: Duration = Duration::from_secs(5);
 
 /// The trees changed since their last events.
 #[derive(Debug, Default)]
@@ -67,6 +79,8 @@ impl TreeFlusher {
     /// Runs until `stop` fires.
     pub async fn run(self, stop: CancellationToken) {
         let mut ticks: u32 = 0;
+        // Trees whose last look took long, and when they may be looked at again.
+        let mut paced: HashMap<TaskId, tokio::time::Instant> = HashMap::new();
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
@@ -80,8 +94,21 @@ impl TreeFlusher {
                     Err(error) => tracing::warn!(%error, "cannot list unfinished trees"),
                 }
             }
+            let now = tokio::time::Instant::now();
+            paced.retain(|_, until| *until > now);
             for root in roots {
-                match self.store.update_tree(root, self.clock.now()).await {
+                if paced.contains_key(&root) {
+                    // Looked at a moment ago: its change waits for the next look.
+                    self.dirty.mark(root);
+                    continue;
+                }
+                let started = tokio::time::Instant::now();
+                let updated = self.store.update_tree(root, self.clock.now()).await;
+                let took = started.elapsed();
+                if took >= PACE_FROM {
+                    paced.insert(root, tokio::time::Instant::now() + pace_after(took));
+                }
+                match updated {
                     Ok(update) => {
                         if update.events > 0 {
                             self.waiters.wake(root);
@@ -99,5 +126,28 @@ impl TreeFlusher {
                 }
             }
         }
+    }
+}
+
+/// How long after a look that took `took` the tree is looked at again.
+fn pace_after(took: Duration) -> Duration {
+    took.saturating_mul(PACE_FACTOR).min(MAX_PACE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slow_trees_are_looked_at_less_often_up_to_a_bound() {
+        assert_eq!(
+            pace_after(Duration::from_millis(25)),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            pace_after(Duration::from_millis(250)),
+            Duration::from_millis(2500)
+        );
+        assert_eq!(pace_after(Duration::from_secs(2)), MAX_PACE);
     }
 }
