@@ -1,13 +1,14 @@
 //! The SMTP probe: asks a domain's best reachable mail exchanger whether it takes mail for each
 //! address (EHLO, MAIL FROM, one RCPT TO per address, never DATA, QUIT), many addresses per
 //! session. A random local part asked first tells a catch-all domain, whose answers say nothing
-//! of its mailboxes. Probes at once are limited per exchanger.
+//! of its mailboxes; the verdict is remembered per domain for `CATCH_ALL_TTL` (a domain known
+//! to take everything is not asked again meanwhile). Probes at once are limited per exchanger.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lettre::Address as MailAddress;
 use lettre::transport::smtp::client::AsyncSmtpConnection;
@@ -19,6 +20,11 @@ use tokio::sync::Semaphore;
 use super::dns::MailDns;
 use crate::config::ValidationSettings;
 use crate::domain::ValidationError;
+
+/// How long a domain's catch-all verdict is trusted.
+const CATCH_ALL_TTL: Duration = Duration::from_secs(60 * 60);
+/// Verdicts remembered before the expired ones are dropped.
+const CATCH_ALL_ENTRIES: usize = 100_000;
 
 /// What an exchanger said of one address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +48,8 @@ pub struct Prober {
     timeout: Duration,
     per_exchanger: usize,
     limits: Mutex<HashMap<String, Arc<Semaphore>>>,
-    catch_all: Mutex<HashMap<String, bool>>,
+    /// Per domain: whether it takes any address, and since when that is known.
+    catch_all: Mutex<HashMap<String, (bool, Instant)>>,
 }
 
 impl Prober {
@@ -73,6 +80,9 @@ impl Prober {
         exchangers: &[String],
         addresses: &[String],
     ) -> Vec<Answer> {
+        if self.known_catch_all(domain) == Some(true) {
+            return addresses.iter().map(|_| Answer::CatchAll).collect();
+        }
         let mut last_failure = "no mail exchanger".to_owned();
         for host in exchangers {
             let Some(ip) = dns.address_of(host).await else {
@@ -98,6 +108,31 @@ impl Prober {
             .iter()
             .map(|_| Answer::Unknown(last_failure.clone()))
             .collect()
+    }
+
+    /// Whether `domain` takes any address, when that was learnt within `CATCH_ALL_TTL`.
+    fn known_catch_all(&self, domain: &str) -> Option<bool> {
+        let known = self
+            .catch_all
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        known
+            .get(domain)
+            .filter(|(_, since)| since.elapsed() < CATCH_ALL_TTL)
+            .map(|(catch_all, _)| *catch_all)
+    }
+
+    fn remember_catch_all(&self, domain: &str, catch_all: bool) {
+        let mut known = self
+            .catch_all
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if known.len() >= CATCH_ALL_ENTRIES {
+            known.retain(|_, (_, since)| since.elapsed() < CATCH_ALL_TTL);
+        }
+        if known.len() < CATCH_ALL_ENTRIES {
+            known.insert(domain.to_owned(), (catch_all, Instant::now()));
+        }
     }
 
     fn limit(&self, host: &str) -> Arc<Semaphore> {
@@ -128,23 +163,14 @@ impl Prober {
             .command(Mail::new(self.mail_from.clone(), vec![]))
             .await
             .map_err(|error| format!("MAIL FROM refused: {error}"))?;
-        let known = self
-            .catch_all
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(domain)
-            .copied();
-        let catch_all = match known {
+        let catch_all = match self.known_catch_all(domain) {
             Some(known) => known,
             None => {
                 let random = format!("celeritas-probe-{:016x}@{domain}", rand::random::<u64>());
                 let answer = rcpt(&mut connection, &random).await;
                 let catch_all = answer == Answer::Accepted;
                 if matches!(answer, Answer::Accepted | Answer::Refused(_)) {
-                    self.catch_all
-                        .lock()
-                        .unwrap_or_else(|poisoned| poisoned.into_inner())
-                        .insert(domain.to_owned(), catch_all);
+                    self.remember_catch_all(domain, catch_all);
                 }
                 catch_all
             }
