@@ -52,6 +52,11 @@ pub struct ValidationSettings {
     pub probe_timeout: Duration,
     /// Probe sessions at once per mail exchanger.
     pub max_probes_per_mx: u32,
+    /// How long a batch waits before asking once more about the contacts it could not decide
+    /// (a greylisting exchanger takes a second try after a few minutes; a failing DNS server
+    /// may recover).
+    #[serde(with = "humantime_serde")]
+    pub retry_unknown_after: Duration,
 }
 
 impl Default for ValidationSettings {
@@ -87,6 +92,7 @@ impl Default for ValidationSettings {
             smtp_port: 25,
             probe_timeout: Duration::from_secs(20),
             max_probes_per_mx: 2,
+            retry_unknown_after: Duration::from_secs(5 * 60),
         }
     }
 }

@@ -84,7 +84,8 @@ pub(crate) fn validation_worker_named(
         format!(
             "[dns]\nnameservers = [\"127.0.0.1:{}\"]\ntimeout = \"300ms\"\nattempts = 1\n\
              [validation]\nsmtp_port = {smtp_port}\nhelo_name = \"probe.test\"\n\
-             mail_from = \"verify@probe.test\"\nprobe_timeout = \"10s\"\n",
+             mail_from = \"verify@probe.test\"\nprobe_timeout = \"10s\"\n\
+             retry_unknown_after = \"1s\"\n",
             dns.port
         ),
     )

@@ -5,7 +5,9 @@
 //!
 //! The checks run cheapest first and stop at the first that decides: syntax, disposable
 //! domains, DNS (MX, null MX, the A/AAAA fallback). A role account is `risky` once the rest
-//! passed. DNS failures that may pass (SERVFAIL, timeouts) make `unknown`, never `invalid`.
+//! passed. DNS failures that may pass (SERVFAIL, timeouts) make `unknown`, never `invalid`;
+//! a batch that left contacts `unknown` records them so and asks to be retried once after
+//! `[validation] retry_unknown_after`, when it judges only what is not yet settled.
 
 pub mod address;
 pub mod dns;
@@ -119,6 +121,7 @@ pub struct Validator {
     lists: Lists,
     dns: MailDns,
     prober: Arc<Prober>,
+    retry_unknown_after: std::time::Duration,
 }
 
 impl Validator {
@@ -128,6 +131,7 @@ impl Validator {
             lists: Lists::load(&config.validation)?,
             dns: MailDns::new(&config.dns)?,
             prober: Arc::new(Prober::new(&config.validation)?),
+            retry_unknown_after: config.validation.retry_unknown_after,
         })
     }
 
@@ -388,62 +392,64 @@ async fn validate_contact_batch(
     } else {
         0
     };
+    // A retried batch (its first attempt left contacts `unknown`, or its worker was lost)
+    // judges only the contacts not yet settled.
+    let mut settled: HashMap<String, &'static str> = HashMap::new();
+    if context.lease.attempt > 1 {
+        for status in ["valid", "risky", "invalid", "duplicate"] {
+            for key in context.recorded_keys(CONTACT, Some(status)).await? {
+                settled.insert(key, status);
+            }
+        }
+    }
+    let mut seen = HashSet::new();
+    let keyed: Vec<(String, Option<&'static str>)> = args
+        .contacts
+        .iter()
+        .enumerate()
+        .map(|(index, contact)| {
+            let row = contact.row.unwrap_or(index as u64 + 1);
+            contact_key(contact, row, &mut seen)
+        })
+        .collect();
+    let to_judge: Vec<usize> = (0..args.contacts.len())
+        .filter(|&index| !settled.contains_key(&keyed[index].0))
+        .collect();
     let mut routes = if args.validation == Depth::Syntax {
         HashMap::new()
     } else {
-        let emails: Vec<&str> = args
-            .contacts
+        let emails: Vec<&str> = to_judge
             .iter()
-            .map(|contact| contact.email.as_str())
+            .map(|&index| args.contacts[index].email.as_str())
             .collect();
         validator.routes(&emails).await
     };
-    let mut reports = Vec::with_capacity(args.contacts.len());
-    for contact in &args.contacts {
-        reports.push(
-            validator
-                .judge(&contact.email, args.validation, &mut routes)
-                .await,
-        );
+    let mut reports = Vec::with_capacity(to_judge.len());
+    for &index in &to_judge {
+        let email = &args.contacts[index].email;
+        reports.push(validator.judge(email, args.validation, &mut routes).await);
     }
     context.progress(0, total, "checked syntax and DNS");
     if args.validation == Depth::Smtp {
         validator.probe(&mut reports).await;
     }
-    // What could not be decided is asked once more, after everything else (a greylisting
-    // exchanger takes the second try; a DNS server may have recovered).
-    let again: Vec<usize> = (0..reports.len())
-        .filter(|&index| reports[index].verdict == Verdict::Unknown)
-        .collect();
-    if !again.is_empty() {
-        let mut fresh = HashMap::new();
-        let mut retried = Vec::with_capacity(again.len());
-        for &index in &again {
-            let email = &args.contacts[index].email;
-            retried.push(validator.judge(email, args.validation, &mut fresh).await);
-        }
-        if args.validation == Depth::Smtp {
-            validator.probe(&mut retried).await;
-        }
-        for (index, report) in again.into_iter().zip(retried) {
-            reports[index] = report;
+    // The batch's counts by status: what earlier attempts settled, and what this one decides.
+    let mut counts: HashMap<&'static str, u64> = HashMap::new();
+    for (key, _) in &keyed {
+        if let Some(status) = settled.get(key) {
+            *counts.entry(status).or_default() += 1;
         }
     }
-    let mut seen = HashSet::new();
-    let mut counts: HashMap<&'static str, u64> = HashMap::new();
     let mut pending = Vec::new();
-    for (index, (contact, report)) in args.contacts.iter().zip(&reports).enumerate() {
+    let mut unknown = 0usize;
+    for (done, (&index, report)) in to_judge.iter().zip(&reports).enumerate() {
+        let contact = &args.contacts[index];
         let row = contact.row.unwrap_or(index as u64 + 1);
-        let (key, status) = match &report.address {
-            Some(address) if !seen.insert(address.normalized().to_lowercase()) => {
-                (format!("{} (row {row})", address.normalized()), "duplicate")
-            }
-            Some(address) => (address.normalized(), report.verdict.as_str()),
-            None => (
-                format!("row {row}: {}", contact.email.trim()),
-                report.verdict.as_str(),
-            ),
-        };
+        let (key, duplicate) = &keyed[index];
+        let status = duplicate.unwrap_or(report.verdict.as_str());
+        if status == "unknown" {
+            unknown += 1;
+        }
         *counts.entry(status).or_default() += 1;
         let data = json!({
             "email": crate::domain::sanitize(&contact.email, 1024),
@@ -452,21 +458,55 @@ async fn validate_contact_batch(
             "fields": contact.fields,
             "verdict": report.verdict.as_str(),
             "reason": report.reason,
+            "attempt": context.lease.attempt,
             "checks": report.checks.iter().map(|check| json!({
                 "check": check.name, "outcome": check.outcome, "detail": check.detail,
             })).collect::<Vec<_>>(),
         });
-        pending.push(contact_record(&key, status, data));
+        pending.push(contact_record(key, status, data));
         if pending.len() >= RECORDS_PER_WRITE {
             context.record(std::mem::take(&mut pending)).await?;
-            context.progress(index as u64 + 1, total, "validated");
+            context.progress(done as u64 + 1, total, "validated");
         }
     }
     context.record(pending).await?;
+    // What could not be decided is asked once more, later: a greylisting exchanger takes the
+    // second try; a DNS server may have recovered.
+    if unknown > 0 && context.retries == 0 && context.max_retries > 0 {
+        return Err(TaskError::retry_after(
+            "validation_deferred",
+            format!(
+                "{unknown} contacts could not be decided; asking again in {}",
+                humantime::format_duration(validator.retry_unknown_after)
+            ),
+            validator.retry_unknown_after,
+        ));
+    }
     context
         .report_progress(count, total, format!("validated {count} contacts"))
         .await?;
-    Ok(json!({ "total": count, "by_status": counts }))
+    Ok(json!({
+        "total": count,
+        "judged": to_judge.len(),
+        "by_status": counts,
+    }))
+}
+
+/// A contact's record key and, for a repeat of an earlier contact of the batch, the status
+/// `duplicate`: the normalised address, or the row and the text for what is no address.
+fn contact_key(
+    contact: &Contact,
+    row: u64,
+    seen: &mut HashSet<String>,
+) -> (String, Option<&'static str>) {
+    match address::parse(&contact.email) {
+        Ok(address) if !seen.insert(address.normalized().to_lowercase()) => (
+            format!("{} (row {row})", address.normalized()),
+            Some("duplicate"),
+        ),
+        Ok(address) => (address.normalized(), None),
+        Err(_) => (format!("row {row}: {}", contact.email.trim()), None),
+    }
 }
 
 /// The record kind of a contact.
