@@ -22,6 +22,33 @@ const STORED_CHUNK_BYTES: usize = 256 * 1024;
 const DOWNLOAD_PAGE_CHUNKS: u32 = 4;
 /// How many chunks a download holds ready for a slow reader.
 const DOWNLOAD_BUFFER_CHUNKS: usize = 4;
+/// An upload still incomplete this long after it began was abandoned (its coordinator died
+/// mid-upload: a live one removes a failed upload's bytes itself).
+const ABANDONED_AFTER: chrono::Duration = chrono::Duration::hours(24);
+/// How often a coordinator looks for abandoned uploads.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(60 * 60);
+
+/// Removes abandoned uploads at start and every `SWEEP_EVERY`, until `stop` fires.
+pub(super) async fn sweep_abandoned_uploads(
+    store: Arc<dyn Store>,
+    clock: crate::clock::SharedClock,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        match store
+            .remove_abandoned_uploads(clock.now() - ABANDONED_AFTER)
+            .await
+        {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "removed abandoned uploads"),
+            Err(error) => tracing::warn!(%error, "cannot remove abandoned uploads"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(SWEEP_EVERY) => {}
+        }
+    }
+}
 
 /// What an upload's header says.
 #[derive(Debug, Clone)]

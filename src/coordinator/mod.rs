@@ -372,6 +372,11 @@ impl Coordinator {
             announce: announce.clone(),
         };
         tracker.spawn(flusher.run(stop.clone()));
+        tracker.spawn(files::sweep_abandoned_uploads(
+            store.clone(),
+            clock.clone(),
+            stop.clone(),
+        ));
         if config.coordinator.metrics_listen.is_some() {
             background::spawn_gauges(&tracker, store.clone(), sessions.clone(), stop.clone());
         }

@@ -440,4 +440,11 @@ impl<B: Backend> Store for B {
     async fn delete_file(&self, id: FileId) -> Result<bool, StoreError> {
         files::delete_file(self, id).await
     }
+
+    async fn remove_abandoned_uploads(
+        &self,
+        started_before: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        files::remove_abandoned_uploads(self, started_before).await
+    }
 }

@@ -162,3 +162,25 @@ pub(super) async fn delete_file<B: Database>(backend: &B, id: FileId) -> Result<
     B::commit(transaction).await?;
     Ok(deleted > 0)
 }
+
+pub(super) async fn remove_abandoned_uploads<B: Database>(
+    backend: &B,
+    started_before: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    let mut transaction = backend.begin().await?;
+    transaction
+        .execute(
+            "DELETE FROM file_chunks WHERE file_id IN \
+             (SELECT id FROM files WHERE NOT complete AND created_at < $1)",
+            &[started_before.into()],
+        )
+        .await?;
+    let removed = transaction
+        .execute(
+            "DELETE FROM files WHERE NOT complete AND created_at < $1",
+            &[started_before.into()],
+        )
+        .await?;
+    B::commit(transaction).await?;
+    Ok(removed)
+}

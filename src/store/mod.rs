@@ -476,6 +476,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Removes a file, complete or not, with its chunks; false when there was none.
     async fn delete_file(&self, id: FileId) -> Result<bool, StoreError>;
+
+    /// Removes the files whose upload began before `started_before` and never completed (its
+    /// coordinator died mid-upload), with their chunks; answers how many.
+    async fn remove_abandoned_uploads(
+        &self,
+        started_before: DateTime<Utc>,
+    ) -> Result<u64, StoreError>;
 }
 
 /// What coordinators sharing a database tell each other.

@@ -8,6 +8,7 @@ on_both_stores!(
     a_file_is_invisible_until_complete_then_read_by_offset,
     a_file_completes_only_when_its_chunks_add_up,
     deleting_a_file_removes_it_complete_or_not,
+    abandoned_uploads_are_removed_and_nothing_else,
 );
 
 fn new_file(name: &str, now: DateTime<Utc>) -> NewFile {
@@ -198,4 +199,46 @@ async fn deleting_a_file_removes_it_complete_or_not(store: Arc<dyn Store>) {
             .unwrap()
     );
     assert!(!store.delete_file(FileId::generate()).await.unwrap());
+}
+
+async fn abandoned_uploads_are_removed_and_nothing_else(store: Arc<dyn Store>) {
+    let long_ago = Utc::now() - chrono::Duration::days(2);
+    let now = Utc::now();
+    let abandoned = new_file("abandoned.csv", long_ago);
+    store.create_file(&abandoned).await.unwrap();
+    store
+        .append_file_chunk(abandoned.id, 0, b"half")
+        .await
+        .unwrap();
+    let old_but_complete = new_file("complete.csv", long_ago);
+    store.create_file(&old_but_complete).await.unwrap();
+    store
+        .append_file_chunk(old_but_complete.id, 0, b"all")
+        .await
+        .unwrap();
+    store
+        .complete_file(old_but_complete.id, 3, "digest", long_ago)
+        .await
+        .unwrap();
+    let in_progress = new_file("uploading.csv", now);
+    store.create_file(&in_progress).await.unwrap();
+
+    let cutoff = now - chrono::Duration::days(1);
+    assert_eq!(store.remove_abandoned_uploads(cutoff).await.unwrap(), 1);
+    // The abandoned upload is gone, chunks and all: it can neither go on nor complete.
+    assert!(
+        !store
+            .append_file_chunk(abandoned.id, 4, b"more")
+            .await
+            .unwrap()
+    );
+    assert!(!store.delete_file(abandoned.id).await.unwrap());
+    assert!(store.file(old_but_complete.id).await.unwrap().is_some());
+    assert!(
+        store
+            .append_file_chunk(in_progress.id, 0, b"going on")
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.remove_abandoned_uploads(cutoff).await.unwrap(), 0);
 }
