@@ -201,4 +201,3 @@ mod tests {
         assert_eq!(FileId::parse("file_id", &id.to_string()).unwrap(), id);
     }
 }
-
