@@ -20,6 +20,7 @@ mod bench_command;
 mod client_commands;
 mod file_commands;
 mod follow_command;
+mod import_command;
 mod inspect_commands;
 mod record_commands;
 mod schedule_commands;
@@ -91,6 +92,9 @@ pub enum Command {
     Schedules(schedule_commands::SchedulesArgs),
     /// Uploads a file for tasks to read (an import's CSV or XLSX) and prints its id.
     Upload(file_commands::UploadArgs),
+    /// Uploads a contact file and submits its import (import_contacts_async); prints the
+    /// import's id, or with --wait a summary of its records, or with --follow its progress.
+    Import(import_command::ImportArgs),
     /// Measures throughput and latency with no-op tasks, against a coordinator it starts (with
     /// workers) or one given with --coordinator.
     Bench(bench_command::BenchArgs),
@@ -141,6 +145,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Follow(args) => follow_command::follow(args).await,
         Command::Schedules(args) => schedule_commands::schedules(args).await,
         Command::Upload(args) => file_commands::upload(args).await,
+        Command::Import(args) => import_command::import(args).await,
         Command::Bench(args) => bench_command::bench(args, config, cli.config).await,
     }
 }

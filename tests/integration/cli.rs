@@ -586,3 +586,118 @@ async fn cancel_says_how_many_descendants_it_cancelled() {
     );
     assert!(worker.terminate().await.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_uploads_submits_and_waits_for_a_summary() {
+    let database = TestDatabase::create().await;
+    let logs = log_dir("cli_import");
+    let coordinator = CoordinatorProcess::start(&database, &logs).await;
+    let worker = WorkerProcess::start(&coordinator, &logs, "cli-import", &["-Q", "import"]);
+    let url = coordinator.url.clone();
+    let file = logs.join("contacts.csv");
+    std::fs::write(
+        &file,
+        "email;name\n\
+         a@example.com;Ann\n\
+         b@example.com;Bob\n\
+         c@example.com;Cid\n\
+         not an address;Nobody\n\
+         a@example.com;Ann again\n",
+    )
+    .unwrap();
+    let file = file.display().to_string();
+    let import = move |extra: &[&str]| {
+        let mut arguments = vec![
+            "import",
+            &file,
+            "--list-id",
+            "7",
+            "--validation",
+            "syntax",
+            "--coordinator",
+            &url,
+        ];
+        arguments.extend(extra);
+        celeritas(&arguments)
+    };
+    let (broken, conflicting, imported, plain, followed) = tokio::task::spawn_blocking(move || {
+        (
+            import(&["--map", "broken", "--wait"]),
+            import(&["--wait", "--follow"]),
+            import(&["--map", "name=name", "--wait", "--json"]),
+            import(&["--wait"]),
+            import(&["--follow"]),
+        )
+    })
+    .await
+    .unwrap();
+
+    assert_eq!(broken.status.code(), Some(1), "{broken:?}");
+    let stderr = String::from_utf8_lossy(&broken.stderr);
+    assert!(
+        stderr.contains("--map") && stderr.contains("broken"),
+        "{stderr}"
+    );
+    assert_eq!(
+        conflicting.status.code(),
+        Some(2),
+        "clap refuses: {conflicting:?}"
+    );
+    let stderr = String::from_utf8_lossy(&conflicting.stderr);
+    assert!(stderr.contains("cannot be used with"), "{stderr}");
+    assert!(imported.status.success(), "{imported:?}");
+    let summary: serde_json::Value = serde_json::from_slice(&imported.stdout).unwrap();
+    assert_eq!(summary["state"], "succeeded", "{summary}");
+    assert_eq!(
+        summary["records_by_status"],
+        serde_json::json!({"valid": 3, "invalid": 1, "duplicate": 1}),
+        "{summary}"
+    );
+    let task_id = summary["task_id"].as_str().unwrap();
+    uuid::Uuid::parse_str(summary["file_id"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        summary["tasks_total"], 2,
+        "the root and one batch: {summary}"
+    );
+    // Without --json: the id at once, then the summary line.
+    assert!(plain.status.success(), "{plain:?}");
+    let stdout = String::from_utf8(plain.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    let plain_id = lines[0];
+    assert_eq!(
+        lines[1],
+        format!("import {plain_id} succeeded: 3 valid, 1 invalid, 1 duplicate")
+    );
+    assert!(String::from_utf8_lossy(&plain.stderr).contains(" bytes, sha256 "));
+    // --follow: the id, then what `celeritas follow` prints.
+    assert!(followed.status.success(), "{followed:?}");
+    let stdout = String::from_utf8(followed.stdout).unwrap();
+    let followed_id = stdout.lines().next().unwrap();
+    let last = stdout.lines().last().unwrap();
+    assert!(
+        last.starts_with(&format!("tree {followed_id} finished: root succeeded;")),
+        "{stdout}"
+    );
+
+    // The refused runs uploaded and submitted nothing: the files and task trees are the three
+    // imports'.
+    let files: i64 = sqlx::query_scalar("SELECT count(*) FROM files")
+        .fetch_one(&database.pool)
+        .await
+        .unwrap();
+    assert_eq!(files, 3);
+    let mut roots: Vec<String> = sqlx::query_scalar("SELECT DISTINCT root_id::text FROM tasks")
+        .fetch_all(&database.pool)
+        .await
+        .unwrap();
+    roots.sort();
+    let mut imports = vec![
+        task_id.to_owned(),
+        plain_id.to_owned(),
+        followed_id.to_owned(),
+    ];
+    imports.sort();
+    assert_eq!(roots, imports);
+    assert!(worker.terminate().await.success());
+}
