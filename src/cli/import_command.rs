@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 use super::CoordinatorAddress;
 use super::follow_command::show_tree_progress;
 use crate::domain::{
-    Aggregate, FileInfo, JsonText, TaskId, TaskName, TaskSpec, TaskState, TreeEventKind,
+    Aggregate, FileId, FileInfo, JsonText, TaskId, TaskName, TaskSpec, TaskState, TreeEventKind,
     ValidationError,
 };
 use crate::grpc::CoordinatorClient;
@@ -121,6 +121,9 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
     // Everything that can be refused here is refused before a byte is uploaded.
     let mapping = parse_mappings(&args.mappings)?;
     let list_id = parse_list_id(&args.list_id)?;
+    let unsent = import_spec(&args, FileId::generate(), list_id.clone(), mapping.clone())?;
+    crate::tasks::contacts::check_import_args(unsent.args.to_value())
+        .map_err(|why| anyhow::anyhow!("the import's args: {why}"))?;
     let mut client = CoordinatorClient::connect(&args.coordinator.url).await?;
     let file = client.upload_path(&args.file, None, None).await?;
     errln!(
@@ -129,7 +132,7 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
         file.size,
         file.sha256
     );
-    let spec = import_spec(&args, &file, list_id, mapping)?;
+    let spec = import_spec(&args, file.id, list_id, mapping)?;
     let task_id = client.submit(&spec).await?.id;
     let ids = json!({"task_id": task_id.to_string(), "file_id": file.id.to_string()});
     if args.wait {
@@ -194,13 +197,13 @@ fn parse_list_id(text: &str) -> Result<Value, ValidationError> {
 /// has its own defaults for the rest).
 fn import_spec(
     args: &ImportArgs,
-    file: &FileInfo,
+    file: FileId,
     list_id: Value,
     mapping: BTreeMap<String, String>,
 ) -> anyhow::Result<TaskSpec> {
     let mut task_args = Map::new();
     task_args.insert("list_id".into(), list_id);
-    task_args.insert("file".into(), json!(file.id.to_string()));
+    task_args.insert("file".into(), json!(file.to_string()));
     let optional = [
         ("format", args.format.map(|format| json!(format.as_str()))),
         ("encoding", args.encoding.as_ref().map(|text| json!(text))),

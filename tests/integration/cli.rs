@@ -620,22 +620,31 @@ async fn import_uploads_submits_and_waits_for_a_summary() {
         arguments.extend(extra);
         celeritas(&arguments)
     };
-    let (broken, conflicting, imported, plain, followed) = tokio::task::spawn_blocking(move || {
-        (
-            import(&["--map", "broken", "--wait"]),
-            import(&["--wait", "--follow"]),
-            import(&["--map", "name=name", "--wait", "--json"]),
-            import(&["--wait"]),
-            import(&["--follow"]),
-        )
-    })
-    .await
-    .unwrap();
+    let (broken, encoding, conflicting, imported, plain, followed) =
+        tokio::task::spawn_blocking(move || {
+            (
+                import(&["--map", "broken", "--wait"]),
+                import(&["--encoding", "martian", "--wait"]),
+                import(&["--wait", "--follow"]),
+                import(&["--map", "name=name", "--wait", "--json"]),
+                import(&["--wait"]),
+                import(&["--follow"]),
+            )
+        })
+        .await
+        .unwrap();
 
     assert_eq!(broken.status.code(), Some(1), "{broken:?}");
     let stderr = String::from_utf8_lossy(&broken.stderr);
     assert!(
         stderr.contains("--map") && stderr.contains("broken"),
+        "{stderr}"
+    );
+    // What the task would refuse is refused before the upload, in the task's words.
+    assert_eq!(encoding.status.code(), Some(1), "{encoding:?}");
+    let stderr = String::from_utf8_lossy(&encoding.stderr);
+    assert!(
+        stderr.contains("encoding: unknown encoding \"martian\""),
         "{stderr}"
     );
     assert_eq!(

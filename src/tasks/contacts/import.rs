@@ -160,6 +160,15 @@ impl ImportArgs {
     }
 }
 
+/// Checks an import's args as the task will (for a client that would rather hear of a bad
+/// encoding before it uploads); the message names the field.
+pub fn check_import_args(args: Value) -> Result<(), String> {
+    crate::tasks::parse_args::<ImportArgs>(args)
+        .and_then(ImportArgs::check)
+        .map(|_| ())
+        .map_err(|error| error.message)
+}
+
 /// Reads the file and fans out its batches; answers how its rows were taken.
 pub async fn import_contacts_async(
     importer: Arc<Importer>,

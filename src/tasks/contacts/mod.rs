@@ -13,7 +13,7 @@ pub mod address;
 pub mod dns;
 mod import;
 pub mod lists;
-pub use import::Importer;
+pub use import::{Importer, check_import_args};
 pub mod probe;
 pub mod reading;
 pub mod rows;
