@@ -29,13 +29,25 @@ pub(crate) async fn import(client: &mut CoordinatorClient, path: &Path, args: Va
         .id
 }
 
+/// The large imports take a core each for minutes: they run one at a time.
+static LARGE_IMPORTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Follows a tree to its end: the root's final state and the last aggregate.
 pub(crate) async fn finished_tree(
     client: &mut CoordinatorClient,
     id: TaskId,
 ) -> (TaskState, Aggregate) {
+    finished_tree_within(client, id, Duration::from_secs(300)).await
+}
+
+/// `finished_tree`, waiting up to `limit`.
+async fn finished_tree_within(
+    client: &mut CoordinatorClient,
+    id: TaskId,
+    limit: Duration,
+) -> (TaskState, Aggregate) {
     let mut events = Box::pin(client.stream_progress(id, None).await.unwrap());
-    let followed = tokio::time::timeout(Duration::from_secs(300), async {
+    let followed = tokio::time::timeout(limit, async {
         let mut last = None;
         while let Some(event) = events.next().await {
             let event = event.unwrap();
@@ -284,6 +296,7 @@ async fn rows_recorded(database: &TestDatabase, root: TaskId) -> (i64, i64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_million_rows_import_with_the_workers_memory_bounded() {
     const ROWS: usize = 1_000_000;
+    let _alone = LARGE_IMPORTS.lock().await;
     let database = TestDatabase::create().await;
     let logs = log_dir("contact_import_million");
     let csv = logs.join("million.csv");
@@ -302,7 +315,7 @@ async fn a_million_rows_import_with_the_workers_memory_bounded() {
         json!({"list_id": "million", "validation": "syntax", "batch_size": 10_000}),
     )
     .await;
-    let (state, aggregate) = finished_tree(&mut client, id).await;
+    let (state, aggregate) = finished_tree_within(&mut client, id, Duration::from_secs(900)).await;
     assert_eq!(state, TaskState::Succeeded, "{aggregate:?}");
     let peak = celeritas::bench::peak_resident_bytes(worker.pid().unwrap()).unwrap();
     eprintln!(
@@ -329,7 +342,8 @@ async fn a_million_rows_import_with_the_workers_memory_bounded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_import_worker_mid_run_still_gives_every_row_one_record() {
-    const ROWS: usize = 200_000;
+    const ROWS: usize = 100_000;
+    let _alone = LARGE_IMPORTS.lock().await;
     let database = TestDatabase::create().await;
     let logs = log_dir("contact_import_killed");
     let csv = logs.join("contacts.csv");
@@ -375,7 +389,7 @@ async fn killing_the_import_worker_mid_run_still_gives_every_row_one_record() {
     assert_eq!(root.state, TaskState::Running, "killed mid-run");
     doomed.kill().await;
     let survivor = validation_worker_named(&coordinator, &logs, &dns, free_port(), "survivor");
-    let (state, aggregate) = finished_tree(&mut client, id).await;
+    let (state, aggregate) = finished_tree_within(&mut client, id, Duration::from_secs(900)).await;
     assert_eq!(state, TaskState::Succeeded, "{aggregate:?}");
     let root = client.task(id).await.unwrap();
     assert!(root.attempt >= 2, "the import ran again: {root:?}");
