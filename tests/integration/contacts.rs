@@ -409,6 +409,13 @@ async fn the_smtp_probe_asks_the_mail_exchanger_and_never_sends() {
     };
     // The greylisted address was asked twice: 451, then accepted on the retry.
     assert_eq!(rcpts("grey@mx.test"), 2, "{commands:?}");
+    // Every test domain's exchanger is this one server: the retry's session, at least, went
+    // over a connection an earlier session left open (four sessions, three domains).
+    let greetings = commands.iter().filter(|(verb, _)| verb == "EHLO").count();
+    assert!(
+        (1..=3).contains(&greetings),
+        "{greetings} connections: {commands:?}"
+    );
     assert_eq!(rcpts("ivan@mx.test"), 1);
     // A catch-all domain's mailboxes are not asked: the random address answered for them.
     assert_eq!(rcpts("anyone@catchall.test"), 0);
@@ -425,6 +432,12 @@ async fn the_smtp_probe_asks_the_mail_exchanger_and_never_sends() {
             .iter()
             .any(|(verb, argument)| verb == "MAIL" && argument == "verify@probe.test")
     );
-    assert!(commands.iter().any(|(verb, _)| verb == "QUIT"));
+    // Each session ends its transaction (RSET, to be used again) or the session (QUIT).
+    let ended = commands
+        .iter()
+        .filter(|(verb, _)| verb == "RSET" || verb == "QUIT")
+        .count();
+    let mails = commands.iter().filter(|(verb, _)| verb == "MAIL").count();
+    assert_eq!(ended, mails, "{commands:?}");
     assert!(worker.terminate().await.success());
 }

@@ -26,7 +26,7 @@ class ZoneResolver(BaseResolver):
         zone = self.zones.get(name)
         if zone is None:
             reply.header.rcode = RCODE.NXDOMAIN
-            reply.add_auth(RR(name, QTYPE.SOA, rdata=SOA("ns.test.", "hostmaster.test."), ttl=60))
+            reply.add_auth(RR(name, QTYPE.SOA, rdata=SOA("ns.test.", "hostmaster.test.", (1, 3600, 600, 86400, 60)), ttl=60))
             return reply
         behaviour = zone.get("behaviour")
         if behaviour == "servfail":
@@ -42,7 +42,7 @@ class ZoneResolver(BaseResolver):
             for address in zone.get("a", []):
                 reply.add_answer(RR(name, QTYPE.A, rdata=A(address), ttl=300))
         if not reply.rr:
-            reply.add_auth(RR(name, QTYPE.SOA, rdata=SOA("ns.test.", "hostmaster.test."), ttl=60))
+            reply.add_auth(RR(name, QTYPE.SOA, rdata=SOA("ns.test.", "hostmaster.test.", (1, 3600, 600, 86400, 60)), ttl=60))
         return reply
 
 

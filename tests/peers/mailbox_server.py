@@ -31,6 +31,11 @@ class Mailboxes:
             self.log.write(json.dumps({"verb": verb, "argument": argument}) + "\n")
             self.log.flush()
 
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        self.note("EHLO", hostname)
+        session.host_name = hostname
+        return responses
+
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
         self.note("MAIL", address)
         envelope.mail_from = address
@@ -55,6 +60,10 @@ class Mailboxes:
     async def handle_DATA(self, server, session, envelope):
         self.note("DATA", "")
         return "554 5.7.1 this server takes no messages"
+
+    async def handle_RSET(self, server, session, envelope):
+        self.note("RSET", "")
+        return "250 OK"
 
     async def handle_QUIT(self, server, session, envelope):
         self.note("QUIT", "")

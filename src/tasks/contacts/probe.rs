@@ -3,6 +3,11 @@
 //! session. A random local part asked first tells a catch-all domain, whose answers say nothing
 //! of its mailboxes; the verdict is remembered per domain for `CATCH_ALL_TTL` (a domain known
 //! to take everything is not asked again meanwhile). Probes at once are limited per exchanger.
+//!
+//! A session ends with RSET rather than QUIT and waits, a few seconds at most, for the next
+//! probe to the same address: one exchanger serves many domains (a hosting provider's, a mail
+//! service's), and a batch of contacts over a thousand domains would otherwise open a thousand
+//! connections where a few do.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -12,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use lettre::Address as MailAddress;
 use lettre::transport::smtp::client::AsyncSmtpConnection;
-use lettre::transport::smtp::commands::{Mail, Rcpt};
+use lettre::transport::smtp::commands::{Mail, Rcpt, Rset};
 use lettre::transport::smtp::extension::ClientId;
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
@@ -25,6 +30,22 @@ use crate::domain::ValidationError;
 const CATCH_ALL_TTL: Duration = Duration::from_secs(60 * 60);
 /// Verdicts remembered before the expired ones are dropped.
 const CATCH_ALL_ENTRIES: usize = 100_000;
+
+/// How long a session waits for its next probe.
+const IDLE_FOR: Duration = Duration::from_secs(5);
+/// Idle sessions kept per exchanger address.
+const IDLE_PER_ADDRESS: usize = 8;
+/// Exchanger addresses with idle sessions past which the expired ones are swept from all.
+const IDLE_ADDRESSES: usize = 64;
+/// RCPTs one connection asks before it is closed (servers limit them per session).
+const RCPTS_PER_CONNECTION: u32 = 500;
+
+/// A session waiting for its next probe.
+struct Idle {
+    connection: AsyncSmtpConnection,
+    since: Instant,
+    rcpts: u32,
+}
 
 /// What an exchanger said of one address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +71,18 @@ pub struct Prober {
     limits: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// Per domain: whether it takes any address, and since when that is known.
     catch_all: Mutex<HashMap<String, (bool, Instant)>>,
+    /// Sessions waiting for their next probe, per exchanger address.
+    idle: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
+}
+
+impl std::fmt::Debug for Idle {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Idle")
+            .field("since", &self.since)
+            .field("rcpts", &self.rcpts)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Prober {
@@ -69,6 +102,7 @@ impl Prober {
             per_exchanger: settings.max_probes_per_mx.max(1) as usize,
             limits: Mutex::new(HashMap::new()),
             catch_all: Mutex::new(HashMap::new()),
+            idle: Mutex::new(HashMap::new()),
         })
     }
 
@@ -144,13 +178,19 @@ impl Prober {
             .clone()
     }
 
-    /// One session: the catch-all question (unless known), then each address.
-    async fn session(
-        &self,
-        at: SocketAddr,
-        domain: &str,
-        addresses: &[String],
-    ) -> Result<Vec<Answer>, String> {
+    /// A session to `at` that has said MAIL FROM: an idle one when one is waiting and still
+    /// answers, else a new one.
+    async fn open(&self, at: SocketAddr) -> Result<(AsyncSmtpConnection, u32), String> {
+        while let Some(mut idle) = self.take_idle(at) {
+            if idle
+                .connection
+                .command(Mail::new(self.mail_from.clone(), vec![]))
+                .await
+                .is_ok()
+            {
+                return Ok((idle.connection, idle.rcpts));
+            }
+        }
         let stream = TcpStream::connect(at)
             .await
             .map_err(|error| format!("cannot connect to {at}: {error}"))?;
@@ -163,11 +203,65 @@ impl Prober {
             .command(Mail::new(self.mail_from.clone(), vec![]))
             .await
             .map_err(|error| format!("MAIL FROM refused: {error}"))?;
+        Ok((connection, 0))
+    }
+
+    fn take_idle(&self, at: SocketAddr) -> Option<Idle> {
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let waiting = idle.get_mut(&at)?;
+        // Sessions idle too long may have been closed by the server: they are closed.
+        quit_all(waiting.extract_if(.., |session| session.since.elapsed() >= IDLE_FOR));
+        waiting.pop()
+    }
+
+    /// Ends a session's transaction and keeps it for the next probe, or closes it.
+    async fn release(&self, at: SocketAddr, mut connection: AsyncSmtpConnection, rcpts: u32) {
+        let reusable = !connection.has_broken()
+            && rcpts < RCPTS_PER_CONNECTION
+            && connection.command(Rset).await.is_ok();
+        if reusable {
+            let mut idle = self
+                .idle
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if idle.len() >= IDLE_ADDRESSES {
+                // A worker probes many exchangers once: their sessions are not kept waiting.
+                idle.retain(|_, waiting| {
+                    quit_all(waiting.extract_if(.., |session| session.since.elapsed() >= IDLE_FOR));
+                    !waiting.is_empty()
+                });
+            }
+            let waiting = idle.entry(at).or_default();
+            quit_all(waiting.extract_if(.., |session| session.since.elapsed() >= IDLE_FOR));
+            if waiting.len() < IDLE_PER_ADDRESS {
+                waiting.push(Idle {
+                    connection,
+                    since: Instant::now(),
+                    rcpts,
+                });
+                return;
+            }
+        }
+        let _ = connection.quit().await;
+    }
+
+    /// One session: the catch-all question (unless known), then each address.
+    async fn session(
+        &self,
+        at: SocketAddr,
+        domain: &str,
+        addresses: &[String],
+    ) -> Result<Vec<Answer>, String> {
+        let (mut connection, mut rcpts) = self.open(at).await?;
         let catch_all = match self.known_catch_all(domain) {
             Some(known) => known,
             None => {
                 let random = format!("celeritas-probe-{:016x}@{domain}", rand::random::<u64>());
                 let answer = rcpt(&mut connection, &random).await;
+                rcpts += 1;
                 let catch_all = answer == Answer::Accepted;
                 if matches!(answer, Answer::Accepted | Answer::Refused(_)) {
                     self.remember_catch_all(domain, catch_all);
@@ -180,6 +274,7 @@ impl Prober {
             answers.push(if catch_all {
                 Answer::CatchAll
             } else {
+                rcpts += 1;
                 rcpt(&mut connection, address).await
             });
             if connection.has_broken() {
@@ -191,8 +286,23 @@ impl Prober {
                 "the exchanger closed the session".to_owned(),
             ));
         }
-        let _ = connection.quit().await;
+        self.release(at, connection, rcpts).await;
         Ok(answers)
+    }
+}
+
+/// Says QUIT to sessions that waited too long, in the background (where a runtime runs).
+fn quit_all(sessions: impl Iterator<Item = Idle>) {
+    let sessions: Vec<Idle> = sessions.collect();
+    if sessions.is_empty() {
+        return;
+    }
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move {
+            for mut session in sessions {
+                let _ = session.connection.quit().await;
+            }
+        });
     }
 }
 
