@@ -209,6 +209,11 @@ async fn files_that_hold_no_contacts_fail_the_import_before_any_child_runs() {
         std::fs::write(&path, bytes).unwrap();
         path
     };
+    // What Excel writes for a workbook with a password: an OLE container whose directory names
+    // the encrypted package (in UTF-16).
+    let mut locked = vec![0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1];
+    locked.extend(std::iter::repeat_n(0u8, 1024));
+    locked.extend("EncryptedPackage".encode_utf16().flat_map(u16::to_le_bytes));
     let mut zip = b"PK\x03\x04".to_vec();
     zip.extend_from_slice(&[7; 200]);
     let cases: Vec<(std::path::PathBuf, Value, &str)> = vec![
@@ -227,6 +232,11 @@ async fn files_that_hold_no_contacts_fail_the_import_before_any_child_runs() {
             write("broken.xlsx", &zip),
             json!({}),
             "not an XLSX workbook",
+        ),
+        (
+            write("locked.xlsx", &locked),
+            json!({}),
+            "the workbook is password-protected",
         ),
         (
             write("names.csv", b"email,name\na@b.ru,A\n"),

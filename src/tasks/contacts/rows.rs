@@ -106,15 +106,35 @@ pub fn open(
     file.seek(SeekFrom::Start(0)).map_err(io)?;
     let zip = sample.starts_with(b"PK\x03\x04");
     let ole = sample.starts_with(&[0xD0, 0xCF, 0x11, 0xE0]);
+    if ole && format != Format::Csv {
+        return Err(ole_container(&sample));
+    }
     match format {
         Format::Xlsx => workbook(file, sheet),
-        Format::Auto if zip || ole => workbook(file, sheet),
+        Format::Auto if zip => workbook(file, sheet),
         Format::Csv | Format::Auto => {
             if zip || ole || looks_binary(&sample) {
                 return Err(FileError::NotTabular);
             }
             text(file, &sample, csv)
         }
+    }
+}
+
+/// What an OLE compound file holding a spreadsheet is: Excel keeps a password-protected XLSX
+/// encrypted in one (its `EncryptedPackage` stream, named in UTF-16 in the directory near the
+/// start), and an old XLS is one too.
+fn ole_container(sample: &[u8]) -> FileError {
+    let name: Vec<u8> = "EncryptedPackage"
+        .encode_utf16()
+        .flat_map(u16::to_le_bytes)
+        .collect();
+    if sample.windows(name.len()).any(|window| window == name) {
+        FileError::PasswordProtected
+    } else {
+        FileError::Corrupt(
+            "an old Excel (XLS) workbook or another Office file; save it as XLSX or CSV".to_owned(),
+        )
     }
 }
 
@@ -319,6 +339,15 @@ mod tests {
         assert!(matches!(
             read(b"PK\x03\x04 not really a zip").unwrap_err(),
             FileError::Corrupt(_)
+        ));
+        let mut encrypted = vec![0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1];
+        encrypted.extend(std::iter::repeat_n(0u8, 500));
+        let old_xls = encrypted.clone();
+        encrypted.extend("EncryptedPackage".encode_utf16().flat_map(u16::to_le_bytes));
+        assert_eq!(read(&encrypted).unwrap_err(), FileError::PasswordProtected);
+        assert!(matches!(
+            read(&old_xls).unwrap_err(),
+            FileError::Corrupt(why) if why.contains("XLS")
         ));
         let file = file_of(b"email\na@b.ru\n");
         let options = CsvOptions {
