@@ -74,7 +74,10 @@ def main():
     port = int(sys.argv[1])
     with open(sys.argv[2], encoding="utf-8") as file:
         mailboxes = json.load(file)
-    controller = Controller(Mailboxes(mailboxes, sys.argv[3]), hostname="127.0.0.1", port=port)
+    # The server's own name is given: without it aiosmtpd asks getfqdn() on every connection.
+    controller = Controller(
+        Mailboxes(mailboxes, sys.argv[3]), hostname="127.0.0.1", port=port, server_hostname="mx.test"
+    )
     controller.start()
     print("ready", flush=True)
     stop = threading.Event()
