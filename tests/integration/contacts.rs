@@ -25,6 +25,7 @@ fn zones() -> Value {
         "aonly.test": {"a": ["127.0.0.1"]},
         "nomail.test": {},
         "xn--e1afmkfd.test": {"mx": [[10, "mx.xn--e1afmkfd.test."]]},
+        "mx.xn--e1afmkfd.test": {"a": ["127.0.0.1"]},
         "servfail.test": {"behaviour": "servfail"},
         "silent.test": {"behaviour": "silent"},
         "mx0.mx.test": {"a": ["127.0.0.1"]},
@@ -322,7 +323,9 @@ impl MailboxServer {
         std::fs::write(
             &mailboxes,
             json!({
-                "users": ["ivan@mx.test", "info@mx.test", "maria@aonly.test"],
+                "users": [
+                    "ivan@mx.test", "info@mx.test", "maria@aonly.test", "user@xn--e1afmkfd.test",
+                ],
                 "greylist": ["grey@mx.test"],
                 "catch_all": ["catchall.test"],
             })

@@ -1,7 +1,8 @@
 //! `import_contacts_async` end to end: files written by real tools (Python's csv module in
 //! Windows-1251, KOI8-R, UTF-8 with a BOM and UTF-16; an XLSX from openpyxl) uploaded through
 //! the FileService, read by a worker of the `import` queue and validated against the real DNS
-//! server of `contacts.rs`; files that hold no contacts; a million rows; a killed worker.
+//! server and mail exchanger of `contacts.rs`; files that hold no contacts; a million rows; a
+//! killed worker.
 
 use std::path::Path;
 use std::time::Duration;
@@ -11,7 +12,9 @@ use celeritas::grpc::CoordinatorClient;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::contacts::{DnsServer, contact_records, validation_worker, validation_worker_named};
+use crate::contacts::{
+    DnsServer, MailboxServer, contact_records, validation_worker, validation_worker_named,
+};
 use crate::support::{
     CoordinatorLaunch, CoordinatorProcess, TestDatabase, WorkerProcess, free_port, log_dir, spec,
     start_peer, wait_until,
@@ -78,6 +81,9 @@ fn table() -> (Value, Vec<(&'static str, &'static str, &'static str)>) {
         ["Ошибка", "not an address", "Уфа"],
         ["Юникод", "user@пример.test", "Сочи"],
         ["Сбой", "a@servfail.test", "Тула"],
+        ["Нет ящика", "gone@mx.test", "Псков"],
+        ["Любой", "anyone@catchall.test", "Тверь"],
+        ["Серый", "grey@mx.test", "Вологда"],
     ]);
     let expected = vec![
         ("ivan@mx.test", "valid", "ok"),
@@ -91,6 +97,11 @@ fn table() -> (Value, Vec<(&'static str, &'static str, &'static str)>) {
         ("row 10: not an address", "invalid", "no_at_sign"),
         ("user@пример.test", "valid", "ok"),
         ("a@servfail.test", "unknown", "dns_unavailable"),
+        // What the mail exchanger says: no such mailbox, a domain that takes anything, and a
+        // mailbox behind greylisting, valid on the batch's later retry.
+        ("gone@mx.test", "invalid", "mailbox_unavailable"),
+        ("anyone@catchall.test", "risky", "catch_all"),
+        ("grey@mx.test", "valid", "ok"),
     ];
     (
         json!({"header": ["Имя", "Электронная почта", "Город"], "rows": rows}),
@@ -104,7 +115,8 @@ async fn files_saved_by_real_tools_import_as_one_record_per_row() {
     let logs = log_dir("contact_import");
     let dns = DnsServer::start(&logs).await;
     let coordinator = CoordinatorProcess::start(&database, &logs).await;
-    let worker = validation_worker(&coordinator, &logs, &dns, free_port());
+    let mailboxes = MailboxServer::start(&logs).await;
+    let worker = validation_worker(&coordinator, &logs, &dns, mailboxes.port);
     let (table, expected) = table();
     let table_file = logs.join("table.json");
     std::fs::write(&table_file, table.to_string()).unwrap();
@@ -134,7 +146,7 @@ async fn files_saved_by_real_tools_import_as_one_record_per_row() {
         ("utf16.csv", true),
         ("contacts.xlsx", false),
     ] {
-        let mut args = json!({"list_id": name, "validation": "dns", "batch_size": 3});
+        let mut args = json!({"list_id": name, "validation": "smtp", "batch_size": 3});
         if name == "cp1251.csv" {
             args["mapping"] = mapping.clone();
         }
@@ -162,8 +174,9 @@ async fn files_saved_by_real_tools_import_as_one_record_per_row() {
             assert!(detail.contains("row 9 has 4 cells"), "{name}: {detail}");
             &records["row 9"]
         } else {
+            // A mailbox the exchanger does not know.
             let (status, _) = &records["extra@mx.test"];
-            assert_eq!(status, "valid", "{name}");
+            assert_eq!(status, "invalid", "{name}");
             &records["extra@mx.test"]
         };
         assert!(extra.1["row"] == 9);
@@ -185,8 +198,8 @@ async fn files_saved_by_real_tools_import_as_one_record_per_row() {
         assert_eq!(result["duplicates"], 1, "{name}: {result}");
         assert_eq!(result["malformed"], u64::from(csv), "{name}: {result}");
         // The progress is the import's rows: all of them done, and the verdicts counted.
-        assert_eq!(aggregate.progress.total, 10, "{name}: {aggregate:?}");
-        assert_eq!(aggregate.progress.done, 10, "{name}: {aggregate:?}");
+        assert_eq!(aggregate.progress.total, 13, "{name}: {aggregate:?}");
+        assert_eq!(aggregate.progress.done, 13, "{name}: {aggregate:?}");
         assert_eq!(aggregate.records_by_status["duplicate"], 1);
         assert_eq!(aggregate.records_by_status["unknown"], 1);
         assert!(
