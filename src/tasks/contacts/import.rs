@@ -369,35 +369,20 @@ mod tests {
         };
         refused(json!({"list_id": 1, "file": "nope"}), "file");
         refused(json!({"file": file}), "list_id");
-        refused(
-            json!({"list_id": 1, "file": file, "batch_size": 0}),
-            "batch_size",
-        );
-        refused(
-            json!({"list_id": 1, "file": file, "batch_size": 10_001}),
-            "batch_size",
-        );
-        refused(
-            json!({"list_id": 1, "file": file, "delimiter": ";;"}),
-            "delimiter",
-        );
-        refused(
-            json!({"list_id": 1, "file": file, "encoding": "martian"}),
-            "encoding",
-        );
-        refused(
-            json!({"list_id": 1, "file": file, "validation": "psychic"}),
-            "validation",
-        );
-        refused(
-            json!({"list_id": 1, "file": file, "format": "pdf"}),
-            "format",
-        );
-        refused(
-            json!({"list_id": 1, "file": file, "mapping": {"name": " "}}),
-            "mapping.name",
-        );
         refused(json!({"list_id": "x".repeat(300), "file": file}), "list_id");
+        for (field, value, named) in [
+            ("batch_size", json!(0), "batch_size"),
+            ("batch_size", json!(10_001), "batch_size"),
+            ("delimiter", json!(";;"), "delimiter"),
+            ("encoding", json!("martian"), "encoding"),
+            ("validation", json!("psychic"), "validation"),
+            ("format", json!("pdf"), "format"),
+            ("mapping", json!({"name": " "}), "mapping.name"),
+        ] {
+            let mut args = json!({"list_id": 1, "file": file});
+            args[field] = value;
+            refused(args, named);
+        }
         let plan = check(json!({
             "list_id": 1, "file": file, "delimiter": "tab", "encoding": "cp1251",
             "validation": "smtp", "batch_size": 10,

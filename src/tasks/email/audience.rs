@@ -107,8 +107,13 @@ impl Audience {
                 ),
             ));
         }
-        let mut statuses = from.statuses.clone();
-        statuses.dedup();
+        // Each status once, in the order asked (the order the batches are cut in).
+        let mut statuses: Vec<String> = Vec::new();
+        for status in &from.statuses {
+            if !statuses.contains(status) {
+                statuses.push(status.clone());
+            }
+        }
         Ok(Self {
             client,
             import,

@@ -504,16 +504,7 @@ pub async fn send_single_email(
         email: args.to,
         vars: args.vars,
     };
-    let missing = content.missing_variables(&recipient);
-    if !missing.is_empty() {
-        return Err(invalid(ValidationError::new(
-            "vars",
-            format!(
-                "the templates use undefined variables: {}",
-                missing.join(", ")
-            ),
-        )));
-    }
+    check_variables(&content, &recipient, "vars")?;
     let tally = send_to(&email, &context, &content, std::slice::from_ref(&recipient)).await?;
     finish(&email, &context, &content_args, tally).await
 }
