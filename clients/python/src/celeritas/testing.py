@@ -71,6 +71,9 @@ class DevServer:
     restart "the same" coordinator on its store. ``environment`` adds variables, such as
     ``CELERITAS_COORDINATOR__LEASE_TTL`` overrides. The server's log (stderr) goes to
     ``celeritas.log`` in the working directory.
+
+    ``builtin_worker=False`` runs ``celeritas coordinator`` on the same embedded store instead:
+    no worker at all, so the tasks of its queues wait for the workers a test starts.
     """
 
     def __init__(
@@ -81,6 +84,7 @@ class DevServer:
         working_directory: str | os.PathLike[str] | None = None,
         environment: Mapping[str, str] | None = None,
         concurrency: int | None = None,
+        builtin_worker: bool = True,
     ) -> None:
         self.binary = Path(binary)
         self.port = port if port is not None else free_port()
@@ -92,6 +96,7 @@ class DevServer:
         )
         self.environment = dict(environment or {})
         self.concurrency = concurrency
+        self.builtin_worker = builtin_worker
         self.process: subprocess.Popen[bytes] | None = None
         self._stdout_lines: list[str] = []
         self._stdout_reader: threading.Thread | None = None
@@ -117,8 +122,22 @@ class DevServer:
             raise DevServerError("already started")
         # A stopped server may be started again: same port, same directory, same store.
         self._stdout_lines = []
-        command = [os.fspath(self.binary), "dev", "--listen", self.address]
-        if self.concurrency is not None:
+        if self.builtin_worker:
+            command = [os.fspath(self.binary), "dev", "--listen", self.address]
+        else:
+            store = self.working_directory / ".celeritas" / "celeritas.db"
+            store.parent.mkdir(exist_ok=True)
+            command = [
+                os.fspath(self.binary),
+                "coordinator",
+                "--listen",
+                self.address,
+                "--metrics-listen",
+                "none",
+                "--database-url",
+                f"sqlite://{store}",
+            ]
+        if self.concurrency is not None and self.builtin_worker:
             command += ["--concurrency", str(self.concurrency)]
         environment = {**os.environ, **self.environment}
         # The server must use its working directory's store, never one a developer pointed
