@@ -10,11 +10,28 @@
 plain dataclasses of ``celeritas.models``; failed calls raise the exceptions of
 ``celeritas.errors``. ``celeritas.django`` integrates with Django, and ``celeritas.v1`` holds
 the generated gRPC code the client is built on.
+
+Python tasks are declared on an app, as in Celery, and run by ``celeritas.worker``:
+
+>>> app = celeritas.Celeritas("proj")
+>>> @app.task(queue="default")
+... def add(x: int, y: int) -> int:
+...     return x + y
+>>> add.delay(x=1, y=2).get(timeout=10)
+3
 """
 
 from celeritas._version import __version__
 from celeritas.aio import AsyncClient, AsyncInspect
+from celeritas.app import Celeritas, DuplicateTaskName, EagerResult, EagerTaskFailed, shared_task
 from celeritas.client import Client, Inspect
+from celeritas.context import (
+    AsyncTaskContext,
+    ContextRequestFailed,
+    TaskContext,
+    TaskRequest,
+    current_task,
+)
 from celeritas.errors import (
     AlreadyExists,
     Cancelled,
@@ -31,6 +48,13 @@ from celeritas.errors import (
     Unauthenticated,
     Unavailable,
     Unimplemented,
+)
+from celeritas.execution import (
+    PermanentError,
+    Retry,
+    SoftTimeLimitExceeded,
+    StopRequested,
+    TaskCancelled,
 )
 from celeritas.handle import TaskHandle
 from celeritas.models import (
@@ -68,11 +92,17 @@ __all__ = [
     "AlreadyExists",
     "AsyncClient",
     "AsyncInspect",
+    "AsyncTaskContext",
     "AttemptFailure",
     "Cancelled",
+    "Celeritas",
     "CeleritasError",
     "Client",
+    "ContextRequestFailed",
     "DeadlineExceeded",
+    "DuplicateTaskName",
+    "EagerResult",
+    "EagerTaskFailed",
     "Event",
     "FailedPrecondition",
     "HealthStatus",
@@ -80,6 +110,7 @@ __all__ = [
     "Internal",
     "InvalidArgument",
     "NotFound",
+    "PermanentError",
     "PermissionDenied",
     "Progress",
     "ProgressUpdated",
@@ -87,16 +118,22 @@ __all__ = [
     "QueueRef",
     "Record",
     "ResourceExhausted",
+    "Retry",
     "RetryPolicy",
     "Schedule",
     "ScheduledWork",
+    "SoftTimeLimitExceeded",
     "StateChanged",
+    "StopRequested",
     "StoredFile",
     "SubmittedTask",
     "Task",
+    "TaskCancelled",
+    "TaskContext",
     "TaskError",
     "TaskFailed",
     "TaskHandle",
+    "TaskRequest",
     "TaskSpec",
     "TaskState",
     "TaskTimeout",
@@ -111,4 +148,6 @@ __all__ = [
     "WorkerTaskNames",
     "WorkerTasks",
     "__version__",
+    "current_task",
+    "shared_task",
 ]

@@ -1,4 +1,4 @@
-"""Conversions between the worker protocol's generated messages and ``celeritas.worker.protocol``.
+"""Conversions between the worker protocol's generated messages and ``celeritas.protocol``.
 
 With ``_wire.py`` (the client's calls), this is the only code that touches protobuf messages:
 the worker runtime builds what it says and reads what the coordinator says here.
@@ -11,8 +11,8 @@ from datetime import datetime, timedelta, timezone
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from celeritas import _wire
+from celeritas import protocol as p
 from celeritas.v1 import workers_pb2
-from celeritas.worker import protocol as p
 
 
 def _token_pb(token: p.LeaseToken) -> workers_pb2.LeaseToken:

@@ -39,7 +39,7 @@ from celeritas.context import (
 from celeritas.execution import run_async, run_sync
 from celeritas.handle import TaskHandle
 from celeritas.models import Seconds, TaskSpec, TaskState
-from celeritas.worker.protocol import Failure, Outcome, RecordEntry, Success
+from celeritas.protocol import Failure, Outcome, RecordEntry, Success
 
 __all__ = [
     "Celeritas",
@@ -402,6 +402,10 @@ class Celeritas:
     @property
     def url(self) -> str:
         return self._url or os.environ.get("CELERITAS_URL") or DEFAULT_URL
+
+    @url.setter
+    def url(self, value: str | None) -> None:
+        self._url = value
 
     @property
     def token(self) -> str | None:

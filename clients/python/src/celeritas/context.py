@@ -18,7 +18,7 @@ from typing import Any, NoReturn, Protocol
 
 from celeritas.execution import Retry, SoftTimeLimitExceeded, StopRequested, TaskCancelled
 from celeritas.models import TaskSpec
-from celeritas.worker.protocol import RecordEntry
+from celeritas.protocol import RecordEntry
 
 __all__ = [
     "AsyncTaskContext",

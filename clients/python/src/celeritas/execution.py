@@ -14,7 +14,7 @@ import json
 import traceback
 from typing import TYPE_CHECKING, Any
 
-from celeritas.worker.protocol import Failure, Outcome, Success
+from celeritas.protocol import Failure, Outcome, Success
 
 if TYPE_CHECKING:
     from celeritas.app import Task
@@ -116,10 +116,11 @@ def failure_outcome(task: Task, error: BaseException) -> Failure:
     if isinstance(error, Retry):
         cause = error.exc
         kind = type(cause).__name__ if cause is not None else "Retry"
-        if cause is not None:
-            message = f"{error.message}\n\n{_describe(cause)}" if error.message else _describe(cause)
-        else:
-            message = error.message or "the task asked to be retried"
+        # A cause that was never raised has no traceback of its own: the retry's tells where.
+        trace_of = cause if cause is not None and cause.__traceback__ is not None else error
+        trace = "".join(traceback.format_exception(type(trace_of), trace_of, trace_of.__traceback__))
+        headline = error.message or (str(cause) if cause is not None else "the task asked to be retried")
+        message = f"{headline}\n\n{trace}"
         return Failure(kind, message, retryable=True, retry_after=error.countdown)
     permanent = isinstance(error, PermanentError) or isinstance(error, task.permanent_errors)
     return Failure(type(error).__name__, _describe(error), retryable=not permanent)

@@ -30,8 +30,8 @@ from typing import Any
 from celeritas.context import ContextRequestFailed, TaskContext, TaskRequest, reset_current, set_current
 from celeritas.execution import SoftTimeLimitExceeded, TaskCancelled, failure_outcome, run_sync
 from celeritas.models import TaskSpec
+from celeritas.protocol import Failure, RecordEntry
 from celeritas.worker.loading import LoadError, Setup, load
-from celeritas.worker.protocol import Failure, RecordEntry
 
 STOP_SIGNALS = {signal.SIGUSR1: "soft_time_limit", signal.SIGUSR2: "cancelled"}
 

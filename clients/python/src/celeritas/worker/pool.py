@@ -56,7 +56,7 @@ class Child:
 class ProcessPool:
     """``size`` children, replaced when they exit. ``on_message(child, message)`` receives
     what a child says; ``on_exit(child, exit_code)`` is told when one ended (with the job it
-    had, if any) before its replacement is started."""
+    had, if any) before its replacement is started; ``on_ready()`` when a child can take work."""
 
     def __init__(
         self,
@@ -65,11 +65,13 @@ class ProcessPool:
         on_message: Callable[[Child, tuple[Any, ...]], None],
         on_exit: Callable[[Child, int | None], None],
         max_tasks_per_child: int | None = None,
+        on_ready: Callable[[], None] | None = None,
     ) -> None:
         self.size = size
         self.setup = setup
         self._on_message = on_message
         self._on_exit = on_exit
+        self._on_ready = on_ready
         self.max_tasks_per_child = max_tasks_per_child
         self.children: list[Child] = []
         self.closing = False
@@ -118,6 +120,8 @@ class ProcessPool:
     def _dispatch(self, child: Child, message: tuple[Any, ...]) -> None:
         if message[0] == "ready":
             child.ready = True
+            if self._on_ready is not None:
+                self._on_ready()
             return
         if message[0] == "setup_failed":
             if self._first_ready is not None and not self._first_ready.done():

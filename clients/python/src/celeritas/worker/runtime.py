@@ -33,6 +33,7 @@ from typing import Any
 import grpc
 
 from celeritas import _worker_wire
+from celeritas import protocol as p
 from celeritas._connection import async_channel, call_metadata, parse_url
 from celeritas._version import __version__
 from celeritas.app import Celeritas, Task
@@ -40,7 +41,6 @@ from celeritas.context import AsyncTaskContext, ContextRequestFailed, TaskReques
 from celeritas.execution import run_async
 from celeritas.models import TaskSpec
 from celeritas.v1 import workers_pb2, workers_pb2_grpc
-from celeritas.worker import protocol as p
 from celeritas.worker.child import Job
 from celeritas.worker.loading import Setup
 from celeritas.worker.pool import Child, ProcessPool, resident_memory_bytes
@@ -218,6 +218,7 @@ class Runtime:
                 self.on_child_message,
                 self.on_child_exit,
                 self.options.max_tasks_per_child,
+                on_ready=self.start_waiting,
             )
             await self.pool.start()
         logger.info(
