@@ -30,7 +30,9 @@ OWN_QUEUES = {f"CELERITAS_QUEUES__{queue.upper()}__PRIORITY": "0" for queue in (
 
 @pytest.fixture(scope="module")
 def bare_server(celeritas_binary: Path) -> Iterator[DevServer]:
-    with DevServer(celeritas_binary, builtin_worker=False, environment={**QUICK_LEASES, **OWN_QUEUES}) as server:
+    with DevServer(
+        celeritas_binary, builtin_worker=False, environment={**QUICK_LEASES, **OWN_QUEUES}
+    ) as server:
         yield server
 
 
