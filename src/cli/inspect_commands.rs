@@ -232,18 +232,45 @@ async fn workers(
                 })
                 .collect(),
         ),
-        _ => print_table(
-            &["WORKER", "TASKS"],
-            workers
+        _ => {
+            print_table(
+                &["WORKER", "TASKS"],
+                workers
+                    .iter()
+                    .map(|worker| vec![worker.id.clone(), worker.task_names.join(", ")])
+                    .collect(),
+            );
+            // Tasks are leased only to workers that registered their names: say what waits.
+            let waiting: Vec<Vec<String>> = client
+                .queues()
+                .await?
                 .iter()
-                .map(|worker| vec![worker.id.clone(), worker.task_names.join(", ")])
-                .collect(),
-        ),
+                .filter(|queue| !queue.unserved.is_empty())
+                .map(|queue| vec![queue.queue.to_string(), unserved_text(&queue.unserved)])
+                .collect();
+            if !waiting.is_empty() {
+                outln!("");
+                outln!("Pending tasks that no connected worker of their queue registered:");
+                print_table(&["QUEUE", "WAITING"], waiting);
+            }
+        }
     }
     Ok(())
 }
 
-/// `inspect queues`: each queue's depth by state.
+/// Pending tasks no worker can run, as `name (count), …`, or `-`.
+fn unserved_text(unserved: &std::collections::BTreeMap<String, u64>) -> String {
+    if unserved.is_empty() {
+        return "-".to_owned();
+    }
+    unserved
+        .iter()
+        .map(|(name, count)| format!("{name} ({count})"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `inspect queues`: each queue's depth by state, and what waits for a worker that has it.
 async fn queues(client: &mut CoordinatorClient, json_out: bool) -> anyhow::Result<()> {
     let queues = client.queues().await?;
     let states = ["pending", "scheduled", "leased", "running", "waiting"];
@@ -254,6 +281,7 @@ async fn queues(client: &mut CoordinatorClient, json_out: bool) -> anyhow::Resul
             "tasks_by_state": queue.by_state,
             "oldest_pending_age_seconds": queue.oldest_pending_age.map(|age| age.as_secs_f64()),
             "consumers": queue.consumers,
+            "unserved": queue.unserved,
         })).collect();
         outln!("{}", Value::Array(queues));
     } else {
@@ -265,7 +293,7 @@ async fn queues(client: &mut CoordinatorClient, json_out: bool) -> anyhow::Resul
             "running" => "RUNNING",
             _ => "WAITING",
         }));
-        header.extend(["OLDEST PENDING", "CONSUMERS"]);
+        header.extend(["OLDEST PENDING", "CONSUMERS", "NO WORKER HAS"]);
         print_table(
             &header,
             queues
@@ -281,6 +309,7 @@ async fn queues(client: &mut CoordinatorClient, json_out: bool) -> anyhow::Resul
                         humantime::format_duration(Duration::from_secs(age.as_secs())).to_string()
                     }));
                     row.push(queue.consumers.to_string());
+                    row.push(unserved_text(&queue.unserved));
                     row
                 })
                 .collect(),

@@ -168,6 +168,7 @@ impl Dispatcher {
                     worker: session.worker().clone(),
                     session: session.id,
                     queues: session.queues.clone(),
+                    names: session.hello.task_names.clone(),
                     limit: wanted,
                     now,
                     lease_expires_at: after(now, self.lease_ttl),

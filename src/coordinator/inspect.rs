@@ -211,11 +211,18 @@ impl Coordinator {
             .await?)
     }
 
-    /// Each configured queue's unfinished tasks by state, oldest pending age and consumers here.
+    /// Each configured queue's unfinished tasks by state, oldest pending age, consumers here,
+    /// and the pending tasks no connected worker of the queue can run.
     pub async fn queue_depths(&self) -> Result<Vec<QueueDepth>, CoordinatorError> {
         let counts = self.store.queue_counts().await?;
         let now = self.clock.now();
         let sessions = self.sessions.snapshot();
+        let connected: Vec<WorkerInfo> = self
+            .workers()
+            .await?
+            .into_iter()
+            .filter(|worker| worker.connected)
+            .collect();
         Ok(self
             .routing
             .queues()
@@ -228,10 +235,20 @@ impl Coordinator {
                     .map(|(_, state, count)| (state.clone(), *count))
                     .collect();
                 let oldest_pending_age = counts
-                    .oldest_pending
+                    .oldest_pending(queue.as_str())
+                    .map(|created| (now - created).to_std().unwrap_or(Duration::ZERO));
+                let unserved = counts
+                    .pending_by_name
                     .iter()
-                    .find(|(name, _)| name == queue.as_str())
-                    .map(|(_, created)| (now - *created).to_std().unwrap_or(Duration::ZERO));
+                    .filter(|(name, task_name, _, _)| {
+                        name == queue.as_str()
+                            && !connected.iter().any(|worker| {
+                                worker.queues.iter().any(|(name, _)| *name == queue)
+                                    && worker.task_names.contains(task_name)
+                            })
+                    })
+                    .map(|(_, task_name, count, _)| (task_name.clone(), *count))
+                    .collect();
                 let consumers = sessions
                     .iter()
                     .filter(|session| session.queues.iter().any(|(name, _)| *name == queue))
@@ -242,6 +259,7 @@ impl Coordinator {
                     by_state,
                     oldest_pending_age,
                     consumers,
+                    unserved,
                 }
             })
             .collect())

@@ -66,4 +66,7 @@ pub struct QueueDepth {
     pub oldest_pending_age: Option<Duration>,
     /// Workers connected to this coordinator that consume it.
     pub consumers: u32,
+    /// Pending tasks, by name, that no connected worker consuming the queue registered: they
+    /// wait for one that does.
+    pub unserved: BTreeMap<String, u64>,
 }

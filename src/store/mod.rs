@@ -80,6 +80,9 @@ pub struct Claim {
     pub session: Uuid,
     /// Its queues with their priorities; higher priorities are served first.
     pub queues: Vec<(QueueName, u8)>,
+    /// The task names it registered: only tasks of these names are leased to it, so a task no
+    /// worker knows waits instead of failing.
+    pub names: Vec<TaskName>,
     /// The most leases to hand out.
     pub limit: u32,
     /// The claim's moment; tasks expired by then are marked expired instead of leased.
@@ -197,13 +200,24 @@ pub struct Cancelled {
     pub cancelled: u64,
 }
 
-/// Unfinished tasks by queue and state, and the oldest pending task's creation per queue.
+/// Unfinished tasks by queue and state, and pending ones by queue and name.
 #[derive(Debug, Clone, Default)]
 pub struct QueueCounts {
     /// `(queue, state) → count`.
     pub by_state: Vec<(String, String, u64)>,
-    /// `queue → oldest pending created_at`.
-    pub oldest_pending: Vec<(String, DateTime<Utc>)>,
+    /// `(queue, task name) → (pending count, oldest pending created_at)`.
+    pub pending_by_name: Vec<(String, String, u64, DateTime<Utc>)>,
+}
+
+impl QueueCounts {
+    /// When the oldest pending task of `queue` was created.
+    pub fn oldest_pending(&self, queue: &str) -> Option<DateTime<Utc>> {
+        self.pending_by_name
+            .iter()
+            .filter(|(name, _, _, _)| name == queue)
+            .map(|(_, _, _, oldest)| *oldest)
+            .min()
+    }
 }
 
 /// What updating a tree did.

@@ -70,10 +70,10 @@ pub(super) async fn queue_counts<B: Database>(backend: &B) -> Result<QueueCounts
             &[],
         )
         .await?;
-    let oldest_pending = connection
+    let pending_by_name = connection
         .fetch_all(
-            "SELECT queue, min(created_at) AS oldest FROM tasks WHERE state = 'pending' \
-             GROUP BY queue",
+            "SELECT queue, name, count(*) AS count, min(created_at) AS oldest FROM tasks \
+             WHERE state = 'pending' GROUP BY queue, name",
             &[],
         )
         .await?;
@@ -85,8 +85,13 @@ pub(super) async fn queue_counts<B: Database>(backend: &B) -> Result<QueueCounts
                 u64::try_from(row.integer("count")?).unwrap_or(0),
             ))
         })?,
-        oldest_pending: decoded(&oldest_pending, |row| {
-            Ok((row.text("queue")?, row.moment("oldest")?))
+        pending_by_name: decoded(&pending_by_name, |row| {
+            Ok((
+                row.text("queue")?,
+                row.text("name")?,
+                u64::try_from(row.integer("count")?).unwrap_or(0),
+                row.moment("oldest")?,
+            ))
         })?,
     })
 }

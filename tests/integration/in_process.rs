@@ -95,6 +95,11 @@ struct Worker {
 
 impl Worker {
     async fn connect(coordinator: &InProcess, id: &str) -> Self {
+        Self::connect_with_names(coordinator, id, &["noop"]).await
+    }
+
+    /// A worker on `default` that registered `names`.
+    async fn connect_with_names(coordinator: &InProcess, id: &str, names: &[&str]) -> Self {
         let hello = Hello {
             worker_id: WorkerId::parse("worker_id", id).unwrap(),
             hostname: "in-process".to_owned(),
@@ -102,7 +107,10 @@ impl Worker {
             queues: vec![QueueName::parse("queue", "default").unwrap()],
             concurrency: 1,
             prefetch_multiplier: 1,
-            task_names: vec![TaskName::parse("name", "noop").unwrap()],
+            task_names: names
+                .iter()
+                .map(|name| TaskName::parse("name", name).unwrap())
+                .collect(),
             version: "test".to_owned(),
             held_leases: vec![],
         };
@@ -306,5 +314,60 @@ async fn a_retry_falls_due_when_the_clock_reaches_its_time() {
         .finish(&second, Outcome::Succeeded(JsonText::empty_object()))
         .await;
     assert_eq!(coordinator.task(id).await.state, TaskState::Succeeded);
+    coordinator.stop().await;
+}
+
+/// A task is leased only to a worker that registered its name: one no connected worker has
+/// waits, shown as unserved in its queue's depth, while later tasks the worker has run past it;
+/// a worker that registers the name gets it at its first attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_waits_for_a_worker_that_registered_its_name() {
+    let coordinator = InProcess::start().await;
+    let mut client = coordinator.client().await;
+    let mut report = TaskSpec::new(
+        TaskName::parse("name", "reports.build").unwrap(),
+        JsonText::empty_object(),
+    );
+    report.queue = Some(QueueName::parse("queue", "default").unwrap());
+    let report = client.submit(&report).await.unwrap().id;
+    let noop = submit_noop(&mut client, 0).await;
+
+    let mut rust = Worker::connect(&coordinator, "rust").await;
+    rust.keep_alive();
+    let lease = rust.lease().await;
+    assert_eq!(
+        lease.token.task_id, noop,
+        "the noop, though the report came first"
+    );
+    rust.finish(&lease, Outcome::Succeeded(JsonText::empty_object()))
+        .await;
+    // More credit changes nothing for the report: no worker has it.
+    rust.send(WorkerMessage::Credit(1)).await;
+    let unserved = |depths: Vec<celeritas::domain::QueueDepth>| {
+        depths
+            .into_iter()
+            .find(|depth| depth.queue.as_str() == "default")
+            .unwrap()
+            .unserved
+    };
+    let waiting = unserved(client.queues().await.unwrap());
+    assert_eq!(
+        waiting.into_iter().collect::<Vec<_>>(),
+        vec![("reports.build".to_owned(), 1)]
+    );
+    assert_eq!(coordinator.task(report).await.state, TaskState::Pending);
+
+    let mut python = Worker::connect_with_names(&coordinator, "python", &["reports.build"]).await;
+    python.keep_alive();
+    let lease = python.lease().await;
+    assert_eq!((lease.token.task_id, lease.token.attempt), (report, 1));
+    assert!(unserved(client.queues().await.unwrap()).is_empty());
+    python
+        .finish(&lease, Outcome::Succeeded(JsonText::empty_object()))
+        .await;
+    let done = coordinator.task(report).await;
+    assert_eq!(done.state, TaskState::Succeeded);
+    assert_eq!(done.worker_id.unwrap().as_str(), "python");
+    drop((rust, python));
     coordinator.stop().await;
 }

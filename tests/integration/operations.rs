@@ -455,3 +455,117 @@ async fn the_metrics_endpoint_counts_the_workload() {
         Some(&20.0)
     );
 }
+
+/// Two coordinators on one database, a Rust worker on the first: tasks of a name no worker
+/// registered wait (both coordinators show them unserved, in `inspect queues` and `inspect
+/// registered`), noops submitted after them run; a worker registering the name on the second
+/// coordinator gets every one at its first attempt. Nothing fails `unregistered`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_wait_on_any_coordinator_for_a_worker_that_registered_their_name() {
+    use celeritas::domain::{
+        CoordinatorMessage, Hello, Outcome, QueueName, WorkerId, WorkerMessage,
+    };
+    use futures::StreamExt;
+
+    let database = TestDatabase::create().await;
+    let logs = log_dir("registered_names");
+    let first = CoordinatorLaunch::new(&database.url, &logs)
+        .name("first")
+        .env("CELERITAS_COORDINATOR__HEARTBEAT_INTERVAL", "300ms")
+        .start()
+        .await;
+    let second = CoordinatorLaunch::new(&database.url, &logs)
+        .name("second")
+        .env("CELERITAS_COORDINATOR__HEARTBEAT_INTERVAL", "300ms")
+        .start()
+        .await;
+    let _rust = WorkerProcess::start(&first, &logs, "rust", &["-Q", "default", "-c", "4"]);
+    let mut client = first.client().await;
+    let mut reports = Vec::new();
+    for n in 0..20 {
+        let spec = spec("reports.build", json!({ "n": n }), Some("default"));
+        reports.push(client.submit(&spec).await.unwrap().id);
+    }
+    for _ in 0..20 {
+        client.submit(&spec("noop", json!({}), None)).await.unwrap();
+    }
+    wait_until("the noops to run", Duration::from_secs(60), || async {
+        count_in_state(&database.pool, "succeeded").await == 20
+    })
+    .await;
+    assert_eq!(count_in_state(&database.pool, "pending").await, 20);
+    for coordinator in [&first, &second] {
+        let depths = inspect(&coordinator.url, "queues");
+        let default = depths
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|queue| queue["name"] == "default")
+            .unwrap();
+        assert_eq!(
+            default["unserved"],
+            json!({ "reports.build": 20 }),
+            "{default}"
+        );
+    }
+    let registered = Command::new(env!("CARGO_BIN_EXE_celeritas"))
+        .args(["inspect", "registered", "--coordinator", &second.url])
+        .output()
+        .unwrap();
+    let registered = String::from_utf8_lossy(&registered.stdout);
+    assert!(
+        registered.contains("default") && registered.contains("reports.build (20)"),
+        "{registered}"
+    );
+
+    let hello = Hello {
+        worker_id: WorkerId::parse("worker_id", "python").unwrap(),
+        hostname: "test".to_owned(),
+        pid: 1,
+        queues: vec![QueueName::parse("queue", "default").unwrap()],
+        concurrency: 20,
+        prefetch_multiplier: 1,
+        task_names: vec![TaskName::parse("name", "reports.build").unwrap()],
+        version: "test".to_owned(),
+        held_leases: vec![],
+    };
+    let mut link = celeritas::grpc::WorkerLink::open(&second.url, hello)
+        .await
+        .unwrap();
+    link.outbound.send(WorkerMessage::Credit(20)).await.unwrap();
+    let mut leased = Vec::new();
+    while leased.len() < 20 {
+        let message = tokio::time::timeout(Duration::from_secs(30), link.inbound.next())
+            .await
+            .expect("leases within 30 s")
+            .expect("the stream stays open")
+            .expect("the stream works");
+        if let CoordinatorMessage::Lease(lease) = message {
+            assert_eq!(lease.name.as_str(), "reports.build");
+            assert_eq!(lease.token.attempt, 1);
+            link.outbound
+                .send(WorkerMessage::Result {
+                    token: lease.token,
+                    outcome: Outcome::Succeeded(JsonText::empty_object()),
+                })
+                .await
+                .unwrap();
+            leased.push(lease.token.task_id);
+        }
+    }
+    leased.sort();
+    reports.sort();
+    assert_eq!(leased, reports);
+    wait_until(
+        "the reports to succeed",
+        Duration::from_secs(30),
+        || async { count_in_state(&database.pool, "succeeded").await == 40 },
+    )
+    .await;
+    let unregistered: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM tasks WHERE failures::text LIKE '%unregistered%'")
+            .fetch_one(&database.pool)
+            .await
+            .unwrap();
+    assert_eq!(unregistered, 0);
+}

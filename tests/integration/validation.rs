@@ -222,7 +222,7 @@ fn hello(queues: &[&str]) -> pb::connect_request::Message {
         queues: queues.iter().map(|queue| (*queue).to_owned()).collect(),
         concurrency: 1,
         prefetch_multiplier: 1,
-        task_names: vec![],
+        task_names: vec!["noop".to_owned()],
         version: "test".to_owned(),
         held_leases: vec![],
     })
@@ -241,6 +241,18 @@ async fn workers_that_break_the_protocol_are_refused_and_change_nothing() {
         Err::<(), _>(error.expect("an error")),
         Code::InvalidArgument,
         "hello.queues",
+    );
+
+    // A worker is leased only the tasks it registered: one that registers none is refused.
+    let mut nameless = hello(&["default"]);
+    if let pb::connect_request::Message::Hello(hello) = &mut nameless {
+        hello.task_names.clear();
+    }
+    let (_, error) = worker_conversation(&coordinator, vec![nameless]).await;
+    assert_refused(
+        Err::<(), _>(error.expect("an error")),
+        Code::InvalidArgument,
+        "hello.task_names",
     );
 
     let (_, error) = worker_conversation(&coordinator, vec![hello(&["default", "mail"])]).await;

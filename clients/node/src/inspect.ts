@@ -86,6 +86,11 @@ export interface QueueDepth {
   oldestPendingAgeMs?: number;
   /** Workers connected to the answering coordinator that consume it. */
   consumers: number;
+  /**
+   * Pending tasks by task name that no connected worker of the queue registered; they wait for
+   * a worker that does (a task is leased only to workers that registered its name).
+   */
+  unserved: Record<string, number>;
 }
 
 /** The InspectService methods the client calls, bound to their grpc-js client. */
@@ -199,6 +204,7 @@ export class Inspector {
       tasksByState: { ...queue.tasksByState },
       oldestPendingAgeMs: durationFromPb(queue.oldestPendingAge),
       consumers: queue.consumers,
+      unserved: { ...queue.unserved },
     }));
   }
 }

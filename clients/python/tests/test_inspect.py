@@ -29,6 +29,12 @@ def sleeping_task(client: celeritas.Client) -> Iterator[str]:
 
 
 def test_ping_reaches_the_dev_worker(client: celeritas.Client) -> None:
+    # `celeritas dev` says it listens before its worker has connected; run first, this test
+    # waits for the worker's hello.
+    deadline = time.monotonic() + 30
+    while not any(entry.connected for entry in client.inspect.registered()):
+        assert time.monotonic() < deadline, "the dev worker never connected"
+        time.sleep(0.05)
     pings = client.inspect.ping(timeout=5)
 
     answered = [ping for ping in pings if ping.answered]
@@ -104,14 +110,19 @@ def test_active_queues_and_registered_show_the_dev_worker(client: celeritas.Clie
 
 def test_queues_show_depth_by_state(client: celeritas.Client) -> None:
     submitted = client.submit("noop", queue="import", countdown=600)
+    # No worker registers this name: it waits, and the queue says so.
+    unserved = client.submit("reports.nobody_has_it", queue="default")
     try:
         depths = {depth.name: depth for depth in client.inspect.queues()}
 
         assert {name: depth.priority for name, depth in depths.items()} == SEED_QUEUES
         assert depths["import"].tasks_by_state.get("scheduled", 0) >= 1
         assert depths["default"].consumers >= 1
+        assert depths["default"].unserved == {"reports.nobody_has_it": 1}
+        assert client.get(unserved.task_id).state == celeritas.TaskState.PENDING
     finally:
         client.cancel(submitted.task_id)
+        client.cancel(unserved.task_id)
 
 
 def test_the_async_twin_asks_the_same_questions(server: DevServer) -> None:

@@ -66,6 +66,7 @@ pub fn queue_depth_to_pb(depth: QueueDepth) -> pb::QueueDepth {
         tasks_by_state: depth.by_state.into_iter().collect(),
         oldest_pending_age: depth.oldest_pending_age.map(duration_to_pb),
         consumers: depth.consumers,
+        unserved: depth.unserved.into_iter().collect(),
     }
 }
 
@@ -111,6 +112,7 @@ pub fn queue_depth_from_pb(depth: pb::QueueDepth) -> Result<QueueDepth, Validati
             .map(|age| duration_from_pb("oldest_pending_age", age))
             .transpose()?,
         consumers: depth.consumers,
+        unserved: depth.unserved.into_iter().collect(),
     })
 }
 

@@ -167,11 +167,39 @@ pub fn worker_message_from_pb(request: pb::ConnectRequest) -> Result<WorkerMessa
     })
 }
 
+/// The most task names a hello may register; every claim for the worker probes each.
+pub const MAX_HELLO_TASK_NAMES: usize = 1_000;
+
+/// A hello's task names, parsed, each once, in the order given.
+fn distinct_task_names(names: &[String]) -> Result<Vec<TaskName>, ValidationError> {
+    let mut seen = std::collections::HashSet::with_capacity(names.len());
+    let mut distinct = Vec::with_capacity(names.len());
+    for (index, name) in names.iter().enumerate() {
+        let name = TaskName::parse(&format!("hello.task_names[{index}]"), name)?;
+        if seen.insert(name.clone()) {
+            distinct.push(name);
+        }
+    }
+    Ok(distinct)
+}
+
 fn hello_from_pb(hello: pb::Hello) -> Result<Hello, ValidationError> {
     if hello.queues.is_empty() {
         return Err(ValidationError::new(
             "hello.queues",
             "at least one queue is required",
+        ));
+    }
+    if hello.task_names.is_empty() {
+        return Err(ValidationError::new(
+            "hello.task_names",
+            "at least one task name is required: a worker is leased only the tasks it registered",
+        ));
+    }
+    if hello.task_names.len() > MAX_HELLO_TASK_NAMES {
+        return Err(ValidationError::new(
+            "hello.task_names",
+            format!("at most {MAX_HELLO_TASK_NAMES} task names"),
         ));
     }
     if hello.concurrency == 0 {
@@ -200,12 +228,7 @@ fn hello_from_pb(hello: pb::Hello) -> Result<Hello, ValidationError> {
             .collect::<Result<_, _>>()?,
         concurrency: hello.concurrency,
         prefetch_multiplier: hello.prefetch_multiplier,
-        task_names: hello
-            .task_names
-            .iter()
-            .enumerate()
-            .map(|(index, name)| TaskName::parse(&format!("hello.task_names[{index}]"), name))
-            .collect::<Result<_, _>>()?,
+        task_names: distinct_task_names(&hello.task_names)?,
         version: hello.version,
         held_leases: hello
             .held_leases
@@ -454,6 +477,7 @@ mod tests {
                 worker_id: "w1".to_owned(),
                 hostname,
                 queues: vec!["default".to_owned()],
+                task_names: vec!["noop".to_owned()],
                 concurrency: 1,
                 prefetch_multiplier: 1,
                 ..Default::default()
@@ -467,5 +491,42 @@ mod tests {
             stream_refusal(hello("h\0".to_owned())).field,
             "hello.hostname"
         );
+    }
+
+    #[test]
+    fn a_hello_registers_each_task_name_once_and_at_least_one() {
+        let hello = |task_names: Vec<String>| pb::ConnectRequest {
+            message: Some(pb::connect_request::Message::Hello(pb::Hello {
+                worker_id: "w1".to_owned(),
+                queues: vec!["default".to_owned()],
+                task_names,
+                concurrency: 1,
+                prefetch_multiplier: 1,
+                ..Default::default()
+            })),
+        };
+        assert_eq!(stream_refusal(hello(vec![])).field, "hello.task_names");
+        let too_many = (0..=MAX_HELLO_TASK_NAMES)
+            .map(|n| format!("t{n}"))
+            .collect();
+        assert_eq!(stream_refusal(hello(too_many)).field, "hello.task_names");
+        assert_eq!(
+            stream_refusal(hello(vec!["noop".to_owned(), " bad".to_owned()])).field,
+            "hello.task_names[1]"
+        );
+        let names = ["noop", "reports.build", "noop"]
+            .map(str::to_owned)
+            .to_vec();
+        match worker_message_from_pb(hello(names)) {
+            Ok(WorkerMessage::Hello(hello)) => assert_eq!(
+                hello
+                    .task_names
+                    .iter()
+                    .map(TaskName::as_str)
+                    .collect::<Vec<_>>(),
+                ["noop", "reports.build"]
+            ),
+            other => panic!("expected a hello, got {other:?}"),
+        }
     }
 }

@@ -14,7 +14,7 @@ use super::super::{
     StoreError,
 };
 use super::{PostgresStore, classify, token_arrays};
-use crate::domain::{LeaseToken, TaskState, WorkerId};
+use crate::domain::{LeaseToken, TaskName, TaskState, WorkerId};
 
 /// The columns `lease_of` reads, for RETURNING and SELECT lists.
 const CLAIMED_COLUMNS: &str = "t.id, t.attempt, t.name, t.queue, t.priority, t.args::text AS args, \
@@ -24,7 +24,7 @@ const CLAIMED_COLUMNS: &str = "t.id, t.attempt, t.name, t.queue, t.priority, t.a
 #[async_trait]
 impl Leases for PostgresStore {
     async fn claim(&self, claim: &Claim) -> Result<Claimed, StoreError> {
-        if claim.limit == 0 || claim.queues.is_empty() {
+        if claim.limit == 0 || claim.queues.is_empty() || claim.names.is_empty() {
             return Ok(Claimed::default());
         }
         let queue_names: Vec<&str> = claim
@@ -37,16 +37,21 @@ impl Leases for PostgresStore {
             .iter()
             .map(|(_, priority)| i32::from(*priority))
             .collect();
+        let task_names: Vec<&str> = claim.names.iter().map(TaskName::as_str).collect();
         let limit = i64::from(claim.limit);
-        // Each queue offers its best `limit` tasks (locked, skipping rows other coordinators
-        // hold); the best `limit` of those are leased, or marked expired when their time passed.
+        // Each (queue, registered name) pair offers its best `limit` tasks from one index probe
+        // (locked, skipping rows other coordinators hold); the best `limit` of those are leased,
+        // or marked expired when their time passed. Tasks of names the worker lacks are never
+        // read.
         let sql = format!(
             "WITH candidates AS ( \
                  SELECT picked.id, wanted.queue_priority \
                  FROM unnest($1::text[], $2::int4[]) AS wanted(queue, queue_priority) \
+                 CROSS JOIN unnest($8::text[]) AS registered(name) \
                  CROSS JOIN LATERAL ( \
                      SELECT p.id, p.priority, p.seq FROM tasks p \
                      WHERE p.state = 'pending' AND p.queue = wanted.queue \
+                         AND p.name = registered.name \
                      ORDER BY p.priority DESC, p.seq \
                      LIMIT $3 \
                      FOR UPDATE SKIP LOCKED \
@@ -73,6 +78,7 @@ impl Leases for PostgresStore {
             .bind(claim.worker.as_str())
             .bind(claim.lease_expires_at)
             .bind(claim.session)
+            .bind(&task_names)
             .fetch_all(&self.pool)
             .await
             .map_err(classify)?;

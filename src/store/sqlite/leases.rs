@@ -14,7 +14,7 @@ use super::super::{
     StoreError,
 };
 use super::{APPEND_FAILURE, REQUEUE, SqliteStore, classify, micros};
-use crate::domain::{LeaseToken, TaskState, WorkerId};
+use crate::domain::{LeaseToken, QueueName, TaskName, TaskState, WorkerId};
 
 /// The columns `lease_of` reads.
 const LEASE_COLUMNS: &str = "id, attempt, name, queue, priority, args, retries, max_retries, \
@@ -58,19 +58,27 @@ async fn end_attempt(
 #[async_trait]
 impl Leases for SqliteStore {
     async fn claim(&self, claim: &Claim) -> Result<Claimed, StoreError> {
-        if claim.limit == 0 || claim.queues.is_empty() {
+        if claim.limit == 0 || claim.queues.is_empty() || claim.names.is_empty() {
             return Ok(Claimed::default());
         }
         let mut transaction = self.begin().await?;
-        // Each queue offers its best `limit`; the best `limit` of those are taken.
+        // Each (queue, registered name) pair offers its best `limit`; the best `limit` of those
+        // are taken.
         let mut candidates: Vec<((u8, i64, std::cmp::Reverse<i64>), String, Option<i64>)> =
             Vec::new();
-        for (queue, queue_priority) in &claim.queues {
+        let pairs: Vec<(&(QueueName, u8), &TaskName)> = claim
+            .queues
+            .iter()
+            .flat_map(|queue| claim.names.iter().map(move |name| (queue, name)))
+            .collect();
+        for ((queue, queue_priority), name) in pairs {
             let rows = sqlx::query(
                 "SELECT seq, id, priority, expires_at FROM tasks \
-                 WHERE state = 'pending' AND queue = ? ORDER BY priority DESC, seq LIMIT ?",
+                 WHERE state = 'pending' AND queue = ? AND name = ? \
+                 ORDER BY priority DESC, seq LIMIT ?",
             )
             .bind(queue.as_str())
+            .bind(name.as_str())
             .bind(i64::from(claim.limit))
             .fetch_all(&mut *transaction)
             .await

@@ -4,6 +4,7 @@ use super::*;
 
 on_both_stores!(
     claims_serve_queue_priority_then_task_priority_then_fifo,
+    claims_lease_only_registered_names_in_one_order_across_them,
     expired_tasks_are_never_leased,
     releases_are_fenced_by_session,
     a_reconnecting_worker_keeps_what_it_holds_and_loses_the_rest,
@@ -59,6 +60,104 @@ async fn claims_serve_queue_priority_then_task_priority_then_fifo(store: Arc<dyn
         .await
         .unwrap();
     assert_eq!(empty.consumed(), 0);
+}
+
+async fn claims_lease_only_registered_names_in_one_order_across_them(store: Arc<dyn Store>) {
+    let now = t0();
+    let tasks = vec![
+        task("reports.build", "default", 0, now),
+        task("noop", "default", 0, now),
+        task("reports.build", "default", 0, now),
+        task("noop", "default", 3, now),
+        task("reports.build", "default", 5, now),
+        task("reports.build", "email", 9, now),
+    ];
+    store.insert_tasks(&tasks).await.unwrap();
+    let queues = [("default", 0)];
+
+    // A worker without `reports.build` gets only the noops, best priority first, and the
+    // reports wait for a worker that has them, however many such claims come.
+    let rust = store
+        .claim(&claim_of_names(
+            "rust",
+            Uuid::new_v4(),
+            &queues,
+            &["noop", "fail"],
+            10,
+            now,
+        ))
+        .await
+        .unwrap();
+    let leased: Vec<TaskId> = rust.tasks.iter().map(|lease| lease.token.task_id).collect();
+    assert_eq!(leased, vec![tasks[3].id, tasks[1].id]);
+    let again = store
+        .claim(&claim_of_names(
+            "rust",
+            Uuid::new_v4(),
+            &queues,
+            &["noop"],
+            10,
+            now,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(again.consumed(), 0, "{again:?}");
+    for waiting in [&tasks[0], &tasks[2], &tasks[4]] {
+        let record = store.task(waiting.id).await.unwrap().unwrap();
+        assert_eq!(record.state, TaskState::Pending);
+    }
+
+    // A worker with both names is served across them in one order: priority, then FIFO. The
+    // report on `email`, a queue this worker does not consume, stays.
+    let python = store
+        .claim(&claim_of_names(
+            "python",
+            Uuid::new_v4(),
+            &queues,
+            &["noop", "reports.build"],
+            2,
+            now,
+        ))
+        .await
+        .unwrap();
+    let leased: Vec<TaskId> = python
+        .tasks
+        .iter()
+        .map(|lease| lease.token.task_id)
+        .collect();
+    assert_eq!(leased, vec![tasks[4].id, tasks[0].id]);
+    let rest = store
+        .claim(&claim_of_names(
+            "python",
+            Uuid::new_v4(),
+            &queues,
+            &["reports.build"],
+            10,
+            now,
+        ))
+        .await
+        .unwrap();
+    let leased: Vec<TaskId> = rest.tasks.iter().map(|lease| lease.token.task_id).collect();
+    assert_eq!(leased, vec![tasks[2].id]);
+    let record = store.task(tasks[5].id).await.unwrap().unwrap();
+    assert_eq!(record.state, TaskState::Pending);
+
+    let nameless = store
+        .claim(&claim_of_names(
+            "none",
+            Uuid::new_v4(),
+            &[("email", 0)],
+            &[],
+            10,
+            now,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        nameless.consumed(),
+        0,
+        "a worker that registered nothing is leased nothing"
+    );
 }
 
 async fn expired_tasks_are_never_leased(store: Arc<dyn Store>) {

@@ -129,10 +129,33 @@ fn task(name: &str, queue_name: &str, priority: u32, now: DateTime<Utc>) -> NewT
     }
 }
 
+/// The task names the suite's tasks use; `claim` registers them all.
+const SUITE_TASK_NAMES: &[&str] = &[
+    "noop",
+    "batch",
+    "cleanup",
+    "emit_records",
+    "fail",
+    "fan_out",
+    "other",
+];
+
 fn claim(
     worker_name: &str,
     session: Uuid,
     queues: &[(&str, u8)],
+    limit: u32,
+    now: DateTime<Utc>,
+) -> Claim {
+    claim_of_names(worker_name, session, queues, SUITE_TASK_NAMES, limit, now)
+}
+
+/// A claim of a worker that registered only `names`.
+fn claim_of_names(
+    worker_name: &str,
+    session: Uuid,
+    queues: &[(&str, u8)],
+    names: &[&str],
     limit: u32,
     now: DateTime<Utc>,
 ) -> Claim {
@@ -142,6 +165,10 @@ fn claim(
         queues: queues
             .iter()
             .map(|(name, priority)| (queue(name), *priority))
+            .collect(),
+        names: names
+            .iter()
+            .map(|name| TaskName::parse("name", name).unwrap())
             .collect(),
         limit,
         now,

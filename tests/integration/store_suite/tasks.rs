@@ -345,12 +345,18 @@ async fn tasks_in_a_state_come_oldest_first_and_queues_are_counted(store: Arc<dy
     let counts = |counts: celeritas::store::QueueCounts| {
         let mut by_state = counts.by_state;
         by_state.sort();
-        let mut oldest = counts.oldest_pending;
-        oldest.sort();
-        (by_state, oldest)
+        let mut pending = counts.pending_by_name;
+        pending.sort();
+        (by_state, pending)
     };
     let entry = |queue: &str, state: &str, count: u64| (queue.to_owned(), state.to_owned(), count);
-    let (by_state, oldest) = counts(store.queue_counts().await.unwrap());
+    let queue_counts = store.queue_counts().await.unwrap();
+    assert_eq!(
+        queue_counts.oldest_pending("default"),
+        Some(pending_first.created_at)
+    );
+    assert_eq!(queue_counts.oldest_pending("import"), None);
+    let (by_state, pending) = counts(queue_counts);
     assert_eq!(
         by_state,
         vec![
@@ -361,10 +367,20 @@ async fn tasks_in_a_state_come_oldest_first_and_queues_are_counted(store: Arc<dy
         ]
     );
     assert_eq!(
-        oldest,
+        pending,
         vec![
-            ("default".to_owned(), pending_first.created_at),
-            ("email".to_owned(), pending_later.created_at),
+            (
+                "default".to_owned(),
+                "noop".to_owned(),
+                1,
+                pending_first.created_at
+            ),
+            (
+                "email".to_owned(),
+                "noop".to_owned(),
+                1,
+                pending_later.created_at
+            ),
         ]
     );
     // A finished task is no longer counted.

@@ -478,6 +478,7 @@ def queue_depth(message: inspect_pb2.QueueDepth) -> models.QueueDepth:
         tasks_by_state=dict(sorted(message.tasks_by_state.items())),
         oldest_pending_age=timedelta_of(message, "oldest_pending_age"),
         consumers=message.consumers,
+        unserved=dict(sorted(message.unserved.items())),
     )
 
 

@@ -462,6 +462,9 @@ class QueueDepth:
     oldest_pending_age: timedelta | None
     #: Workers connected to the answering coordinator that consume it.
     consumers: int
+    #: Pending tasks by task name that no connected worker of the queue registered; they wait
+    #: for a worker that does (a task is leased only to workers that registered its name).
+    unserved: dict[str, int]
 
 
 @dataclass(frozen=True)

@@ -194,8 +194,15 @@ class QueuesRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class QueueDepth(_message.Message):
-    __slots__ = ("name", "priority", "tasks_by_state", "oldest_pending_age", "consumers")
+    __slots__ = ("name", "priority", "tasks_by_state", "oldest_pending_age", "consumers", "unserved")
     class TasksByStateEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class UnservedEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -207,12 +214,14 @@ class QueueDepth(_message.Message):
     TASKS_BY_STATE_FIELD_NUMBER: _ClassVar[int]
     OLDEST_PENDING_AGE_FIELD_NUMBER: _ClassVar[int]
     CONSUMERS_FIELD_NUMBER: _ClassVar[int]
+    UNSERVED_FIELD_NUMBER: _ClassVar[int]
     name: str
     priority: int
     tasks_by_state: _containers.ScalarMap[str, int]
     oldest_pending_age: _duration_pb2.Duration
     consumers: int
-    def __init__(self, name: _Optional[str] = ..., priority: _Optional[int] = ..., tasks_by_state: _Optional[_Mapping[str, int]] = ..., oldest_pending_age: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., consumers: _Optional[int] = ...) -> None: ...
+    unserved: _containers.ScalarMap[str, int]
+    def __init__(self, name: _Optional[str] = ..., priority: _Optional[int] = ..., tasks_by_state: _Optional[_Mapping[str, int]] = ..., oldest_pending_age: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., consumers: _Optional[int] = ..., unserved: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class QueuesResponse(_message.Message):
     __slots__ = ("queues",)

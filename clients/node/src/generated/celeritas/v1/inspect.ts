@@ -231,9 +231,20 @@ export interface QueueDepth {
     | undefined;
   /** Workers connected to this coordinator that consume it. */
   consumers: number;
+  /**
+   * Pending tasks by task name that no connected worker consuming this queue registered. A
+   * task is leased only to a worker that registered its name, so these wait for one (as in
+   * Celery) instead of failing.
+   */
+  unserved: { [key: string]: number };
 }
 
 export interface QueueDepth_TasksByStateEntry {
+  key: string;
+  value: number;
+}
+
+export interface QueueDepth_UnservedEntry {
   key: string;
   value: number;
 }
@@ -1846,7 +1857,7 @@ export const QueuesRequest: MessageFns<QueuesRequest> = {
 };
 
 function createBaseQueueDepth(): QueueDepth {
-  return { name: "", priority: 0, tasksByState: {}, oldestPendingAge: undefined, consumers: 0 };
+  return { name: "", priority: 0, tasksByState: {}, oldestPendingAge: undefined, consumers: 0, unserved: {} };
 }
 
 export const QueueDepth: MessageFns<QueueDepth> = {
@@ -1866,6 +1877,9 @@ export const QueueDepth: MessageFns<QueueDepth> = {
     if (message.consumers !== 0) {
       writer.uint32(40).uint32(message.consumers);
     }
+    globalThis.Object.entries(message.unserved).forEach(([key, value]: [string, number]) => {
+      QueueDepth_UnservedEntry.encode({ key: key as any, value }, writer.uint32(50).fork()).join();
+    });
     return writer;
   },
 
@@ -1925,6 +1939,17 @@ export const QueueDepth: MessageFns<QueueDepth> = {
             message.consumers = reader.uint32();
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            const entry6 = QueueDepth_UnservedEntry.decode(reader, reader.uint32());
+            if (entry6.value !== undefined) {
+              message.unserved[entry6.key] = entry6.value;
+            }
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1957,6 +1982,15 @@ export const QueueDepth: MessageFns<QueueDepth> = {
       ? Duration.fromPartial(object.oldestPendingAge)
       : undefined;
     message.consumers = object.consumers ?? 0;
+    message.unserved = (globalThis.Object.entries(object.unserved ?? {}) as [string, number][]).reduce(
+      (acc: { [key: string]: number }, [key, value]: [string, number]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.Number(value);
+        }
+        return acc;
+      },
+      {},
+    );
     return message;
   },
 };
@@ -2022,6 +2056,73 @@ export const QueueDepth_TasksByStateEntry: MessageFns<QueueDepth_TasksByStateEnt
   },
   fromPartial<I extends Exact<DeepPartial<QueueDepth_TasksByStateEntry>, I>>(object: I): QueueDepth_TasksByStateEntry {
     const message = createBaseQueueDepth_TasksByStateEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? 0;
+    return message;
+  },
+};
+
+function createBaseQueueDepth_UnservedEntry(): QueueDepth_UnservedEntry {
+  return { key: "", value: 0 };
+}
+
+export const QueueDepth_UnservedEntry: MessageFns<QueueDepth_UnservedEntry> = {
+  encode(message: QueueDepth_UnservedEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== 0) {
+      writer.uint32(16).uint64(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): QueueDepth_UnservedEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseQueueDepth_UnservedEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.value = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<QueueDepth_UnservedEntry>, I>>(base?: I): QueueDepth_UnservedEntry {
+    return QueueDepth_UnservedEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<QueueDepth_UnservedEntry>, I>>(object: I): QueueDepth_UnservedEntry {
+    const message = createBaseQueueDepth_UnservedEntry();
     message.key = object.key ?? "";
     message.value = object.value ?? 0;
     return message;
