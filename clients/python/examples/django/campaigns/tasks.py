@@ -12,7 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.utils import timezone
+
 import celeritas.django
+from celeritas import TaskContext
+from celeritas.django import shared_task
 
 fan_out = celeritas.django.task("fan_out", queue="campaigns")
 
@@ -34,3 +38,33 @@ def send_campaign(campaign_id: str, recipients: int, batch_size: int) -> celerit
         args=batches,
         callback={"task": "noop", "args": {"campaign_id": campaign_id, "finished": True}},
     )
+
+
+# The project's own Python tasks: `manage.py celeritas_worker` finds them here (every installed
+# app's tasks.py) and runs them with the ORM set up.
+
+
+@shared_task(name="campaigns.deliver", queue="default", bind=True, max_retries=3)
+def deliver(self: TaskContext, campaign_id: str) -> dict[str, Any]:
+    """Marks the campaign's pending recipients delivered, one `delivery` record each."""
+    from campaigns.models import Recipient
+
+    delivered = 0
+    for recipient in Recipient.objects.filter(campaign_id=campaign_id, status="pending").order_by("pk"):
+        recipient.status = "delivered"
+        recipient.delivered_at = timezone.now()
+        recipient.save(update_fields=["status", "delivered_at"])
+        self.emit("delivery", recipient.email, "delivered", {"recipient_id": recipient.pk})
+        delivered += 1
+    return {
+        "campaign_id": campaign_id,
+        "delivered": delivered,
+        "recipients": Recipient.objects.filter(campaign_id=campaign_id).count(),
+    }
+
+
+@shared_task(name="campaigns.welcome", queue="default")
+def welcome(email: str) -> str:
+    """Sent when a recipient is added; called with `delay_on_commit`, so a rolled-back
+    signup sends nothing."""
+    return f"welcome {email}"

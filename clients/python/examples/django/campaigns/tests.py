@@ -5,16 +5,25 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
 from io import StringIO
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from django.core.management import CommandError, call_command
-from django.test import SimpleTestCase, override_settings
+from django.db import connection, transaction
+from django.test import SimpleTestCase, TransactionTestCase, override_settings
 
 import celeritas
 import celeritas.django
-from campaigns.tasks import send_campaign
+from campaigns.models import Recipient
+from campaigns.tasks import deliver, send_campaign, welcome
 from celeritas.testing import DevServer, find_binary
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[5]
@@ -36,6 +45,16 @@ def tearDownModule() -> None:
         settings_override.disable()
     if server is not None:
         server.close()
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 30.0, what: str = "the condition") -> Any:
+    """Polls ``condition`` until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {timeout}s")
+        time.sleep(0.05)
+    return value
 
 
 def read_server_sent_events(response: Any) -> list[dict[str, str]]:
@@ -167,3 +186,98 @@ class FollowCommandTests(SimpleTestCase):
     def test_celeritas_follow_reports_an_unknown_task(self) -> None:
         with self.assertRaisesMessage(CommandError, "NOT_FOUND: task_id:"):
             call_command("celeritas_follow", "00000000-0000-0000-0000-000000000000")
+
+
+class ProjectTasksTests(TransactionTestCase):
+    """The project's own tasks (``campaigns/tasks.py``), run by ``manage.py celeritas_worker``
+    against the test database, beside the Rust worker of ``celeritas dev``."""
+
+    worker: ClassVar[subprocess.Popen[bytes]]
+    worker_log: ClassVar[Path]
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        super().setUpClass()
+        assert server is not None
+        cls.worker_log = server.working_directory / "django-worker.log"
+        environment = {**os.environ, "EXAMPLE_DATABASE": str(connection.settings_dict["NAME"])}
+        with open(cls.worker_log, "ab") as log:
+            cls.worker = subprocess.Popen(
+                [
+                    *(sys.executable, "manage.py", "celeritas_worker", "-Q", "import,default", "-c", "2"),
+                    *("--url", server.url, "--name", "django-worker"),
+                ],
+                cwd=Path(__file__).resolve().parents[1],
+                env=environment,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        client = celeritas.django.get_client()
+
+        def connected() -> bool:
+            if cls.worker.poll() is not None:
+                raise AssertionError(f"the worker exited: {cls.worker_log.read_text()}")
+            return any(
+                entry.worker_id == "django-worker" and entry.connected
+                for entry in client.inspect.registered()
+            )
+
+        wait_until(connected, 60, "the Django worker connecting")
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        cls.worker.send_signal(signal.SIGTERM)
+        exit_code = cls.worker.wait(60)
+        super().tearDownClass()
+        assert exit_code == 0, cls.worker_log.read_text()
+
+    def test_a_task_reads_and_writes_the_models_and_its_result_and_records_reach_the_client(self) -> None:
+        Recipient.objects.bulk_create(
+            [Recipient(campaign_id="c-50", email=f"user{number}@example.org") for number in range(3)]
+        )
+
+        handle = deliver.delay(campaign_id="c-50")
+
+        self.assertIsInstance(handle, celeritas.TaskHandle)
+        self.assertEqual(handle.get(timeout=30), {"campaign_id": "c-50", "delivered": 3, "recipients": 3})
+        self.assertEqual(handle.task().worker_id, "django-worker")
+        statuses = set(Recipient.objects.filter(campaign_id="c-50").values_list("status", flat=True))
+        self.assertEqual(statuses, {"delivered"})
+        self.assertEqual(
+            sorted(record.key for record in handle.records()),
+            [f"user{number}@example.org" for number in range(3)],
+        )
+
+    def test_delay_on_commit_submits_nothing_when_the_transaction_rolls_back(self) -> None:
+        rolled_back = f"rolled-back-{uuid.uuid4()}@example.org"
+        committed = f"committed-{uuid.uuid4()}@example.org"
+
+        with self.assertRaises(RuntimeError), transaction.atomic():
+            Recipient.objects.create(campaign_id="c-51", email=rolled_back)
+            welcome.delay_on_commit(email=rolled_back)
+            raise RuntimeError("signup failed")
+        with transaction.atomic():
+            Recipient.objects.create(campaign_id="c-51", email=committed)
+            welcome.delay_on_commit(email=committed)
+
+        client = celeritas.django.get_client()
+
+        def welcomed() -> list[Any]:
+            tasks = client.list_tasks(names=["campaigns.welcome"], include_payloads=True)
+            return [task for task in tasks if task.args["email"] in (rolled_back, committed)]
+
+        tasks = wait_until(welcomed, what="the committed welcome being submitted")
+        self.assertEqual([task.args["email"] for task in tasks], [committed])
+        self.assertEqual(client.result(tasks[0].id, timeout=30), f"welcome {committed}")
+        self.assertEqual(Recipient.objects.filter(email=rolled_back).count(), 0)
+
+    @override_settings(CELERITAS_TASK_ALWAYS_EAGER=True)
+    def test_eager_mode_runs_the_task_inline(self) -> None:
+        Recipient.objects.create(campaign_id="c-52", email="eager@example.org")
+
+        result = deliver.delay(campaign_id="c-52")
+
+        self.assertIsInstance(result, celeritas.EagerResult)
+        self.assertEqual(result.get()["delivered"], 1)
+        self.assertEqual(Recipient.objects.get(campaign_id="c-52").status, "delivered")
+        self.assertEqual([record.key for record in result.emitted], ["eager@example.org"])

@@ -1,13 +1,25 @@
-"""Django integration: call celeritas tasks the way Celery tasks are called.
+"""Django integration: declare Python tasks (``shared_task``) and call any celeritas task the
+way Celery tasks are called; ``manage.py celeritas_worker`` runs the project's tasks.
 
 Settings (``settings.py``):
 
 - ``CELERITAS_URL``: the coordinator, e.g. ``"http://celeritas:50051"``
   (default ``"http://127.0.0.1:50051"``).
 - ``CELERITAS_TOKEN``: sent as ``authorization: Bearer <token>`` when set (default None).
+- ``CELERITAS_TASK_ALWAYS_EAGER``: run ``.delay()`` inline (for tests); default
+  ``$CELERITAS_TASK_ALWAYS_EAGER``.
 
-Add ``"celeritas.django"`` to ``INSTALLED_APPS`` for the ``celeritas_follow`` management
-command. Then, in any module::
+Add ``"celeritas.django"`` to ``INSTALLED_APPS`` for the ``celeritas_worker`` and
+``celeritas_follow`` management commands. Then, in an app's ``tasks.py``::
+
+    from celeritas.django import shared_task
+
+    @shared_task(queue="import", max_retries=3)
+    def import_contacts(list_id: int) -> dict: ...
+
+    import_contacts.delay(list_id=7)             # or .delay_on_commit(list_id=7)
+
+and tasks other workers run (the Rust built-ins) by name::
 
     import celeritas.django
 
@@ -27,6 +39,7 @@ pre-forking server (``gunicorn --preload``) make the first call after the fork: 
 not survive ``fork()``.
 """
 
+from celeritas.django.app import DjangoCeleritas, app, shared_task
 from celeritas.django.tasks import RemoteTask, get_client, handle, task
 
-__all__ = ["RemoteTask", "get_client", "handle", "task"]
+__all__ = ["DjangoCeleritas", "RemoteTask", "app", "get_client", "handle", "shared_task", "task"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from typing import TextIO
+from collections.abc import Callable
 
 from celeritas.app import DuplicateTaskName
 from celeritas.worker.loading import LoadError, Setup, load
@@ -25,23 +25,26 @@ __all__ = ["LoadError", "Setup", "WorkerOptions", "run_worker"]
 logger = logging.getLogger("celeritas.worker")
 
 
-def run_worker(options: WorkerOptions, setup: Setup, *, errors: TextIO | None = None) -> int:
+def _print_error(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+def run_worker(options: WorkerOptions, setup: Setup, *, errors: Callable[[str], None] = _print_error) -> int:
     """Loads the tasks, refuses a bad setup before connecting, then runs until drained;
     returns the exit code (0 after a clean drain, 1 when the tasks do not load or the
     coordinator refuses the worker)."""
-    errors = errors if errors is not None else sys.stderr
     try:
         app = load(setup)
         app.check()
     except (LoadError, DuplicateTaskName) as error:
-        print(f"celeritas worker: {error}", file=errors)
+        errors(f"celeritas worker: {error}")
         return 1
     if not app.tasks:
-        print("celeritas worker: no tasks found; name the app with -A module:app", file=errors)
+        errors("celeritas worker: no tasks found; name the app with -A module:app")
         return 1
     runtime = Runtime(options, app, setup)
     try:
         return asyncio.run(runtime.run())
     except ChildSetupFailed as error:
-        print(f"celeritas worker: a child process could not load the tasks: {error}", file=errors)
+        errors(f"celeritas worker: a child process could not load the tasks: {error}")
         return 1

@@ -29,9 +29,7 @@ class Command(BaseCommand):
             default=None,
             help="start after this event (a root task's tree only)",
         )
-        parser.add_argument(
-            "--json", action="store_true", help="print each event as one JSON object"
-        )
+        parser.add_argument("--json", action="store_true", help="print each event as one JSON object")
 
     def handle(self, *args: Any, **options: Any) -> None:
         task_id: str = options["task_id"]
@@ -47,9 +45,7 @@ class Command(BaseCommand):
         if final_state is not TaskState.SUCCEEDED:
             raise CommandError(f"task {task_id} ended {final_state.value}")
 
-    def _follow_tree(
-        self, client: Client, task: Task, from_sequence: int | None, as_json: bool
-    ) -> TaskState:
+    def _follow_tree(self, client: Client, task: Task, from_sequence: int | None, as_json: bool) -> TaskState:
         final_state = task.state
         for event in client.stream_progress(task.id, from_sequence):
             self.stdout.write(json.dumps(event.to_dict()) if as_json else event.describe())
