@@ -262,3 +262,34 @@ def test_two_tasks_under_one_name_are_refused_at_start() -> None:
     assert finished.returncode == 1
     assert "task name 'same.name' is registered twice" in finished.stderr
     assert "duplicate_tasks.first" in finished.stderr and "duplicate_tasks.second" in finished.stderr
+
+
+def test_sigterm_drains_finishing_the_running_task_and_giving_back_the_waiting_one(
+    bare_server: DevServer, bare_client: celeritas.Client, tmp_path: Path
+) -> None:
+    draining = PythonWorker(
+        bare_server.url,
+        tmp_path,
+        name="py-drain",
+        queues="crash",
+        concurrency=1,
+        extra=["--prefetch-multiplier", "2"],
+    ).start()
+    running = bare_client.submit(
+        "t.careful", {"nap": 0.05}, queue="crash", soft_time_limit=1.5, hard_time_limit=30
+    )
+    wait_until(
+        lambda: bare_client.get(running.task_id).state is TaskState.RUNNING, what="the first task running"
+    )
+    waiting = bare_client.submit("t.add", {"x": 1, "y": 2}, queue="crash")
+    wait_until(
+        lambda: bare_client.get(waiting.task_id).state is TaskState.LEASED, what="the second task leased"
+    )
+
+    assert draining.stop() == 0
+
+    assert bare_client.get(running.task_id).state is TaskState.SUCCEEDED
+    assert bare_client.get(waiting.task_id).state is TaskState.PENDING
+    assert [entry["task_id"] for entry in draining.executions()] == [running.task_id]
+    with PythonWorker(bare_server.url, tmp_path, name="py-after-drain", queues="crash", concurrency=1):
+        assert bare_client.result(waiting.task_id, timeout=30) == 3
