@@ -34,6 +34,7 @@ fn raw_hello(worker_id: &str, concurrency: u32) -> pb::Hello {
         task_names: vec!["noop".to_owned()],
         version: "test".to_owned(),
         held_leases: vec![],
+        accepts_batches: false,
     }
 }
 

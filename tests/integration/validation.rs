@@ -225,6 +225,7 @@ fn hello(queues: &[&str]) -> pb::connect_request::Message {
         task_names: vec!["noop".to_owned()],
         version: "test".to_owned(),
         held_leases: vec![],
+        accepts_batches: false,
     })
 }
 
@@ -253,6 +254,21 @@ async fn workers_that_break_the_protocol_are_refused_and_change_nothing() {
         Err::<(), _>(error.expect("an error")),
         Code::InvalidArgument,
         "hello.task_names",
+    );
+
+    // A batch is opened at the edge; one inside another is refused by its place.
+    let nested = pb::connect_request::Message::Batch(pb::WorkerBatch {
+        messages: vec![pb::ConnectRequest {
+            message: Some(pb::connect_request::Message::Batch(
+                pb::WorkerBatch::default(),
+            )),
+        }],
+    });
+    let (_, error) = worker_conversation(&coordinator, vec![nested]).await;
+    assert_refused(
+        Err::<(), _>(error.expect("an error")),
+        Code::InvalidArgument,
+        "batch.messages[0]",
     );
 
     let (_, error) = worker_conversation(&coordinator, vec![hello(&["default", "mail"])]).await;

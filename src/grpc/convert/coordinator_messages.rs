@@ -125,6 +125,12 @@ pub fn coordinator_message_from_pb(
         .message
         .ok_or_else(|| ValidationError::new("message", "is empty"))?;
     Ok(match message {
+        Message::Batch(_) => {
+            return Err(ValidationError::new(
+                "batch",
+                "this worker's hello did not accept batches",
+            ));
+        }
         Message::Welcome(welcome) => CoordinatorMessage::Welcome {
             coordinator_id: welcome.coordinator_id,
             heartbeat_interval: welcome

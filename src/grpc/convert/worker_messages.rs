@@ -24,6 +24,11 @@ pub fn worker_message_from_pb(request: pb::ConnectRequest) -> Result<WorkerMessa
         .message
         .ok_or_else(|| ValidationError::new("message", "is empty"))?;
     Ok(match message {
+        // The worker service opens batches before converting their messages, and refuses one
+        // inside another.
+        Message::Batch(_) => {
+            return Err(ValidationError::new("batch", "a batch may not hold a batch").into());
+        }
         Message::Hello(hello) => WorkerMessage::Hello(hello_from_pb(hello)?),
         Message::Credit(credit) => WorkerMessage::Credit(credit.grant),
         Message::Started(started) => WorkerMessage::Started {
@@ -254,6 +259,8 @@ pub fn worker_message_to_pb(message: WorkerMessage) -> pb::ConnectRequest {
             prefetch_multiplier: hello.prefetch_multiplier,
             task_names: hello.task_names.iter().map(ToString::to_string).collect(),
             version: hello.version,
+            // This side of the link reads one message at a time.
+            accepts_batches: false,
             held_leases: hello
                 .held_leases
                 .into_iter()

@@ -54,6 +54,8 @@ def request(message: p.WorkerMessage) -> workers_pb2.ConnectRequest:
                 task_names=message.task_names,
                 version=message.version,
                 held_leases=[_token_pb(token) for token in message.held_leases],
+                # The runtime reads CoordinatorBatch (coordinator_messages opens them).
+                accepts_batches=True,
             )
         )
     if isinstance(message, p.Credit):
@@ -144,6 +146,28 @@ def request(message: p.WorkerMessage) -> workers_pb2.ConnectRequest:
 
 
 _CONTROL_COMMANDS = {"ping": "ping", "drain": "drain", "close_idle_connections": "close_idle_connections"}
+
+
+#: The most messages, and about the most bytes, one WorkerBatch carries (the contract allows
+#: 1,000 messages; the coordinator's message size limit is far above the bytes).
+BATCH_MESSAGES = 1000
+BATCH_BYTES = 1024 * 1024
+
+
+def batched(messages: list[workers_pb2.ConnectRequest]) -> workers_pb2.ConnectRequest:
+    """Messages to send together, as one: the message itself when there is one, a
+    ``WorkerBatch`` (read by the coordinator one by one, in order) when there are more."""
+    if len(messages) == 1:
+        return messages[0]
+    return workers_pb2.ConnectRequest(batch=workers_pb2.WorkerBatch(messages=messages))
+
+
+def coordinator_messages(message: workers_pb2.ConnectResponse) -> list[p.CoordinatorMessage]:
+    """The coordinator's messages in one wire message (several in a ``CoordinatorBatch``), in
+    order; None for a kind this worker does not know."""
+    if message.WhichOneof("message") == "batch":
+        return [coordinator_message(inner) for inner in message.batch.messages]
+    return [coordinator_message(message)]
 
 
 def coordinator_message(message: workers_pb2.ConnectResponse) -> p.CoordinatorMessage:

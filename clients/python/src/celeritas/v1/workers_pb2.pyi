@@ -20,7 +20,7 @@ class LeaseToken(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ...) -> None: ...
 
 class ConnectRequest(_message.Message):
-    __slots__ = ("hello", "credit", "started", "progress", "result", "heartbeat", "release", "control_reply", "submit_children", "emit_records", "query_records")
+    __slots__ = ("hello", "credit", "started", "progress", "result", "heartbeat", "release", "control_reply", "submit_children", "emit_records", "query_records", "batch")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     CREDIT_FIELD_NUMBER: _ClassVar[int]
     STARTED_FIELD_NUMBER: _ClassVar[int]
@@ -32,6 +32,7 @@ class ConnectRequest(_message.Message):
     SUBMIT_CHILDREN_FIELD_NUMBER: _ClassVar[int]
     EMIT_RECORDS_FIELD_NUMBER: _ClassVar[int]
     QUERY_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     credit: Credit
     started: TaskStarted
@@ -43,10 +44,17 @@ class ConnectRequest(_message.Message):
     submit_children: SubmitChildren
     emit_records: EmitRecords
     query_records: QueryRecords
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., credit: _Optional[_Union[Credit, _Mapping]] = ..., started: _Optional[_Union[TaskStarted, _Mapping]] = ..., progress: _Optional[_Union[TaskProgress, _Mapping]] = ..., result: _Optional[_Union[TaskResult, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., release: _Optional[_Union[ReleaseLeases, _Mapping]] = ..., control_reply: _Optional[_Union[ControlReply, _Mapping]] = ..., submit_children: _Optional[_Union[SubmitChildren, _Mapping]] = ..., emit_records: _Optional[_Union[EmitRecords, _Mapping]] = ..., query_records: _Optional[_Union[QueryRecords, _Mapping]] = ...) -> None: ...
+    batch: WorkerBatch
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., credit: _Optional[_Union[Credit, _Mapping]] = ..., started: _Optional[_Union[TaskStarted, _Mapping]] = ..., progress: _Optional[_Union[TaskProgress, _Mapping]] = ..., result: _Optional[_Union[TaskResult, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., release: _Optional[_Union[ReleaseLeases, _Mapping]] = ..., control_reply: _Optional[_Union[ControlReply, _Mapping]] = ..., submit_children: _Optional[_Union[SubmitChildren, _Mapping]] = ..., emit_records: _Optional[_Union[EmitRecords, _Mapping]] = ..., query_records: _Optional[_Union[QueryRecords, _Mapping]] = ..., batch: _Optional[_Union[WorkerBatch, _Mapping]] = ...) -> None: ...
+
+class WorkerBatch(_message.Message):
+    __slots__ = ("messages",)
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    messages: _containers.RepeatedCompositeFieldContainer[ConnectRequest]
+    def __init__(self, messages: _Optional[_Iterable[_Union[ConnectRequest, _Mapping]]] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("worker_id", "hostname", "pid", "queues", "concurrency", "prefetch_multiplier", "task_names", "version", "held_leases")
+    __slots__ = ("worker_id", "hostname", "pid", "queues", "concurrency", "prefetch_multiplier", "task_names", "version", "held_leases", "accepts_batches")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
@@ -56,6 +64,7 @@ class Hello(_message.Message):
     TASK_NAMES_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     HELD_LEASES_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTS_BATCHES_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     hostname: str
     pid: int
@@ -65,7 +74,8 @@ class Hello(_message.Message):
     task_names: _containers.RepeatedScalarFieldContainer[str]
     version: str
     held_leases: _containers.RepeatedCompositeFieldContainer[LeaseToken]
-    def __init__(self, worker_id: _Optional[str] = ..., hostname: _Optional[str] = ..., pid: _Optional[int] = ..., queues: _Optional[_Iterable[str]] = ..., concurrency: _Optional[int] = ..., prefetch_multiplier: _Optional[int] = ..., task_names: _Optional[_Iterable[str]] = ..., version: _Optional[str] = ..., held_leases: _Optional[_Iterable[_Union[LeaseToken, _Mapping]]] = ...) -> None: ...
+    accepts_batches: bool
+    def __init__(self, worker_id: _Optional[str] = ..., hostname: _Optional[str] = ..., pid: _Optional[int] = ..., queues: _Optional[_Iterable[str]] = ..., concurrency: _Optional[int] = ..., prefetch_multiplier: _Optional[int] = ..., task_names: _Optional[_Iterable[str]] = ..., version: _Optional[str] = ..., held_leases: _Optional[_Iterable[_Union[LeaseToken, _Mapping]]] = ..., accepts_batches: _Optional[bool] = ...) -> None: ...
 
 class Credit(_message.Message):
     __slots__ = ("grant",)
@@ -212,7 +222,7 @@ class ControlReply(_message.Message):
     def __init__(self, request_id: _Optional[int] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class ConnectResponse(_message.Message):
-    __slots__ = ("welcome", "lease", "cancel", "control", "result_ack", "children_submitted", "records_queried")
+    __slots__ = ("welcome", "lease", "cancel", "control", "result_ack", "children_submitted", "records_queried", "batch")
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     LEASE_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
@@ -220,6 +230,7 @@ class ConnectResponse(_message.Message):
     RESULT_ACK_FIELD_NUMBER: _ClassVar[int]
     CHILDREN_SUBMITTED_FIELD_NUMBER: _ClassVar[int]
     RECORDS_QUERIED_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
     welcome: Welcome
     lease: Lease
     cancel: Cancel
@@ -227,7 +238,14 @@ class ConnectResponse(_message.Message):
     result_ack: ResultAck
     children_submitted: ChildrenSubmitted
     records_queried: RecordsQueried
-    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., lease: _Optional[_Union[Lease, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., control: _Optional[_Union[Control, _Mapping]] = ..., result_ack: _Optional[_Union[ResultAck, _Mapping]] = ..., children_submitted: _Optional[_Union[ChildrenSubmitted, _Mapping]] = ..., records_queried: _Optional[_Union[RecordsQueried, _Mapping]] = ...) -> None: ...
+    batch: CoordinatorBatch
+    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., lease: _Optional[_Union[Lease, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., control: _Optional[_Union[Control, _Mapping]] = ..., result_ack: _Optional[_Union[ResultAck, _Mapping]] = ..., children_submitted: _Optional[_Union[ChildrenSubmitted, _Mapping]] = ..., records_queried: _Optional[_Union[RecordsQueried, _Mapping]] = ..., batch: _Optional[_Union[CoordinatorBatch, _Mapping]] = ...) -> None: ...
+
+class CoordinatorBatch(_message.Message):
+    __slots__ = ("messages",)
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    messages: _containers.RepeatedCompositeFieldContainer[ConnectResponse]
+    def __init__(self, messages: _Optional[_Iterable[_Union[ConnectResponse, _Mapping]]] = ...) -> None: ...
 
 class Welcome(_message.Message):
     __slots__ = ("coordinator_id", "heartbeat_interval", "kept_leases")

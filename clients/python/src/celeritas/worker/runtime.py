@@ -356,14 +356,14 @@ class Runtime:
                         raise
                     if response is grpc.aio.EOF:
                         return
-                    message = _worker_wire.coordinator_message(response)
-                    if isinstance(message, p.Welcome):
-                        self.on_welcome(link, message)
-                        heartbeat = asyncio.create_task(
-                            self.heartbeat_forever(link, message.heartbeat_interval)
-                        )
-                    elif message is not None:
-                        self.on_message(message)
+                    for message in _worker_wire.coordinator_messages(response):
+                        if isinstance(message, p.Welcome):
+                            self.on_welcome(link, message)
+                            heartbeat = asyncio.create_task(
+                                self.heartbeat_forever(link, message.heartbeat_interval)
+                            )
+                        elif message is not None:
+                            self.on_message(message)
             finally:
                 writer.cancel()
                 if heartbeat is not None:
@@ -375,9 +375,20 @@ class Runtime:
         while True:
             while link.outbox:
                 link.writing = True
-                message = link.outbox.popleft()
+                # Everything queued goes in one write (a batch): each write costs the event
+                # loop a round trip through gRPC's core, so one per message bounds throughput.
+                messages = [link.outbox.popleft()]
+                size = messages[0].ByteSize()
+                while (
+                    link.outbox
+                    and len(messages) < _worker_wire.BATCH_MESSAGES
+                    and size + link.outbox[0].ByteSize() <= _worker_wire.BATCH_BYTES
+                ):
+                    message = link.outbox.popleft()
+                    size += message.ByteSize()
+                    messages.append(message)
                 try:
-                    await link.call.write(message)
+                    await link.call.write(_worker_wire.batched(messages))
                 except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
                     # The stream is gone; its end arrives on the reading side.
                     link.outbox.clear()
