@@ -36,6 +36,8 @@ use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::domain::ValidationError;
+use crate::worker::Registry;
 
 /// The coordinator address client commands use by default.
 pub const DEFAULT_COORDINATOR: &str = "http://127.0.0.1:50051";
@@ -110,6 +112,49 @@ pub struct CoordinatorAddress {
 
 /// Runs the command; the exit code says whether it (or the task it waited for) succeeded.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    run_with_tasks(cli, no_tasks).await
+}
+
+/// Adds a team's own tasks to a worker's registry, beside the built-ins; an error (a name
+/// taken, by a built-in or twice) stops the worker at start.
+pub type TaskRegistration = fn(&mut Registry) -> Result<(), ValidationError>;
+
+fn no_tasks(_registry: &mut Registry) -> Result<(), ValidationError> {
+    Ok(())
+}
+
+/// The whole `celeritas` program, for a binary of a team's own: the command line parsed,
+/// logging set up, every command as `celeritas` has it, and `register` adding the team's tasks
+/// to the workers it runs (`worker` and `dev`). A custom worker's `main` is this one call:
+///
+/// ```no_run
+/// # use celeritas::worker::Registry;
+/// # use celeritas::domain::ValidationError;
+/// fn register(registry: &mut Registry) -> Result<(), ValidationError> {
+///     registry.register_fn("reports.build", |_context, args| async move { Ok(args) })?;
+///     Ok(())
+/// }
+///
+/// #[tokio::main]
+/// async fn main() -> std::process::ExitCode {
+///     celeritas::cli::main_with_tasks(register).await
+/// }
+/// ```
+pub async fn main_with_tasks(register: TaskRegistration) -> ExitCode {
+    let cli = Cli::parse();
+    crate::telemetry::init();
+    match run_with_tasks(cli, register).await {
+        Ok(code) => code,
+        Err(error) => {
+            // Not `eprintln!`, which panics when stderr is closed.
+            write_stderr(format_args!("error: {error:#}\n"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs a parsed command line, `register` adding tasks to the workers it runs.
+pub async fn run_with_tasks(cli: Cli, register: TaskRegistration) -> anyhow::Result<ExitCode> {
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
         Command::Coordinator(args) => {
@@ -118,10 +163,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .await
                 .map_err(|error| explain_missing_database(error, &url))
         }
-        Command::Worker(args) => serve_commands::worker(args, config).await,
+        Command::Worker(args) => serve_commands::worker(args, config, register).await,
         Command::Dev(args) => {
             let url = args.database_url.clone().unwrap_or_default();
-            serve_commands::dev(args, config)
+            serve_commands::dev(args, config, register)
                 .await
                 .map_err(|error| explain_missing_database(error, &url))
         }

@@ -108,7 +108,11 @@ pub async fn coordinator(args: CoordinatorArgs, mut config: Config) -> anyhow::R
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn worker(args: WorkerArgs, config: Config) -> anyhow::Result<ExitCode> {
+pub async fn worker(
+    args: WorkerArgs,
+    config: Config,
+    register: super::TaskRegistration,
+) -> anyhow::Result<ExitCode> {
     let queues = if args.queues.is_empty() {
         config
             .routing()?
@@ -147,7 +151,7 @@ pub async fn worker(args: WorkerArgs, config: Config) -> anyhow::Result<ExitCode
             .filter(|limit| *limit > 0),
         execution_log: args.execution_log,
     };
-    let registry = builtin_registry(&config, &options.coordinator_url)?;
+    let registry = registry_with(&config, &options.coordinator_url, register)?;
     let summary = worker::run(options, registry, shutdown_on_signal()).await?;
     tracing::info!(
         processed = summary.processed,
@@ -162,7 +166,11 @@ pub async fn worker(args: WorkerArgs, config: Config) -> anyhow::Result<ExitCode
 }
 
 /// The seed's development scenario in one process: a coordinator and one worker on every queue.
-pub async fn dev(args: DevArgs, mut config: Config) -> anyhow::Result<ExitCode> {
+pub async fn dev(
+    args: DevArgs,
+    mut config: Config,
+    register: super::TaskRegistration,
+) -> anyhow::Result<ExitCode> {
     let database_url = args
         .database_url
         .unwrap_or_else(|| DEFAULT_EMBEDDED_URL.to_owned());
@@ -206,7 +214,7 @@ pub async fn dev(args: DevArgs, mut config: Config) -> anyhow::Result<ExitCode> 
     };
     // The worker drains first, while its coordinator can still take back leases and record
     // results; then the coordinator stops.
-    let registry = builtin_registry(&config, &options.coordinator_url)?;
+    let registry = registry_with(&config, &options.coordinator_url, register)?;
     let drained = worker::run(options, registry, stop).await;
     coordinator_stop.cancel();
     coordinator.await??;
@@ -275,4 +283,15 @@ pub async fn migrate(args: MigrateArgs, config: Config) -> anyhow::Result<ExitCo
     store.migrate().await?;
     outln!("migrations applied");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The built-in tasks and the ones `register` adds; a name taken stops the worker at start.
+fn registry_with(
+    config: &Config,
+    coordinator_url: &str,
+    register: super::TaskRegistration,
+) -> anyhow::Result<worker::Registry> {
+    let mut registry = builtin_registry(config, coordinator_url)?;
+    register(&mut registry).map_err(|error| anyhow::anyhow!("registering tasks: {error}"))?;
+    Ok(registry)
 }

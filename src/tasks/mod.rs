@@ -15,9 +15,7 @@ use crate::worker::{Registry, TaskError};
 
 /// A task's args as `T`; args that do not fit are `invalid_args`, naming the field
 /// (`recipients[3].email: invalid type: integer, expected a string`).
-pub(crate) fn parse_args<T: serde::de::DeserializeOwned>(
-    args: serde_json::Value,
-) -> Result<T, TaskError> {
+pub fn parse_args<T: serde::de::DeserializeOwned>(args: serde_json::Value) -> Result<T, TaskError> {
     serde_path_to_error::deserialize(args).map_err(|error| {
         let path = error.path().to_string();
         let error = error.into_inner();

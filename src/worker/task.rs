@@ -375,6 +375,12 @@ impl Registry {
         handler: impl TaskHandler,
     ) -> Result<&mut Self, ValidationError> {
         let name = TaskName::parse("name", name)?;
+        if self.handlers.contains_key(&name) {
+            return Err(ValidationError::new(
+                "name",
+                format!("task {:?} is registered twice", name.as_str()),
+            ));
+        }
         self.handlers.insert(name, Arc::new(handler));
         Ok(self)
     }
@@ -415,5 +421,35 @@ impl Registry {
         }
         let answers: Vec<String> = self.close_idle.iter().map(|hook| hook()).collect();
         answers.join("; ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn echo(
+        _context: TaskContext,
+        args: serde_json::Value,
+    ) -> Result<serde_json::Value, TaskError> {
+        Ok(args)
+    }
+
+    #[test]
+    fn a_name_is_registered_once() {
+        let mut registry = Registry::new();
+        registry.register_fn("reports.build", echo).unwrap();
+        let error = registry.register_fn("reports.build", echo).unwrap_err();
+        assert_eq!(error.field, "name");
+        assert!(error.message.contains("registered twice"), "{error}");
+        assert!(registry.register_fn(" bad", echo).is_err());
+    }
+
+    #[test]
+    fn a_teams_task_may_not_take_a_built_in_name() {
+        let mut registry =
+            crate::tasks::builtin_registry(&crate::config::Config::default(), "http://127.0.0.1:1")
+                .unwrap();
+        assert!(registry.register_fn("noop", echo).is_err());
     }
 }

@@ -16,6 +16,7 @@ mod imports;
 mod in_process;
 mod one_command;
 mod operations;
+mod own_tasks;
 mod platform;
 mod progress;
 mod store_suite;

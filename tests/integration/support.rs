@@ -93,7 +93,12 @@ pub fn log_dir(test: &str) -> PathBuf {
 }
 
 fn celeritas(logs: &Path, log_name: &str) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_celeritas"));
+    program(Path::new(env!("CARGO_BIN_EXE_celeritas")), logs, log_name)
+}
+
+/// `binary` run from `logs`, its stderr in `logs/LOG_NAME.log`, killed when dropped.
+fn program(binary: &Path, logs: &Path, log_name: &str) -> Command {
+    let mut command = Command::new(binary);
     let log = std::fs::File::create(logs.join(format!("{log_name}.log"))).expect("create a log");
     command
         .env("RUST_LOG", "info")
@@ -255,7 +260,19 @@ impl WorkerProcess {
 
     /// Starts a worker pointed at `url`, which may have no coordinator yet.
     pub fn start_at(url: &str, logs: &Path, name: &str, extra: &[&str]) -> Self {
-        let child = celeritas(logs, name)
+        Self::start_binary(
+            Path::new(env!("CARGO_BIN_EXE_celeritas")),
+            url,
+            logs,
+            name,
+            extra,
+        )
+    }
+
+    /// Starts `BINARY worker` of another binary with celeritas' command line (a team's own
+    /// worker, `examples/own-tasks`).
+    pub fn start_binary(binary: &Path, url: &str, logs: &Path, name: &str, extra: &[&str]) -> Self {
+        let child = program(binary, logs, name)
             .args(["worker", "--coordinator", url, "--name", name])
             .args(extra)
             .stdout(Stdio::null())
