@@ -240,10 +240,10 @@ impl Coordinator {
                 let unserved = counts
                     .pending_by_name
                     .iter()
-                    .filter(|(name, task_name, _, _)| {
-                        name == queue.as_str()
+                    .filter(|(queue_name, task_name, _, _)| {
+                        queue_name == queue.as_str()
                             && !connected.iter().any(|worker| {
-                                worker.queues.iter().any(|(name, _)| *name == queue)
+                                worker.queues.iter().any(|(consumed, _)| *consumed == queue)
                                     && worker.task_names.contains(task_name)
                             })
                     })

@@ -214,7 +214,7 @@ impl QueueCounts {
     pub fn oldest_pending(&self, queue: &str) -> Option<DateTime<Utc>> {
         self.pending_by_name
             .iter()
-            .filter(|(name, _, _, _)| name == queue)
+            .filter(|(queue_name, _, _, _)| queue_name == queue)
             .map(|(_, _, _, oldest)| *oldest)
             .min()
     }
