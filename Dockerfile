@@ -4,12 +4,17 @@ WORKDIR /src
 # The dependencies first, in a layer of their own: it is rebuilt only when the manifest, the
 # lock file, the build script or the proto contract change, not on every change of src/. The
 # stub sources give cargo a crate to build them for.
+# The workspace's other member (the example of docs/own-tasks.md) is not in the image, but
+# cargo reads every member's manifest: it gets its manifest and stub sources too.
 COPY Cargo.toml Cargo.lock build.rs ./
+COPY examples/own-tasks/Cargo.toml examples/own-tasks/Cargo.toml
 COPY proto proto
-RUN mkdir src \
+RUN mkdir src examples/own-tasks/src \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs \
-    && cargo build --release --locked \
+    && echo 'fn main() {}' > examples/own-tasks/src/main.rs \
+    && touch examples/own-tasks/src/lib.rs \
+    && cargo build --release --locked -p celeritas \
     && rm -rf src
 # Then the crate itself. COPY keeps the context's modification times, which may be older than
 # the stubs' build: touching the sources makes cargo rebuild the crate rather than take the
@@ -17,7 +22,7 @@ RUN mkdir src \
 COPY migrations migrations
 COPY src src
 RUN touch src/main.rs src/lib.rs \
-    && cargo build --release --locked \
+    && cargo build --release --locked -p celeritas \
     && cp target/release/celeritas /usr/local/bin/celeritas \
     && strip /usr/local/bin/celeritas
 

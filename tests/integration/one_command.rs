@@ -303,8 +303,9 @@ fn every_compose_service_runs_a_command_the_binary_accepts() {
 }
 
 /// The Dockerfile caches the dependencies in a layer of their own: they are built before any
-/// of `src/` is copied, from nothing but the manifest, the lock file, the build script and the
-/// proto contract, so a source change rebuilds the crate alone. (No Docker engine runs on
+/// of `src/` is copied, from nothing but the manifests (the workspace's and its example
+/// member's), the lock file, the build script and the proto contract, so a source change
+/// rebuilds the crate alone. (No Docker engine runs on
 /// these machines; this checks the file's shape.)
 #[test]
 fn the_dockerfile_builds_the_dependencies_before_it_copies_the_sources() {
@@ -336,7 +337,14 @@ fn the_dockerfile_builds_the_dependencies_before_it_copies_the_sources() {
             let copied: Vec<&str> = sources.split_whitespace().collect();
             for source in &copied[..copied.len() - 1] {
                 assert!(
-                    ["Cargo.toml", "Cargo.lock", "build.rs", "proto"].contains(source),
+                    [
+                        "Cargo.toml",
+                        "Cargo.lock",
+                        "build.rs",
+                        "proto",
+                        "examples/own-tasks/Cargo.toml"
+                    ]
+                    .contains(source),
                     "the dependency layer copies {source}, so it would be rebuilt when that changes"
                 );
             }
