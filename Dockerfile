@@ -39,4 +39,4 @@ WORKDIR /home/celeritas
 EXPOSE 50051 9464
 ENTRYPOINT ["celeritas"]
 # Without arguments: the one-process development mode on the embedded store.
-CMD ["dev", "--listen", "0.0.0.0:50051"]
+CMD ["dev", "--listen", "0.0.0.0:50051", "--allow-insecure"]

@@ -9,8 +9,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{SharedClock, SystemClock};
-use crate::config::Config;
+use crate::config::{Config, is_loopback};
 use crate::coordinator::{Background, Coordinator};
+use crate::grpc::tls::ReloadingTls;
 use crate::grpc::{self, GrpcServer};
 use crate::store::{self, Store, StoreError};
 
@@ -51,7 +52,12 @@ impl Application {
                 anyhow::anyhow!("cannot listen on {}: {error}", config.coordinator.listen)
             })?;
         let address = listener.local_addr()?;
+        let tls = check_exposure(config)?;
         let (coordinator, background) = Coordinator::start(store, config, clock)?;
+        coordinator
+            .access()
+            .refresh(coordinator.store().as_ref())
+            .await?;
         coordinator.sync_schedules(config.schedules()?).await?;
         let stop = background.stop_token();
         let metrics_address = match config.coordinator.metrics_listen {
@@ -60,7 +66,7 @@ impl Application {
             }
             None => None,
         };
-        let server = grpc::serve(coordinator, listener, async move { stop.cancelled().await })?;
+        let server = grpc::serve(coordinator, listener, tls, stop)?;
         Ok(Self {
             address,
             metrics_address,
@@ -92,6 +98,40 @@ impl Application {
         served?;
         Ok(())
     }
+}
+
+/// Loads the TLS files, if any, and refuses a coordinator open beyond this host with neither
+/// TLS nor tokens unless `allow_insecure` says so (then it warns, loudly).
+fn check_exposure(config: &Config) -> anyhow::Result<Option<Arc<ReloadingTls>>> {
+    let settings = &config.coordinator;
+    let tls = settings.tls.as_ref().map(ReloadingTls::load).transpose()?;
+    let client_certificates = settings
+        .tls
+        .as_ref()
+        .is_some_and(|tls| tls.require_client_cert && tls.client_ca_file.is_some());
+    let authenticated = config.auth.required || client_certificates;
+    if is_loopback(&settings.listen) || (tls.is_some() && authenticated) {
+        return Ok(tls);
+    }
+    let missing = match (tls.is_some(), authenticated) {
+        (false, false) => "neither TLS ([coordinator.tls]) nor tokens ([auth] required)",
+        (false, true) => "no TLS ([coordinator.tls]): tokens and tasks travel in clear",
+        _ => {
+            "no tokens ([auth] required): anyone who reaches it may submit, cancel and connect as a worker"
+        }
+    };
+    if !settings.allow_insecure {
+        anyhow::bail!(
+            "refusing to listen on {} with {missing}; configure them, or set \
+             coordinator.allow_insecure (--allow-insecure) on a network you trust",
+            settings.listen
+        );
+    }
+    tracing::warn!(
+        listen = %settings.listen,
+        "INSECURE: this coordinator listens beyond loopback with {missing}"
+    );
+    Ok(tls)
 }
 
 /// Applies migrations, retrying while the database is unreachable.

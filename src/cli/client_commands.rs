@@ -187,7 +187,7 @@ impl SubmitArgs {
 
 pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let spec = args.spec()?;
-    let mut client = CoordinatorClient::connect(&args.coordinator.url).await?;
+    let mut client = args.coordinator.connect().await?;
     if args.timeout.is_some() && !args.wait && !args.wait_tree {
         anyhow::bail!("--timeout needs --wait or --wait-tree");
     }
@@ -278,7 +278,7 @@ fn print_outcome(task: &TaskRecord, json: bool) {
 
 pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let id = TaskId::parse("ID", &args.id)?;
-    let mut client = CoordinatorClient::connect(&args.coordinator.url).await?;
+    let mut client = args.coordinator.connect().await?;
     let task = client.task(id).await?;
     if args.json {
         outln!("{}", task_json(&task));
@@ -290,7 +290,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
 
 pub async fn cancel(args: CancelArgs) -> anyhow::Result<ExitCode> {
     let id = TaskId::parse("ID", &args.id)?;
-    let mut client = CoordinatorClient::connect(&args.coordinator.url).await?;
+    let mut client = args.coordinator.connect().await?;
     let (task, descendants) = client.cancel_counted(id, args.terminate).await?;
     if args.json {
         let mut value = task_json(&task);
@@ -311,7 +311,7 @@ pub async fn cancel(args: CancelArgs) -> anyhow::Result<ExitCode> {
 
 pub async fn intervene(args: InterveneArgs, fail: bool) -> anyhow::Result<ExitCode> {
     let id = TaskId::parse("ID", &args.id)?;
-    let mut client = CoordinatorClient::connect(&args.coordinator.url).await?;
+    let mut client = args.coordinator.connect().await?;
     let task = client
         .intervene(id, args.attempt.unwrap_or(0), fail, &args.reason)
         .await?;
@@ -335,14 +335,15 @@ pub async fn purge(args: PurgeArgs) -> anyhow::Result<ExitCode> {
             "purge cancels every pending and scheduled task of queue {queue}; pass --yes to confirm"
         );
     }
-    let mut client = CoordinatorClient::connect(&args.coordinator.url).await?;
+    let mut client = args.coordinator.connect().await?;
     let cancelled = client.purge(&queue).await?;
     outln!("{cancelled} tasks of queue {queue} cancelled");
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn health(args: HealthArgs) -> anyhow::Result<ExitCode> {
-    let serving = crate::grpc::client::check_health(&args.coordinator.url, &args.service).await?;
+    let serving =
+        crate::grpc::client::check_health(&args.coordinator.target()?, &args.service).await?;
     outln!("{}", if serving { "SERVING" } else { "NOT_SERVING" });
     Ok(if serving {
         ExitCode::SUCCESS

@@ -7,7 +7,6 @@ use clap::Args;
 use serde_json::json;
 
 use super::CoordinatorAddress;
-use crate::grpc::CoordinatorClient;
 
 /// `celeritas upload`.
 #[derive(Debug, Args)]
@@ -29,7 +28,7 @@ pub struct UploadArgs {
 
 /// Uploads a file; prints its id (with --json, everything the coordinator stored).
 pub async fn upload(args: UploadArgs) -> anyhow::Result<ExitCode> {
-    let mut client = CoordinatorClient::connect(&args.coordinator.url).await?;
+    let mut client = args.coordinator.connect().await?;
     let file = client
         .upload_path(
             &args.file,

@@ -62,7 +62,7 @@ fn follow_line(aggregate: &Aggregate, elapsed: Duration) -> String {
 /// Shows a tree's progress live until it finishes, then exits 0 when the root succeeded.
 pub async fn follow(args: FollowArgs) -> anyhow::Result<ExitCode> {
     let id = TaskId::parse("ID", &args.id)?;
-    let mut client = CoordinatorClient::connect(&args.coordinator.url).await?;
+    let mut client = args.coordinator.connect().await?;
     let root_state = show_tree_progress(&mut client, id, args.json).await?;
     Ok(if root_state == TaskState::Succeeded {
         ExitCode::SUCCESS

@@ -124,7 +124,7 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
     let unsent = import_spec(&args, FileId::generate(), list_id.clone(), mapping.clone())?;
     crate::tasks::contacts::check_import_args(unsent.args.to_value())
         .map_err(|why| anyhow::anyhow!("the import's args: {why}"))?;
-    let mut client = CoordinatorClient::connect(&args.coordinator.url).await?;
+    let mut client = args.coordinator.connect().await?;
     let file = client.upload_path(&args.file, None, None).await?;
     errln!(
         "file {}: {} bytes, sha256 {}",

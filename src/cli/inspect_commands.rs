@@ -49,7 +49,7 @@ pub struct InspectArgs {
 
 /// `celeritas inspect`.
 pub async fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
-    let mut client = CoordinatorClient::connect(&args.coordinator.url).await?;
+    let mut client = args.coordinator.connect().await?;
     let client = &mut client;
     match args.command {
         InspectCommand::Ping => ping(client, args.json).await?,

@@ -36,7 +36,9 @@ use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::domain::ValidationError;
+use crate::domain::{TokenSecret, ValidationError};
+use crate::grpc::CoordinatorClient;
+use crate::grpc::client::Target;
 use crate::worker::Registry;
 
 /// The coordinator address client commands use by default.
@@ -102,12 +104,81 @@ pub enum Command {
     Bench(bench_command::BenchArgs),
 }
 
-/// How client commands reach a coordinator.
-#[derive(Debug, Clone, Args)]
+/// How client commands (and workers) reach a coordinator, and what they show it.
+#[derive(Clone, Args)]
 pub struct CoordinatorAddress {
-    /// The coordinator's URL.
+    /// The coordinator's URL: http://host:port, or https://host:port for TLS.
     #[arg(long = "coordinator", env = "CELERITAS_COORDINATOR", default_value = DEFAULT_COORDINATOR, value_name = "URL", global = true)]
     pub url: String,
+    /// The CA (PEM) that signed the coordinator's certificate, for https:// URLs; without it the
+    /// public web roots are trusted.
+    #[arg(
+        long = "tls-ca",
+        env = "CELERITAS_TLS_CA",
+        value_name = "FILE",
+        global = true
+    )]
+    pub tls_ca: Option<PathBuf>,
+    /// A client certificate (PEM) to present: a worker's identity.
+    #[arg(
+        long = "tls-cert",
+        env = "CELERITAS_TLS_CERT",
+        value_name = "FILE",
+        global = true,
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(
+        long = "tls-key",
+        env = "CELERITAS_TLS_KEY",
+        value_name = "FILE",
+        global = true,
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// The API token sent with every call (prefer the environment: a flag shows in `ps`).
+    #[arg(
+        long = "token",
+        env = "CELERITAS_TOKEN",
+        value_name = "TOKEN",
+        global = true,
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for CoordinatorAddress {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("CoordinatorAddress")
+            .field("url", &self.url)
+            .field("tls_ca", &self.tls_ca)
+            .field("tls_cert", &self.tls_cert)
+            .field("token", &self.token.as_ref().map(|_| "…"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl CoordinatorAddress {
+    /// The coordinator and the credentials given.
+    pub fn target(&self) -> Result<Target, ValidationError> {
+        Ok(Target {
+            url: self.url.clone(),
+            ca_file: self.tls_ca.clone(),
+            identity: self.tls_cert.clone().zip(self.tls_key.clone()),
+            token: self
+                .token
+                .as_deref()
+                .map(|token| TokenSecret::parse("--token", token.trim()))
+                .transpose()?,
+        })
+    }
+
+    /// A client of the coordinator, connected with the credentials given.
+    pub async fn connect(&self) -> anyhow::Result<CoordinatorClient> {
+        Ok(CoordinatorClient::connect_to(&self.target()?).await?)
+    }
 }
 
 /// Runs the command; the exit code says whether it (or the task it waited for) succeeded.

@@ -9,7 +9,6 @@ use serde_json::json;
 use super::CoordinatorAddress;
 use super::table::{moment, print_table};
 use crate::domain::{RecordsRequest, TaskId};
-use crate::grpc::CoordinatorClient;
 
 /// The most records asked for per call.
 const PAGE_SIZE: u32 = 1_000;
@@ -41,7 +40,7 @@ pub struct RecordsArgs {
 /// Prints the records, following pages until there are no more or `--limit` is reached.
 pub async fn records(args: RecordsArgs) -> anyhow::Result<ExitCode> {
     let task = TaskId::parse("ID", &args.id)?;
-    let mut client = CoordinatorClient::connect(&args.coordinator.url).await?;
+    let mut client = args.coordinator.connect().await?;
     let limit = args.limit.unwrap_or(u64::MAX);
     let mut request = RecordsRequest {
         task,

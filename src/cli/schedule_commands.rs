@@ -11,7 +11,6 @@ use super::{CoordinatorAddress, parse_duration};
 use crate::domain::{
     JsonText, QueueName, Schedule, ScheduleSource, TaskName, TaskSpec, Timing, parse_schedule_name,
 };
-use crate::grpc::CoordinatorClient;
 
 /// `celeritas schedules`.
 #[derive(Debug, Args)]
@@ -73,7 +72,7 @@ pub enum SchedulesCommand {
 }
 
 pub async fn schedules(args: SchedulesArgs) -> anyhow::Result<ExitCode> {
-    let mut client = CoordinatorClient::connect(&args.coordinator.url).await?;
+    let mut client = args.coordinator.connect().await?;
     match args.command {
         SchedulesCommand::List { json } => {
             let schedules = client.list_schedules().await?;

@@ -9,6 +9,7 @@ use clap::Args;
 use super::{CoordinatorAddress, parse_duration, shutdown_on_signal};
 use crate::config::Config;
 use crate::domain::QueueName;
+use crate::grpc::client::Target;
 use crate::startup::Application;
 use crate::store::{self, DEFAULT_EMBEDDED_URL};
 use crate::tasks::builtin_registry;
@@ -31,6 +32,9 @@ pub struct CoordinatorArgs {
     /// Where to serve Prometheus metrics at /metrics, or `none` (default 127.0.0.1:9464).
     #[arg(long, value_parser = parse_metrics_listen, value_name = "ADDR|none")]
     pub metrics_listen: Option<MetricsListen>,
+    /// Listen beyond loopback without TLS or tokens (on a network you trust).
+    #[arg(long)]
+    pub allow_insecure: bool,
     #[command(flatten)]
     pub database: DatabaseArgs,
 }
@@ -77,6 +81,9 @@ pub struct DevArgs {
     /// How many tasks the built-in worker runs at once.
     #[arg(short = 'c', long, default_value_t = 4, value_name = "N")]
     pub concurrency: u32,
+    /// Listen beyond loopback without TLS or tokens (on a network you trust).
+    #[arg(long)]
+    pub allow_insecure: bool,
 }
 
 /// `celeritas migrate`.
@@ -93,6 +100,7 @@ pub async fn coordinator(args: CoordinatorArgs, mut config: Config) -> anyhow::R
     if let Some(MetricsListen(metrics)) = args.metrics_listen {
         config.coordinator.metrics_listen = metrics;
     }
+    config.coordinator.allow_insecure |= args.allow_insecure;
     let stop = shutdown_on_signal();
     let application = Application::build(&config, &args.database.database_url, &stop).await?;
     tracing::info!(address = %application.address(), "coordinator listening");
@@ -132,7 +140,7 @@ pub async fn worker(
         None => default_worker_id(&hostname)?,
     };
     let options = WorkerOptions {
-        coordinator_url: args.coordinator.url,
+        coordinator: args.coordinator.target()?,
         worker_id,
         hostname,
         queues,
@@ -151,7 +159,7 @@ pub async fn worker(
             .filter(|limit| *limit > 0),
         execution_log: args.execution_log,
     };
-    let registry = registry_with(&config, &options.coordinator_url, register)?;
+    let registry = registry_with(&config, &options.coordinator, register)?;
     let summary = worker::run(options, registry, shutdown_on_signal()).await?;
     tracing::info!(
         processed = summary.processed,
@@ -177,6 +185,7 @@ pub async fn dev(
     if let Some(listen) = args.listen {
         config.coordinator.listen = listen;
     }
+    config.coordinator.allow_insecure |= args.allow_insecure;
     let stop = shutdown_on_signal();
     let application = Application::build(&config, &database_url, &stop).await?;
     let address = application.address();
@@ -201,7 +210,7 @@ pub async fn dev(
         .collect();
     let hostname = hostname();
     let options = WorkerOptions {
-        coordinator_url: url,
+        coordinator: Target::plain(&url),
         worker_id: default_worker_id(&hostname)?,
         hostname,
         queues,
@@ -214,7 +223,7 @@ pub async fn dev(
     };
     // The worker drains first, while its coordinator can still take back leases and record
     // results; then the coordinator stops.
-    let registry = registry_with(&config, &options.coordinator_url, register)?;
+    let registry = registry_with(&config, &options.coordinator, register)?;
     let drained = worker::run(options, registry, stop).await;
     coordinator_stop.cancel();
     coordinator.await??;
@@ -288,10 +297,10 @@ pub async fn migrate(args: MigrateArgs, config: Config) -> anyhow::Result<ExitCo
 /// The built-in tasks and the ones `register` adds; a name taken stops the worker at start.
 fn registry_with(
     config: &Config,
-    coordinator_url: &str,
+    coordinator: &Target,
     register: super::TaskRegistration,
 ) -> anyhow::Result<worker::Registry> {
-    let mut registry = builtin_registry(config, coordinator_url)?;
+    let mut registry = builtin_registry(config, coordinator)?;
     register(&mut registry).map_err(|error| anyhow::anyhow!("registering tasks: {error}"))?;
     Ok(registry)
 }

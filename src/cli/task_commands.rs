@@ -10,7 +10,6 @@ use super::table::{print_table, task_json, task_row};
 use super::{CoordinatorAddress, parse_duration};
 use crate::domain::TaskQuery;
 use crate::domain::{QueueName, TaskId, TaskName, TaskState};
-use crate::grpc::CoordinatorClient;
 
 /// `celeritas tasks`.
 #[derive(Debug, Args)]
@@ -79,7 +78,7 @@ pub async fn tasks(args: TasksArgs) -> anyhow::Result<ExitCode> {
         limit: args.limit,
         with_payloads: args.with_args,
     };
-    let mut client = CoordinatorClient::connect(&args.coordinator.url).await?;
+    let mut client = args.coordinator.connect().await?;
     let tasks = client.list_tasks(&query).await?;
     if args.json {
         outln!("{}", Value::Array(tasks.iter().map(task_json).collect()));
@@ -108,7 +107,7 @@ pub async fn close_idle(args: CloseIdleArgs) -> anyhow::Result<ExitCode> {
         .as_deref()
         .map(|queue| QueueName::parse("--queue", queue))
         .transpose()?;
-    let mut client = CoordinatorClient::connect(&args.coordinator.url).await?;
+    let mut client = args.coordinator.connect().await?;
     let answers = client
         .close_idle_connections(queue.as_ref(), Duration::from_secs(5))
         .await?;

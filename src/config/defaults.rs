@@ -44,6 +44,7 @@ impl Default for Config {
             dns: DnsSettings::default(),
             validation: ValidationSettings::default(),
             files: super::FilesSettings::default(),
+            auth: super::AuthSettings::default(),
         }
     }
 }
@@ -88,6 +89,8 @@ impl Default for CoordinatorSettings {
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
             max_worker_capacity: 10_000,
             max_stream_buffer_bytes: 16 * 1024 * 1024,
+            tls: None,
+            allow_insecure: false,
         }
     }
 }

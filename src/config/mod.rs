@@ -11,6 +11,7 @@ mod defaults;
 mod files;
 mod load;
 mod routing;
+mod security;
 mod smtp;
 #[cfg(test)]
 mod tests;
@@ -26,6 +27,7 @@ use crate::domain::ValidationError;
 pub use contacts::{DnsSettings, ValidationSettings};
 pub use files::{FilesSettings, parse_byte_size};
 pub use routing::{Routing, TaskPolicy};
+pub use security::{AuthSettings, ConfiguredToken, TlsSettings, is_loopback};
 pub use smtp::{CampaignSettings, DkimSettings, RelaySettings, SmtpSettings, StuckPolicy};
 
 /// The file read when `--config` is not given, if it exists.
@@ -61,6 +63,8 @@ pub struct Config {
     pub validation: ValidationSettings,
     /// The files clients upload for tasks (`celeritas upload`).
     pub files: FilesSettings,
+    /// Tokens, their roles, and which queues each worker identity may consume.
+    pub auth: AuthSettings,
 }
 
 /// `[schedules.<name>]`.
@@ -123,6 +127,11 @@ pub struct CoordinatorSettings {
     /// The most bytes of leases waiting to be sent down one worker stream; a worker that reads
     /// slowly (or not at all) is sent no more until it catches up.
     pub max_stream_buffer_bytes: usize,
+    /// TLS on the gRPC port (and, with `client_ca_file`, client certificates for workers).
+    pub tls: Option<TlsSettings>,
+    /// Listen beyond loopback with neither TLS nor required tokens (on a network you trust);
+    /// without it such a coordinator refuses to start.
+    pub allow_insecure: bool,
 }
 
 /// `[worker]`.

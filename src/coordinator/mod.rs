@@ -7,6 +7,7 @@
 //!   token fires (or, for the batchers, when the last handle is dropped after the queue drains).
 //! - Nothing here knows the wire format; `grpc/` converts at the edge.
 
+pub mod access;
 mod background;
 pub mod batcher;
 mod beat;
@@ -76,6 +77,12 @@ pub enum CoordinatorError {
     /// The request is valid but cannot be done in the current state.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The caller presented no token, or one the coordinator does not accept.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller may not do this; the message names the role it needs.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// The store cannot be reached; the request may be retried.
     #[error("{0}")]
     Unavailable(String),
@@ -92,6 +99,8 @@ impl CoordinatorError {
             CoordinatorError::NotFound(_) => ErrorKind::NotFound,
             CoordinatorError::OutOfRange(_) => ErrorKind::OutOfRange,
             CoordinatorError::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
+            CoordinatorError::Unauthenticated(_) => ErrorKind::Unauthenticated,
+            CoordinatorError::PermissionDenied(_) => ErrorKind::PermissionDenied,
             CoordinatorError::Unavailable(_) => ErrorKind::Unavailable,
             CoordinatorError::Internal(_) => ErrorKind::Internal,
         }
@@ -248,6 +257,7 @@ pub struct Coordinator {
     waiters: Arc<Waiters>,
     dirty_trees: Arc<DirtyTrees>,
     page_secret: std::sync::OnceLock<String>,
+    access: Arc<access::Access>,
     tracker: TaskTracker,
     stop: CancellationToken,
 }
@@ -381,6 +391,8 @@ impl Coordinator {
             background::spawn_gauges(&tracker, store.clone(), sessions.clone(), stop.clone());
         }
 
+        let access = Arc::new(access::Access::new(&config.auth)?);
+        access.spawn_refresh(&tracker, store.clone(), stop.clone());
         let coordinator = Arc::new(Self {
             id,
             store,
@@ -397,6 +409,7 @@ impl Coordinator {
             waiters,
             dirty_trees,
             page_secret: std::sync::OnceLock::new(),
+            access,
             tracker: tracker.clone(),
             stop: stop.clone(),
         });
@@ -407,6 +420,16 @@ impl Coordinator {
     /// This coordinator's id.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// Who may call, and what.
+    pub fn access(&self) -> &Arc<access::Access> {
+        &self.access
+    }
+
+    /// The store this coordinator serves from.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
     }
 
     /// The coordinator's settings.
@@ -434,6 +457,7 @@ impl Coordinator {
     /// Serves a worker stream in the background; its replies arrive on the returned stream.
     pub fn spawn_worker_stream(
         self: &Arc<Self>,
+        caller: crate::domain::Caller,
         inbound: worker_stream::Inbound,
     ) -> futures::stream::BoxStream<
         'static,
@@ -448,6 +472,7 @@ impl Coordinator {
         ));
         self.tracker.spawn(worker_stream::serve(
             self.clone(),
+            caller,
             inbound,
             outbound,
             buffer.clone(),

@@ -3,6 +3,7 @@
 //! checked by walking it with serde's visitor (`json.rs`) and built as `serde_json` values by
 //! hand (`tree.rs`).
 
+mod auth;
 mod error_kind;
 mod file;
 mod ids;
@@ -19,6 +20,10 @@ mod task;
 mod text;
 mod tree;
 
+pub use auth::{
+    AcceptedToken, Caller, MAX_TOKEN_BYTES, Role, Roles, TOKEN_PREFIX, TokenDigest, TokenName,
+    TokenSecret, find_token,
+};
 pub use error_kind::ErrorKind;
 pub use file::{
     ContentType, DEFAULT_CONTENT_TYPE, FileChunk, FileId, FileInfo, FileName, MAX_FILE_CHUNK_BYTES,

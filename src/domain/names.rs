@@ -22,7 +22,7 @@ pub const BUILTIN_TASK_NAMES: &[&str] = &[
 ];
 
 /// Checks a name of 1 to `max` characters drawn from letters, digits and `allowed_punctuation`.
-fn parse_name(
+pub(super) fn parse_name(
     field: &str,
     text: &str,
     max: usize,

@@ -3,6 +3,7 @@
 //!
 //! Invariant: only this module touches `pb` types; everything else speaks domain types.
 
+mod auth;
 pub mod client;
 mod codec;
 mod convert;
@@ -12,9 +13,11 @@ mod schedule_service;
 mod server;
 mod status;
 mod task_service;
+pub mod tls;
 mod worker_link;
 mod worker_service;
 
+pub use auth::{caller_of, certificate_name};
 pub use client::{ClientError, CoordinatorClient};
 pub use codec::WireCodec;
 pub use server::{GrpcServer, serve};

@@ -4,11 +4,14 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use tokio_util::sync::CancellationToken;
+
 use tokio::net::TcpListener;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use super::FILE_DESCRIPTOR_SET;
+use super::auth::AuthLayer;
 use super::file_service::{FileApi, MAX_UPLOAD_MESSAGE_BYTES};
 use super::inspect_service::InspectApi;
 use super::pb::file_service_server::FileServiceServer;
@@ -18,6 +21,7 @@ use super::pb::task_service_server::TaskServiceServer;
 use super::pb::worker_service_server::WorkerServiceServer;
 use super::schedule_service::ScheduleApi;
 use super::task_service::TaskApi;
+use super::tls::ReloadingTls;
 use super::worker_service::WorkerApi;
 use crate::coordinator::Coordinator;
 
@@ -35,11 +39,15 @@ const HEALTH_SERVICES: &[&str] = &[
 pub type GrpcServer =
     std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;
 
-/// Serves `coordinator` on `listener` until `shutdown` completes.
+/// The largest header block a request may send: a token and the usual metadata fit many times.
+const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
+
+/// Serves `coordinator` on `listener` until `stop` fires, over TLS when `tls` is given.
 pub fn serve(
     coordinator: Arc<Coordinator>,
     listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    tls: Option<Arc<ReloadingTls>>,
+    stop: CancellationToken,
 ) -> Result<GrpcServer, tonic_reflection::server::Error> {
     let (reporter, health_service) = tonic_health::server::health_reporter();
     follow_store_health(&coordinator, reporter);
@@ -62,16 +70,14 @@ pub fn serve(
     let files = FileServiceServer::new(FileApi::new(coordinator.clone()))
         .max_decoding_message_size(MAX_UPLOAD_MESSAGE_BYTES)
         .max_encoding_message_size(max_message_bytes);
+    let access = coordinator.access().clone();
     let workers = WorkerServiceServer::new(WorkerApi::new(coordinator))
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes);
-    // Leases and results are small messages on long-lived streams: without TCP_NODELAY each one
-    // waits for Nagle's algorithm and the peer's delayed ACK (about 40 ms).
-    let incoming = tonic::transport::server::TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .with_keepalive(Some(std::time::Duration::from_secs(30)));
-    let server = tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
+        .layer(AuthLayer::new(access))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -79,9 +85,25 @@ pub fn serve(
         .add_service(workers)
         .add_service(inspect)
         .add_service(schedules)
-        .add_service(files)
-        .serve_with_incoming_shutdown(incoming, shutdown);
-    Ok(Box::pin(server))
+        .add_service(files);
+    let shutdown = {
+        let stop = stop.clone();
+        async move { stop.cancelled().await }
+    };
+    Ok(match tls {
+        Some(tls) => Box::pin(
+            router
+                .serve_with_incoming_shutdown(super::tls::incoming(listener, tls, stop), shutdown),
+        ),
+        None => {
+            // Leases and results are small messages on long-lived streams: without TCP_NODELAY
+            // each one waits for Nagle's algorithm and the peer's delayed ACK (about 40 ms).
+            let incoming = tonic::transport::server::TcpIncoming::from(listener)
+                .with_nodelay(Some(true))
+                .with_keepalive(Some(std::time::Duration::from_secs(30)));
+            Box::pin(router.serve_with_incoming_shutdown(incoming, shutdown))
+        }
+    })
 }
 
 /// Reports SERVING while the store answers, NOT_SERVING otherwise.

@@ -5,7 +5,7 @@ use futures::stream::BoxStream;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::client::{ClientError, connect_channel};
+use super::client::{ClientError, Target, connect_channel};
 use super::convert::{coordinator_message_from_pb, worker_message_to_pb};
 use super::pb::worker_service_client::WorkerServiceClient;
 use super::status::kind_of;
@@ -42,9 +42,14 @@ pub struct WorkerLink {
 }
 
 impl WorkerLink {
-    /// Opens a stream to the coordinator at `url` and says `hello`.
+    /// Opens a stream to the coordinator at `url` with no credentials and says `hello`.
     pub async fn open(url: &str, hello: Hello) -> Result<Self, LinkError> {
-        let channel = connect_channel(url).await?;
+        Self::open_to(&Target::plain(url), hello).await
+    }
+
+    /// Opens a stream to a coordinator with the target's TLS and token, and says `hello`.
+    pub async fn open_to(target: &Target, hello: Hello) -> Result<Self, LinkError> {
+        let channel = connect_channel(target).await?;
         let mut client = WorkerServiceClient::new(channel)
             .max_decoding_message_size(64 * 1024 * 1024)
             .max_encoding_message_size(64 * 1024 * 1024);

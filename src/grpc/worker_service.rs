@@ -37,6 +37,7 @@ impl pb::worker_service_server::WorkerService for WorkerApi {
     ) -> Result<Response<Self::ConnectStream>, Status> {
         // Batches are framing: they are opened here, and the coordinator sees the messages one
         // by one. A worker whose hello accepts them gets what is ready for it in one message.
+        let caller = super::auth::caller_of(&request);
         let accepts_batches = Arc::new(AtomicBool::new(false));
         let hello_accepts = accepts_batches.clone();
         let inbound = request
@@ -61,7 +62,7 @@ impl pb::worker_service_server::WorkerService for WorkerApi {
                 futures::stream::iter(messages)
             })
             .boxed();
-        let replies = self.coordinator.spawn_worker_stream(inbound);
+        let replies = self.coordinator.spawn_worker_stream(caller, inbound);
         let outbound = replies
             .ready_chunks(MAX_BATCH_MESSAGES)
             .flat_map(move |ready| {

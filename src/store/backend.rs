@@ -20,13 +20,14 @@ use super::row::Columns;
 use super::statements::Statements;
 use super::{
     Adopted, Announcement, AnnouncementListener, AttemptBatch, Cancelled, Claim, Claimed,
-    Interruption, Promoted, QueueCounts, Reaped, RecordQuery, Store, StoreError, TaskFilter,
-    TreeUpdate, WorkerRegistration, files, leases, records, schedules, tasks, trees, workers,
+    Interruption, Promoted, QueueCounts, Reaped, RecordQuery, Store, StoreError, StoredToken,
+    TaskFilter, TreeUpdate, WorkerRegistration, files, leases, records, schedules, tasks, tokens,
+    trees, workers,
 };
 use crate::domain::{
     FileChunk, FileId, FileInfo, Inserted, LeaseToken, NewFile, NewTask, QueueName, Schedule,
-    StoredRecord, TaskId, TaskName, TaskRecord, TaskState, TreeEvent, WorkerId, WorkerInfo,
-    WorkerStats,
+    StoredRecord, TaskId, TaskName, TaskRecord, TaskState, TokenName, TreeEvent, WorkerId,
+    WorkerInfo, WorkerStats,
 };
 
 /// The task reads whose SQL differs between databases.
@@ -446,5 +447,26 @@ impl<B: Backend> Store for B {
         started_before: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
         files::remove_abandoned_uploads(self, started_before).await
+    }
+
+    async fn create_token(&self, token: &StoredToken) -> Result<bool, StoreError> {
+        tokens::create_token(self, token).await
+    }
+
+    async fn tokens(&self) -> Result<Vec<StoredToken>, StoreError> {
+        tokens::tokens(self).await
+    }
+
+    async fn revoke_token(&self, name: &TokenName, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        tokens::revoke_token(self, name, now).await
+    }
+
+    async fn bind_worker_credential(
+        &self,
+        worker: &WorkerId,
+        credential: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<String>, StoreError> {
+        tokens::bind_worker_credential(self, worker, credential, now).await
     }
 }

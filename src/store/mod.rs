@@ -16,6 +16,7 @@ mod schedules;
 mod sqlite;
 mod statements;
 mod tasks;
+mod tokens;
 mod trees;
 mod workers;
 
@@ -29,13 +30,14 @@ use uuid::Uuid;
 
 use crate::domain::{
     FileChunk, FileId, FileInfo, Inserted, Lease, LeaseToken, NewFile, NewTask, QueueName,
-    Schedule, StoredRecord, TaskId, TaskName, TaskRecord, TaskState, TreeEvent, WorkerId,
-    WorkerInfo, WorkerStats,
+    Schedule, StoredRecord, TaskId, TaskName, TaskRecord, TaskState, TokenName, TreeEvent,
+    WorkerId, WorkerInfo, WorkerStats,
 };
 
 pub use attempt_batch::{AttemptBatch, Completion, ProgressWrite, RecordWrite, Resolution, Start};
 pub use postgres::PostgresStore;
 pub use sqlite::{OpenError, SqliteStore};
+pub use tokens::StoredToken;
 
 /// The embedded store's default file, for `celeritas dev`.
 pub const DEFAULT_EMBEDDED_URL: &str = "sqlite://.celeritas/celeritas.db";
@@ -497,6 +499,24 @@ pub trait Store: Send + Sync + 'static {
         &self,
         started_before: DateTime<Utc>,
     ) -> Result<u64, StoreError>;
+
+    /// Keeps a new API token (its digest); false when its name or digest is taken.
+    async fn create_token(&self, token: &StoredToken) -> Result<bool, StoreError>;
+
+    /// Every API token, revoked ones too, by name.
+    async fn tokens(&self) -> Result<Vec<StoredToken>, StoreError>;
+
+    /// Revokes a token; false when there is no such unrevoked token.
+    async fn revoke_token(&self, name: &TokenName, now: DateTime<Utc>) -> Result<bool, StoreError>;
+
+    /// Binds `worker` to `credential` unless it is bound already (the first credential wins);
+    /// answers the credential it is bound to, if any. `None` only checks.
+    async fn bind_worker_credential(
+        &self,
+        worker: &WorkerId,
+        credential: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<String>, StoreError>;
 }
 
 /// What coordinators sharing a database tell each other.

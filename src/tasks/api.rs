@@ -3,26 +3,24 @@
 //! the coordinator the worker serves, as any client would.
 
 use crate::domain::ErrorKind;
-use crate::grpc::client::{ClientError, CoordinatorClient};
+use crate::grpc::client::{ClientError, CoordinatorClient, Target};
 use crate::worker::TaskError;
 
 /// Where the tasks reach the coordinator's API.
 #[derive(Debug, Clone)]
 pub struct CoordinatorApi {
-    url: String,
+    target: Target,
 }
 
 impl CoordinatorApi {
-    /// The API of the coordinator at `url`.
-    pub fn new(url: &str) -> Self {
-        Self {
-            url: url.to_owned(),
-        }
+    /// The API of `target`'s coordinator, called with the worker's own credentials.
+    pub fn new(target: Target) -> Self {
+        Self { target }
     }
 
     /// A connected client.
     pub async fn client(&self) -> Result<CoordinatorClient, TaskError> {
-        CoordinatorClient::connect(&self.url)
+        CoordinatorClient::connect_to(&self.target)
             .await
             .map_err(api_error)
     }

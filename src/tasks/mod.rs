@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::domain::ValidationError;
+use crate::grpc::client::Target;
 use crate::worker::{Registry, TaskError};
 
 /// A task's args as `T`; args that do not fit are `invalid_args`, naming the field
@@ -27,13 +28,13 @@ pub fn parse_args<T: serde::de::DeserializeOwned>(args: serde_json::Value) -> Re
     })
 }
 
-/// A registry of every built-in task for a worker of `coordinator_url`: the email tasks send
+/// A registry of every built-in task for a worker of `coordinator`: the email tasks send
 /// through `config.smtp`'s relays; the campaign upkeep follows `config.campaigns`.
 pub fn builtin_registry(
     config: &Config,
-    coordinator_url: &str,
+    coordinator: &Target,
 ) -> Result<Registry, ValidationError> {
-    let api = api::CoordinatorApi::new(coordinator_url);
+    let api = api::CoordinatorApi::new(coordinator.clone());
     let mut registry = Registry::new();
     basic::register(&mut registry);
     canvas::register(&mut registry);
@@ -56,12 +57,13 @@ mod tests {
 
     #[test]
     fn the_registry_holds_exactly_the_builtin_names() {
-        let names: Vec<String> = builtin_registry(&Config::default(), "http://127.0.0.1:50051")
-            .unwrap()
-            .names()
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let names: Vec<String> =
+            builtin_registry(&Config::default(), &Target::plain("http://127.0.0.1:50051"))
+                .unwrap()
+                .names()
+                .iter()
+                .map(ToString::to_string)
+                .collect();
         let mut expected: Vec<String> = crate::domain::BUILTIN_TASK_NAMES
             .iter()
             .map(|name| name.to_string())

@@ -17,12 +17,13 @@ use tokio_util::sync::CancellationToken;
 pub use task::{Registry, Retry, TaskContext, TaskError, TaskHandler};
 
 use crate::domain::{QueueName, WorkerId};
+use crate::grpc::client::Target;
 
 /// How a worker runs.
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
-    /// The coordinator to connect to, as `http://host:port`.
-    pub coordinator_url: String,
+    /// The coordinator to connect to, and the credentials to show it.
+    pub coordinator: Target,
     /// The worker's id, kept across reconnects.
     pub worker_id: WorkerId,
     /// The host it reports.
@@ -100,7 +101,7 @@ pub async fn run(
 ) -> Result<WorkerSummary, WorkerError> {
     tracing::info!(
         worker = %options.worker_id,
-        coordinator = %options.coordinator_url,
+        coordinator = %options.coordinator.url,
         queues = ?options.queues.iter().map(QueueName::as_str).collect::<Vec<_>>(),
         concurrency = options.concurrency,
         prefetch_multiplier = options.prefetch_multiplier,

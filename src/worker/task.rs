@@ -447,9 +447,11 @@ mod tests {
 
     #[test]
     fn a_teams_task_may_not_take_a_built_in_name() {
-        let mut registry =
-            crate::tasks::builtin_registry(&crate::config::Config::default(), "http://127.0.0.1:1")
-                .unwrap();
+        let mut registry = crate::tasks::builtin_registry(
+            &crate::config::Config::default(),
+            &crate::grpc::client::Target::plain("http://127.0.0.1:1"),
+        )
+        .unwrap();
         assert!(registry.register_fn("noop", echo).is_err());
     }
 }

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::sessions::{Outbound, Session, StreamBuffer};
 use super::{Coordinator, CoordinatorError};
 use crate::clock::after;
-use crate::domain::{CoordinatorMessage, Hello, Refusal, ValidationError, WorkerMessage};
+use crate::domain::{Caller, CoordinatorMessage, Hello, Refusal, ValidationError, WorkerMessage};
 use crate::store::WorkerRegistration;
 
 mod messages;
@@ -68,6 +68,7 @@ enum End {
 /// Serves one worker stream until it ends.
 pub async fn serve(
     coordinator: Arc<Coordinator>,
+    caller: Caller,
     mut inbound: Inbound,
     outbound: Outbound,
     buffer: Arc<StreamBuffer>,
@@ -103,7 +104,7 @@ pub async fn serve(
             return;
         }
     };
-    let session = match open_session(&coordinator, hello, outbound.clone(), buffer).await {
+    let session = match open_session(&coordinator, &caller, hello, outbound.clone(), buffer).await {
         Ok(session) => session,
         Err(error) => {
             let _ = outbound.send(Err(error)).await;
@@ -124,6 +125,7 @@ pub async fn serve(
 /// Checks the hello, adopts the worker's leases and says welcome.
 async fn open_session(
     coordinator: &Arc<Coordinator>,
+    caller: &Caller,
     hello: Hello,
     outbound: Outbound,
     buffer: Arc<StreamBuffer>,
@@ -141,6 +143,7 @@ async fn open_session(
             ),
         )));
     }
+    check_credentials(coordinator, caller, &hello).await?;
     let mut queues = Vec::with_capacity(hello.queues.len());
     for (index, queue) in hello.queues.iter().enumerate() {
         let priority = coordinator.queue_priority(&format!("hello.queues[{index}]"), queue)?;
@@ -200,6 +203,48 @@ async fn open_session(
     }
     coordinator.sessions.insert(session.clone());
     Ok(session)
+}
+
+/// Refuses a hello whose worker id is bound to another credential, or that asks for a queue
+/// its identity may not consume. The first credential a worker id is presented with keeps it.
+async fn check_credentials(
+    coordinator: &Coordinator,
+    caller: &Caller,
+    hello: &Hello,
+) -> Result<(), CoordinatorError> {
+    if let Some(allowed) = coordinator.access.worker_queues(caller) {
+        for (index, queue) in hello.queues.iter().enumerate() {
+            if !allowed.contains(queue) {
+                return Err(CoordinatorError::PermissionDenied(format!(
+                    "hello.queues[{index}]: {} may not consume the queue {queue:?} ([auth] \
+                     worker_queues)",
+                    caller.identity().map_or_else(
+                        || "a worker without credentials".to_owned(),
+                        |name| format!("the identity {name:?}")
+                    )
+                )));
+            }
+        }
+    }
+    let credential = caller.credential();
+    let bound = coordinator
+        .store
+        .bind_worker_credential(
+            &hello.worker_id,
+            credential.as_deref(),
+            coordinator.clock.now(),
+        )
+        .await?;
+    match bound {
+        Some(bound) if Some(&bound) != credential.as_ref() => {
+            Err(CoordinatorError::PermissionDenied(format!(
+                "hello.worker_id: the worker id {:?} belongs to another credential; a worker \
+                 connects with the credential it first connected with, or under another id",
+                hello.worker_id.as_str()
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Handles the worker's messages until the stream ends.

@@ -220,11 +220,10 @@ impl Runtime {
         match event {
             Event::Reconnect => {
                 let hello = self.hello();
-                let url = self.options.coordinator_url.clone();
-                self.connection =
-                    Connection::Connecting(Box::pin(
-                        async move { WorkerLink::open(&url, hello).await },
-                    ));
+                let target = self.options.coordinator.clone();
+                self.connection = Connection::Connecting(Box::pin(async move {
+                    WorkerLink::open_to(&target, hello).await
+                }));
             }
             Event::Connected(Ok(link)) => {
                 let mut heartbeat = tokio::time::interval(DEFAULT_HEARTBEAT);
@@ -284,6 +283,8 @@ impl Runtime {
                 kind,
                 crate::domain::ErrorKind::InvalidArgument
                     | crate::domain::ErrorKind::FailedPrecondition
+                    | crate::domain::ErrorKind::PermissionDenied
+                    | crate::domain::ErrorKind::Unauthenticated
             )
         {
             return Err(WorkerError::Refused(message.clone()));

@@ -4,7 +4,7 @@ use crate::domain::{JsonText, QueueName, WorkerId};
 fn runtime() -> Runtime {
     Runtime::new(
         WorkerOptions {
-            coordinator_url: "http://127.0.0.1:1".to_owned(),
+            coordinator: crate::grpc::client::Target::plain("http://127.0.0.1:1"),
             worker_id: WorkerId::parse("worker", "w1").unwrap(),
             hostname: "test".to_owned(),
             queues: vec![QueueName::parse("queue", "default").unwrap()],
