@@ -512,19 +512,28 @@ async fn a_worker_gets_no_more_than_the_coordinator_allows() {
     }
 }
 
-/// An https:// coordinator URL means TLS or a clear refusal, never a silent plaintext
+/// TLS settings with an http:// coordinator URL are a clear refusal, never a silent plaintext
 /// connection: the worker stops at once, saying why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_https_url_is_refused_not_downgraded() {
+async fn tls_settings_with_a_plaintext_url_are_refused_not_downgraded() {
     for arguments in [
         vec![
             "worker",
             "--coordinator",
-            "https://127.0.0.1:1",
+            "http://127.0.0.1:1",
+            "--tls-ca",
+            "/dev/null",
             "-Q",
             "default",
         ],
-        vec!["inspect", "stats", "--coordinator", "https://127.0.0.1:1"],
+        vec![
+            "inspect",
+            "stats",
+            "--coordinator",
+            "http://127.0.0.1:1",
+            "--tls-ca",
+            "/dev/null",
+        ],
     ] {
         let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_celeritas"))
             .args(&arguments)
@@ -533,7 +542,7 @@ async fn an_https_url_is_refused_not_downgraded() {
             .output();
         let output = tokio::time::timeout(Duration::from_secs(30), run)
             .await
-            .unwrap_or_else(|_| panic!("{arguments:?} does not give up on an https URL"))
+            .unwrap_or_else(|_| panic!("{arguments:?} does not give up on TLS over http"))
             .unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success(), "{arguments:?}: {stderr}");
