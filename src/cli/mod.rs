@@ -27,6 +27,7 @@ mod schedule_commands;
 mod serve_commands;
 mod table;
 mod task_commands;
+mod token_commands;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -102,6 +103,8 @@ pub enum Command {
     /// Measures throughput and latency with no-op tasks, against a coordinator it starts (with
     /// workers) or one given with --coordinator.
     Bench(bench_command::BenchArgs),
+    /// Creates, lists and revokes API tokens in the store; hashes one for the configuration.
+    Tokens(token_commands::TokensArgs),
 }
 
 /// How client commands (and workers) reach a coordinator, and what they show it.
@@ -263,6 +266,7 @@ pub async fn run_with_tasks(cli: Cli, register: TaskRegistration) -> anyhow::Res
         Command::Upload(args) => file_commands::upload(args).await,
         Command::Import(args) => import_command::import(args).await,
         Command::Bench(args) => bench_command::bench(args, config, cli.config).await,
+        Command::Tokens(args) => token_commands::tokens(args, config).await,
     }
 }
 

@@ -38,10 +38,13 @@ pub struct AuthSettings {
     /// Tokens named here, by their SHA-256 (`celeritas tokens hash` prints it).
     pub tokens: BTreeMap<String, ConfiguredToken>,
     /// The queues each worker identity (a client certificate's name, or a token's name) may
-    /// consume. When any is listed, an identity that is not listed may consume none, unless
-    /// `"*"` says what the others may.
+    /// consume; `"*"` in a list is every queue. When any is listed, an identity that is not
+    /// listed may consume none, unless the entry `"*"` says what the others may.
     pub worker_queues: BTreeMap<String, Vec<String>>,
 }
+
+/// In `[auth] worker_queues`: every identity (as a key) or every queue (in a list).
+const ANY: &str = "*";
 
 /// `[auth.tokens.<name>]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -78,7 +81,9 @@ impl AuthSettings {
                 return Err(ValidationError::new(field, "an identity cannot be empty"));
             }
             for (index, queue) in queues.iter().enumerate() {
-                QueueName::parse(&format!("{field}[{index}]"), queue)?;
+                if queue != ANY {
+                    QueueName::parse(&format!("{field}[{index}]"), queue)?;
+                }
             }
         }
         Ok(())
@@ -89,11 +94,12 @@ impl AuthSettings {
         if self.worker_queues.is_empty() {
             return None;
         }
-        identity
+        let queues = identity
             .and_then(|identity| self.worker_queues.get(identity))
-            .or_else(|| self.worker_queues.get("*"))
+            .or_else(|| self.worker_queues.get(ANY))
             .cloned()
-            .or(Some(Vec::new()))
+            .unwrap_or_default();
+        (!queues.iter().any(|queue| queue == ANY)).then_some(queues)
     }
 }
 

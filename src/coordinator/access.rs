@@ -174,7 +174,11 @@ pub fn require(caller: &Caller, roles: &[Role], call: &str) -> Result<(), Coordi
         .collect::<Vec<_>>()
         .join(" or ");
     let holder = match &caller.token {
-        Some(token) => format!("the token {token:?} has {}", describe(caller.roles)),
+        Some(token) => format!(
+            "the token {:?} has {}",
+            token.as_str(),
+            describe(caller.roles)
+        ),
         None => format!("this caller has {}", describe(caller.roles)),
     };
     Err(CoordinatorError::PermissionDenied(format!(
@@ -274,5 +278,24 @@ mod tests {
         assert_eq!(queues, vec![QueueName::parse("q", "import").unwrap()]);
         let stranger = access.authenticate(None, Some("other".to_owned())).unwrap();
         assert_eq!(access.worker_queues(&stranger), Some(Vec::new()));
+
+        // `"*"` in a list is every queue; as a key it is every unlisted identity.
+        settings
+            .worker_queues
+            .insert("admin-worker".to_owned(), vec!["*".to_owned()]);
+        settings
+            .worker_queues
+            .insert("*".to_owned(), vec!["default".to_owned()]);
+        settings.validate().unwrap();
+        let access = Access::new(&settings).unwrap();
+        let admin = access
+            .authenticate(None, Some("admin-worker".to_owned()))
+            .unwrap();
+        assert_eq!(access.worker_queues(&admin), None);
+        let stranger = access.authenticate(None, Some("other".to_owned())).unwrap();
+        assert_eq!(
+            access.worker_queues(&stranger),
+            Some(vec![QueueName::parse("q", "default").unwrap()])
+        );
     }
 }

@@ -19,6 +19,7 @@ mod operations;
 mod own_tasks;
 mod platform;
 mod progress;
+mod security;
 mod store_suite;
 mod support;
 mod validation;

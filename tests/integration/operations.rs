@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 use tonic::Code;
 
 use crate::support::{
-    CoordinatorLaunch, TestDatabase, WorkerProcess, count_in_state, free_port, log_dir, spec,
-    wait_until,
+    CoordinatorLaunch, TestDatabase, WorkerProcess, count_in_state, free_port, log_dir,
+    scrape_metrics, spec, wait_until,
 };
 
 fn inspect(url: &str, command: &str) -> Value {
@@ -377,16 +377,6 @@ async fn bad_schedules_are_refused_by_field() {
 }
 
 /// Reads a Prometheus text page into `name{labels} → value`.
-fn parse_metrics(text: &str) -> HashMap<String, f64> {
-    text.lines()
-        .filter(|line| !line.starts_with('#') && !line.is_empty())
-        .filter_map(|line| {
-            let (name, value) = line.rsplit_once(' ')?;
-            Some((name.to_owned(), value.parse().ok()?))
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_metrics_endpoint_counts_the_workload() {
     let database = TestDatabase::create().await;
@@ -408,25 +398,10 @@ async fn the_metrics_endpoint_counts_the_workload() {
             && count_in_state(&database.pool, "failed").await == 3
     })
     .await;
-    let url = format!("http://{metrics_address}/metrics");
-    let scrape = || {
-        let url = url.clone();
-        async move {
-            tokio::task::spawn_blocking(move || {
-                let output = Command::new("curl")
-                    .args(["-sf", &url])
-                    .output()
-                    .expect("run curl");
-                String::from_utf8(output.stdout).unwrap()
-            })
-            .await
-            .unwrap()
-        }
-    };
     // The gauges refresh every ten seconds.
     let mut metrics = HashMap::new();
     for _ in 0..30 {
-        metrics = parse_metrics(&scrape().await);
+        metrics = scrape_metrics(&metrics_address).await;
         if metrics.get("celeritas_workers_connected") == Some(&1.0) {
             break;
         }

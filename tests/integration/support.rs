@@ -525,3 +525,25 @@ pub async fn start_peer(script: &str, arguments: &[String], logs: &Path, log_nam
     );
     process
 }
+
+/// Scrapes a coordinator's `/metrics` at `address` (with curl, a client nobody here wrote) into
+/// `name{labels}` → value; empty when nothing answers.
+pub async fn scrape_metrics(address: &str) -> std::collections::HashMap<String, f64> {
+    let url = format!("http://{address}/metrics");
+    let text = tokio::task::spawn_blocking(move || {
+        let output = std::process::Command::new("curl")
+            .args(["-sf", &url])
+            .output()
+            .expect("run curl");
+        String::from_utf8(output.stdout).expect("UTF-8 metrics")
+    })
+    .await
+    .expect("scrape the metrics");
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .filter_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            Some((name.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}

@@ -86,6 +86,7 @@ macro_rules! on_both_stores {
 
 mod announcements;
 mod attempts;
+mod credentials;
 mod files;
 mod leases;
 mod records;
