@@ -186,12 +186,18 @@ pub async fn dev(
         config.coordinator.listen = listen;
     }
     config.coordinator.allow_insecure |= args.allow_insecure;
+    let credentials = dev_worker_credentials(&mut config)?;
     let stop = shutdown_on_signal();
     let application = Application::build(&config, &database_url, &stop).await?;
     let address = application.address();
     let coordinator_stop = application.stop_token();
     let coordinator = tokio::spawn(application.run_until_stopped());
-    let url = format!("http://{address}");
+    let scheme = if credentials.ca_file.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let url = format!("{scheme}://{address}");
     outln!("listening on {address}");
     outln!(
         "celeritas dev: a coordinator and a worker on every queue (-c {}), store {database_url}",
@@ -210,7 +216,10 @@ pub async fn dev(
         .collect();
     let hostname = hostname();
     let options = WorkerOptions {
-        coordinator: Target::plain(&url),
+        coordinator: Target {
+            url: url.clone(),
+            ..credentials
+        },
         worker_id: default_worker_id(&hostname)?,
         hostname,
         queues,
@@ -229,6 +238,42 @@ pub async fn dev(
     coordinator.await??;
     drained?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `dev`'s built-in worker shows its own coordinator. With `[auth] required`, a token made
+/// for this run (admin, so the campaign upkeep runs too) joins the configured ones in memory;
+/// it is never written anywhere. With `[coordinator.tls]`, the worker trusts the coordinator's
+/// own certificate file, which suits the self-signed certificate of a development machine.
+fn dev_worker_credentials(config: &mut Config) -> anyhow::Result<Target> {
+    let mut target = Target::plain("");
+    if let Some(tls) = &config.coordinator.tls {
+        if tls.require_client_cert {
+            anyhow::bail!(
+                "coordinator.tls.require_client_cert: celeritas dev's built-in worker has no \
+                 client certificate; run `celeritas coordinator` and `celeritas worker` instead"
+            );
+        }
+        target.ca_file = Some(tls.cert_file.clone());
+    }
+    if config.auth.required {
+        let secret = crate::domain::TokenSecret::generate();
+        let name = "celeritas-dev";
+        config.auth.tokens.insert(
+            name.to_owned(),
+            crate::config::ConfiguredToken {
+                roles: vec!["admin".to_owned()],
+                sha256: secret.digest().to_hex(),
+            },
+        );
+        if !config.auth.worker_queues.is_empty() {
+            config
+                .auth
+                .worker_queues
+                .insert(name.to_owned(), vec!["*".to_owned()]);
+        }
+        target.token = Some(secret);
+    }
+    Ok(target)
 }
 
 /// How hints name this program: `celeritas` when that is on PATH, else the running executable's

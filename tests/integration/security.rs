@@ -689,3 +689,56 @@ async fn a_revoked_token_stops_working_on_every_coordinator() {
     let twice = celeritas(&database.url, &["tokens", "revoke", "reporting"], "");
     assert!(!twice.status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn celeritas_dev_runs_its_worker_behind_its_own_tls_and_tokens() {
+    let logs = log_dir("security-dev");
+    let rcgen::CertifiedKey { cert, signing_key } =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap();
+    std::fs::write(logs.join("dev.pem"), cert.pem()).unwrap();
+    std::fs::write(logs.join("dev.key"), signing_key.serialize_pem()).unwrap();
+    let token = TokenSecret::generate();
+    std::fs::write(
+        logs.join("celeritas.toml"),
+        format!(
+            "[coordinator.tls]\ncert_file = \"dev.pem\"\nkey_file = \"dev.key\"\n\n[auth]\n\
+             required = true\n[auth.tokens.django]\nroles = [\"submit\", \"read\"]\n\
+             sha256 = \"{}\"\n[auth.worker_queues]\nnobody = []\n",
+            token.digest().to_hex()
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let mut dev = tokio::process::Command::new(env!("CARGO_BIN_EXE_celeritas"))
+        .args(["dev", "--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "--database-url",
+            &format!("sqlite://{}/dev.db", logs.display()),
+        ])
+        .env_remove("CELERITAS_CONFIG")
+        .current_dir(&logs)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(logs.join("dev.log")).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start celeritas dev");
+    let target = Target {
+        url: format!("https://127.0.0.1:{port}"),
+        ca_file: Some(logs.join("dev.pem")),
+        identity: None,
+        token: Some(token),
+    };
+    wait_until("dev to serve", Duration::from_secs(60), || async {
+        check_health(&target, "").await.unwrap_or(false)
+    })
+    .await;
+    let mut client = CoordinatorClient::connect_to(&target).await.unwrap();
+    let id = client
+        .submit(&spec("noop", json!({"dev": true}), None))
+        .await
+        .unwrap()
+        .id;
+    wait_for_task(&mut client, id, TaskState::Succeeded).await;
+    let _ = dev.kill().await;
+}
