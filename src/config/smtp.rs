@@ -91,6 +91,10 @@ pub struct RelaySettings {
     pub domain_rate: u32,
     /// Certificates (PEM) trusted for this relay's TLS besides the public roots: a private CA.
     pub ca_file: Option<std::path::PathBuf>,
+    /// Log in (send the password) over a connection without TLS. Refused unless set: a relay
+    /// that takes a password in clear should be one on a network you trust, said so here.
+    #[serde(default)]
+    pub allow_plaintext_auth: bool,
 }
 
 fn default_tls() -> String {
@@ -117,6 +121,7 @@ impl std::fmt::Debug for RelaySettings {
             .field("rate", &self.rate)
             .field("domain_rate", &self.domain_rate)
             .field("ca_file", &self.ca_file)
+            .field("allow_plaintext_auth", &self.allow_plaintext_auth)
             .finish()
     }
 }
@@ -147,8 +152,8 @@ impl Default for SmtpSettings {
 
 impl RelaySettings {
     /// A relay from a URL: `smtp://user:pass@host:port` (plain; `?tls=starttls` for STARTTLS)
-    /// or `smtps://…` (implicit TLS). The query may also set `max_connections`, `rate` and
-    /// `domain_rate`.
+    /// or `smtps://…` (implicit TLS). The query may also set `max_connections`, `rate`,
+    /// `domain_rate` and `allow_plaintext_auth`.
     pub fn from_url(text: &str) -> Result<Self, ValidationError> {
         let field = "CELERITAS_SMTP_URL";
         let invalid = |why: String| ValidationError::new(field, why);
@@ -182,6 +187,7 @@ impl RelaySettings {
             rate: 0,
             domain_rate: 0,
             ca_file: None,
+            allow_plaintext_auth: false,
         };
         for (key, value) in url.query_pairs() {
             let number = || {
@@ -198,9 +204,13 @@ impl RelaySettings {
                 "max_connections" => relay.max_connections = number()?,
                 "rate" => relay.rate = number()?,
                 "domain_rate" => relay.domain_rate = number()?,
+                "allow_plaintext_auth" if matches!(value.as_ref(), "true" | "false") => {
+                    relay.allow_plaintext_auth = value == "true";
+                }
                 _ => {
                     return Err(invalid(format!(
-                        "?{key}={value}: the query takes tls=starttls (smtp://), max_connections, rate and domain_rate"
+                        "?{key}={value}: the query takes tls=starttls (smtp://), max_connections, \
+                         rate, domain_rate and allow_plaintext_auth=true"
                     )));
                 }
             }

@@ -121,6 +121,17 @@ impl Relay {
                 ));
             }
         };
+        if settings.username.is_some()
+            && matches!(security, Security::None)
+            && !settings.allow_plaintext_auth
+        {
+            return Err(ValidationError::new(
+                format!("{field}.username"),
+                "logging in without TLS would send the password in clear: use tls = \"starttls\" \
+                 or \"tls\" (smtps://, or ?tls=starttls), or say allow_plaintext_auth = true for a \
+                 relay on a network you trust",
+            ));
+        }
         let credentials = settings
             .username
             .as_ref()
@@ -239,5 +250,28 @@ impl Relays {
     pub fn close_idle(&self) -> (usize, usize) {
         let closed = self.by_name.values().map(|relay| relay.close_idle()).sum();
         (self.by_name.len(), closed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn relay(url: &str) -> Result<Relay, ValidationError> {
+        let settings = RelaySettings::from_url(url).unwrap();
+        Relay::new("default", &settings, Duration::from_secs(5))
+    }
+
+    #[test]
+    fn a_password_never_travels_in_clear_unless_the_relay_says_so() {
+        let refused = relay("smtp://news:secret@relay.example.com:25").unwrap_err();
+        assert_eq!(refused.field, "smtp.relays.default.username");
+        assert!(refused.message.contains("in clear"), "{refused}");
+        assert!(!refused.to_string().contains("secret"));
+        assert!(relay("smtp://news:secret@relay.example.com:25?allow_plaintext_auth=true").is_ok());
+        assert!(relay("smtp://news:secret@relay.example.com:587?tls=starttls").is_ok());
+        assert!(relay("smtps://news:secret@relay.example.com").is_ok());
+        // Without a login there is nothing to protect.
+        assert!(relay("smtp://relay.example.com:25").is_ok());
     }
 }
