@@ -23,7 +23,15 @@ pub struct Access {
     settings: AuthSettings,
     configured: Vec<AcceptedToken>,
     accepted: RwLock<Arc<Vec<AcceptedToken>>>,
+    /// The store the tokens are refreshed from, once `spawn_refresh` has it.
+    store: std::sync::OnceLock<Arc<dyn Store>>,
+    /// When an unknown token last sent this coordinator to the store.
+    last_miss: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// An unknown token sends a coordinator to the store at most this often, so a flood of bad
+/// tokens costs the store nothing.
+const MISS_REFRESH: Duration = Duration::from_millis(500);
 
 impl std::fmt::Debug for Access {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -42,6 +50,8 @@ impl Access {
             settings: settings.clone(),
             accepted: RwLock::new(Arc::new(configured.clone())),
             configured,
+            store: std::sync::OnceLock::new(),
+            last_miss: std::sync::Mutex::new(None),
         })
     }
 
@@ -90,6 +100,7 @@ impl Access {
         if !self.settings.required {
             return;
         }
+        let _ = self.store.set(store.clone());
         let access = self.clone();
         tracker.spawn(async move {
             let mut ticks = tokio::time::interval(TOKEN_REFRESH);
@@ -105,6 +116,32 @@ impl Access {
                 }
             }
         });
+    }
+
+    /// Reads the store's tokens again after a token was not found, unless that was done a
+    /// moment ago; true when the tokens were read.
+    pub async fn refresh_after_miss(&self) -> bool {
+        let Some(store) = self.store.get() else {
+            return false;
+        };
+        {
+            let mut last = self
+                .last_miss
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let now = std::time::Instant::now();
+            if last.is_some_and(|at| now.duration_since(at) < MISS_REFRESH) {
+                return false;
+            }
+            *last = Some(now);
+        }
+        match self.refresh(store.as_ref()).await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the API tokens; keeping the last ones read");
+                false
+            }
+        }
     }
 
     /// Who is calling, from the `authorization` header's value (if any) and the name in the
@@ -150,6 +187,21 @@ impl Access {
             certificate,
             roles: token.roles.iter().chain(certificate_roles.iter()).collect(),
         })
+    }
+
+    /// Whether `caller`'s token is still accepted (false once it is revoked, or gone from the
+    /// configuration); a caller without a token stays what its certificate made it.
+    pub fn still_accepts(&self, caller: &Caller) -> bool {
+        let Some(name) = &caller.token else {
+            return true;
+        };
+        !self.settings.required
+            || self
+                .accepted
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .iter()
+                .any(|token| &token.name == name)
     }
 
     /// The queues `caller` may consume as a worker; `None` for any.

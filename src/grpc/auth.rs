@@ -96,23 +96,36 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
-        match authenticate(&self.access, &request) {
-            Ok(caller) => {
-                if let Some(caller) = caller {
-                    request.extensions_mut().insert(caller);
+        let access = self.access.clone();
+        // The clone is the one made ready next; this one was polled ready.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let question = question(&access, &request);
+        Box::pin(async move {
+            let decision = match question {
+                Question::Open => Ok(None),
+                Question::Caller {
+                    method,
+                    authorization,
+                    certificate,
+                } => decide(&access, method, authorization, certificate)
+                    .await
+                    .map(Some),
+            };
+            match decision {
+                Ok(caller) => {
+                    if let Some(caller) = caller {
+                        request.extensions_mut().insert(caller);
+                    }
+                    inner.call(request).await
                 }
-                // The clone is the one made ready next; this one was polled ready.
-                let clone = self.inner.clone();
-                let mut inner = std::mem::replace(&mut self.inner, clone);
-                Box::pin(inner.call(request))
+                Err(refusal) => {
+                    metrics::counter!("celeritas_refused_requests_total", "reason" => refusal.reason)
+                        .increment(1);
+                    Ok(refusal.status.into_http())
+                }
             }
-            Err(refusal) => {
-                metrics::counter!("celeritas_refused_requests_total", "reason" => refusal.reason)
-                    .increment(1);
-                let response = refusal.status.into_http();
-                Box::pin(std::future::ready(Ok(response)))
-            }
-        }
+        })
     }
 }
 
@@ -122,42 +135,70 @@ struct Refusal {
     reason: &'static str,
 }
 
-/// The caller of `request`, or why it may not call; `None` for calls open to anyone.
-fn authenticate(access: &Access, request: &http::Request<Body>) -> Result<Option<Caller>, Refusal> {
+/// What a request asks of the layer, taken from it before anything waits.
+enum Question {
+    /// A call open to anyone: health, and reflection unless it needs a token.
+    Open,
+    /// A call that needs a caller.
+    Caller {
+        /// The roles it needs, `None` for a method nobody serves (answered UNIMPLEMENTED by the
+        /// router once the caller is known).
+        method: Option<(&'static [Role], String)>,
+        authorization: Option<http::HeaderValue>,
+        certificate: Option<String>,
+    },
+}
+
+fn question(access: &Access, request: &http::Request<Body>) -> Question {
     let path = request.uri().path();
     let (service, method) = path
         .trim_start_matches('/')
         .split_once('/')
         .unwrap_or((path, ""));
     if service == "grpc.health.v1.Health" {
-        return Ok(None);
+        return Question::Open;
     }
     if service.starts_with("grpc.reflection.") && !access.token_for_reflection() {
-        return Ok(None);
+        return Question::Open;
     }
     let certificate = request
         .extensions()
         .get::<TlsConnectInfo<TcpConnectInfo>>()
         .and_then(TlsConnectInfo::peer_certs)
         .and_then(|chain| chain.first().and_then(|leaf| certificate_name(leaf)));
-    let authorization = request
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .map(|value| value.as_bytes());
-    let caller = access
-        .authenticate(authorization, certificate)
-        .map_err(|error| Refusal {
-            status: tonic::Status::from(error),
-            reason: "unauthenticated",
-        })?;
-    // An unknown method needs a caller, then is answered UNIMPLEMENTED by the router.
-    if let Some(roles) = method_roles(service, method) {
-        require(&caller, roles, method).map_err(|error| Refusal {
+    Question::Caller {
+        method: method_roles(service, method).map(|roles| (roles, method.to_owned())),
+        authorization: request.headers().get(http::header::AUTHORIZATION).cloned(),
+        certificate,
+    }
+}
+
+/// The caller, or why it may not call. A token this coordinator does not know sends it to the
+/// store once before the refusal, so a token made a moment ago works at once.
+async fn decide(
+    access: &Access,
+    method: Option<(&'static [Role], String)>,
+    authorization: Option<http::HeaderValue>,
+    certificate: Option<String>,
+) -> Result<Caller, Refusal> {
+    let header = authorization.as_ref().map(http::HeaderValue::as_bytes);
+    let caller = match access.authenticate(header, certificate.clone()) {
+        Err(_) if header.is_some() && access.refresh_after_miss().await => {
+            access.authenticate(header, certificate)
+        }
+        decided => decided,
+    }
+    .map_err(|error| Refusal {
+        status: tonic::Status::from(error),
+        reason: "unauthenticated",
+    })?;
+    if let Some((roles, method)) = method {
+        require(&caller, roles, &method).map_err(|error| Refusal {
             status: tonic::Status::from(error),
             reason: "permission_denied",
         })?;
     }
-    Ok(Some(caller))
+    Ok(caller)
 }
 
 /// The name a client certificate gives its holder: the subject's common name, or without one,

@@ -655,6 +655,32 @@ async fn a_revoked_token_stops_working_on_every_coordinator() {
         client.list_tasks(&TaskQuery::default()).await.unwrap();
         clients.push(client);
     }
+    // A worker whose token is revoked loses its stream, and is not let back in.
+    let created = celeritas(
+        &database.url,
+        &["tokens", "create", "mailer", "--roles", "worker"],
+        "",
+    );
+    let mailer_token = String::from_utf8(created.stdout).unwrap().trim().to_owned();
+    let mailer = WorkerProcess::start(&first, &logs, "mailer", &["--token", &mailer_token]);
+    wait_until("the mailer to connect", Duration::from_secs(30), || {
+        let mut client = clients[0].clone();
+        async move {
+            client
+                .workers()
+                .await
+                .unwrap()
+                .iter()
+                .any(|worker| worker.id == "mailer" && worker.connected)
+        }
+    })
+    .await;
+    let revoked = celeritas(&database.url, &["tokens", "revoke", "mailer"], "");
+    assert!(revoked.status.success());
+    let log = refused_worker(mailer, &logs).await;
+    assert!(log.contains("was revoked"), "{log}");
+    assert!(log.contains("does not accept the token"), "{log}");
+
     let listed = celeritas(&database.url, &["tokens", "list"], "");
     let listed = String::from_utf8(listed.stdout).unwrap();
     assert!(
@@ -685,7 +711,14 @@ async fn a_revoked_token_stops_working_on_every_coordinator() {
     }
     let listed = celeritas(&database.url, &["tokens", "list", "--json"], "");
     let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
-    assert!(listed[0]["revoked_at"].is_string(), "{listed}");
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|token| token["revoked_at"].is_string()),
+        "{listed}"
+    );
     let twice = celeritas(&database.url, &["tokens", "revoke", "reporting"], "");
     assert!(!twice.status.success());
 }

@@ -118,7 +118,7 @@ pub async fn serve(
         capacity = session.hello.capacity(),
         "worker connected"
     );
-    let end = run_session(&coordinator, &session, &mut inbound).await;
+    let end = run_session(&coordinator, &caller, &session, &mut inbound).await;
     close_session(&coordinator, &session, end).await;
 }
 
@@ -250,6 +250,7 @@ async fn check_credentials(
 /// Handles the worker's messages until the stream ends.
 async fn run_session(
     coordinator: &Arc<Coordinator>,
+    caller: &Caller,
     session: &Session,
     inbound: &mut Inbound,
 ) -> End {
@@ -299,6 +300,18 @@ async fn run_session(
             _ = liveness.tick() => {
                 if session.silent_for() > heartbeat_interval * MISSED_HEARTBEATS {
                     tracing::warn!(worker = %session.worker(), "worker went silent");
+                    break End::Lost;
+                }
+                // A revoked token ends the streams it opened; the worker's leases wait out
+                // their grace period for a worker that may still hold them.
+                if !coordinator.access.still_accepts(caller) {
+                    tracing::warn!(worker = %session.worker(), "the worker's token was revoked; ending its stream");
+                    session
+                        .fail(CoordinatorError::Unauthenticated(
+                            "authorization: the token this stream opened with was revoked"
+                                .to_owned(),
+                        ))
+                        .await;
                     break End::Lost;
                 }
             }
