@@ -7,21 +7,52 @@ use chrono::{DateTime, Utc};
 
 use super::{Coordinator, CoordinatorError};
 use crate::clock::after;
-use crate::domain::Inserted;
 use crate::domain::{
-    ExpiresAt, NewTask, QueueName, StartAt, TaskId, TaskSpec, TimeLimits, ValidationError,
+    Caller, ExpiresAt, Inserted, NewTask, QueueName, Role, StartAt, TaskId, TaskSpec, TimeLimits,
+    ValidationError,
 };
 
 impl Coordinator {
     /// Validates and writes tasks in one transaction: all are accepted or none. `field` names the
-    /// spec at an index in errors (`task`, or `tasks[3]`).
+    /// spec at an index in errors (`task`, or `tasks[3]`). The tasks remember `caller`'s
+    /// credential, so a caller that may only submit can read what it submitted.
     pub async fn submit(
         &self,
+        caller: &Caller,
         specs: Vec<TaskSpec>,
         field: impl Fn(usize) -> String,
     ) -> Result<Vec<Inserted>, CoordinatorError> {
         let specs = specs.into_iter().map(|spec| (spec, None)).collect();
-        self.submit_waiting(specs, field).await
+        self.submit_waiting(specs, caller.credential(), field).await
+    }
+
+    /// Refuses `caller` a task (its tree, for a stream) unless it may read every task, or it
+    /// submitted the tree's root.
+    pub async fn check_reader(
+        &self,
+        caller: &Caller,
+        id: TaskId,
+        call: &str,
+    ) -> Result<(), CoordinatorError> {
+        if caller.roles.has_any(&[Role::Read, Role::Worker]) {
+            return Ok(());
+        }
+        let task = self.task(id).await?;
+        let submitter = if task.id == task.root_id {
+            task.submitted_by.clone()
+        } else {
+            self.store
+                .task(task.root_id)
+                .await?
+                .and_then(|root| root.submitted_by)
+        };
+        if submitter.is_some() && submitter == caller.credential() {
+            return Ok(());
+        }
+        Err(CoordinatorError::PermissionDenied(format!(
+            "{call}: task {} was submitted by another caller; reading it needs the read role",
+            task.id
+        )))
     }
 
     /// Submits children of a running task, and perhaps a callback that waits until the parent
@@ -65,7 +96,7 @@ impl Coordinator {
             entries.push((callback, Some(parent)));
         }
         let inserted = self
-            .submit_waiting(entries, |index| {
+            .submit_waiting(entries, None, |index| {
                 if index < count {
                     format!("children[{index}]")
                 } else {
@@ -82,6 +113,7 @@ impl Coordinator {
     async fn submit_waiting(
         &self,
         specs: Vec<(TaskSpec, Option<TaskId>)>,
+        submitted_by: Option<String>,
         field: impl Fn(usize) -> String,
     ) -> Result<Vec<Inserted>, CoordinatorError> {
         let now = self.clock.now();
@@ -103,6 +135,7 @@ impl Coordinator {
                 .await
                 .map_err(|error| error.within(&field(index)))?;
             task.waits_for = waits_for;
+            task.submitted_by = submitted_by.clone();
             tasks.push(task);
         }
         let inserted = self.store.insert_tasks(&tasks).await?;
@@ -214,6 +247,7 @@ impl Coordinator {
             root_id,
             created_at: now,
             waits_for: None,
+            submitted_by: None,
         })
     }
 

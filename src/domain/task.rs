@@ -186,6 +186,9 @@ pub struct NewTask {
     pub created_at: DateTime<Utc>,
     /// For a callback: the parent whose children it waits for.
     pub waits_for: Option<TaskId>,
+    /// The credential that submitted it through the API (`token:NAME`, `certificate:NAME`), when
+    /// the coordinator knows callers; a child's is its root's.
+    pub submitted_by: Option<String>,
 }
 
 /// The outcome of inserting one task.
@@ -307,6 +310,8 @@ pub struct TaskRecord {
     pub failures: Vec<AttemptFailure>,
     /// The last progress the task reported.
     pub progress: Option<super::ProgressReport>,
+    /// The credential that submitted it through the API, when the coordinator knows callers.
+    pub submitted_by: Option<String>,
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use futures::{Stream, StreamExt};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use super::auth::caller_of;
 use super::convert::{
     record_to_pb, state_from_pb, task_spec_from_pb, task_to_pb, tree_event_to_pb, wait_from_pb,
 };
@@ -41,6 +42,7 @@ impl pb::task_service_server::TaskService for TaskApi {
         &self,
         request: Request<pb::SubmitTaskRequest>,
     ) -> Result<Response<pb::SubmitTaskResponse>, Status> {
+        let caller = caller_of(&request);
         let spec = request
             .into_inner()
             .task
@@ -49,7 +51,7 @@ impl pb::task_service_server::TaskService for TaskApi {
             .map_err(|error| invalid(error.within("task")))?;
         let inserted = self
             .coordinator
-            .submit(vec![spec], |_| "task".to_owned())
+            .submit(&caller, vec![spec], |_| "task".to_owned())
             .await?;
         let inserted = inserted.first().ok_or_else(|| {
             Status::from(CoordinatorError::Internal(
@@ -67,6 +69,7 @@ impl pb::task_service_server::TaskService for TaskApi {
         &self,
         request: Request<pb::SubmitTasksRequest>,
     ) -> Result<Response<pb::SubmitTasksResponse>, Status> {
+        let caller = caller_of(&request);
         let specs = request.into_inner().tasks;
         tracing::Span::current().record("count", specs.len());
         if specs.is_empty() {
@@ -95,7 +98,7 @@ impl pb::task_service_server::TaskService for TaskApi {
             .collect::<Result<Vec<_>, _>>()?;
         let inserted = self
             .coordinator
-            .submit(specs, |index| format!("tasks[{index}]"))
+            .submit(&caller, specs, |index| format!("tasks[{index}]"))
             .await?;
         Ok(Response::new(pb::SubmitTasksResponse {
             tasks: inserted
@@ -113,9 +116,14 @@ impl pb::task_service_server::TaskService for TaskApi {
         &self,
         request: Request<pb::GetTaskRequest>,
     ) -> Result<Response<pb::GetTaskResponse>, Status> {
+        let caller = caller_of(&request);
         let request = request.into_inner();
         let id = TaskId::parse("task_id", &request.task_id).map_err(invalid)?;
         let wait = wait_from_pb(request.wait).map_err(invalid)?;
+        // Checked before any wait, so a caller that may not read the task never waits on it.
+        self.coordinator
+            .check_reader(&caller, id, "GetTask")
+            .await?;
         let task = if wait.is_zero() {
             self.coordinator.task(id).await?
         } else {
@@ -158,8 +166,12 @@ impl pb::task_service_server::TaskService for TaskApi {
         &self,
         request: Request<pb::StreamProgressRequest>,
     ) -> Result<Response<Self::StreamProgressStream>, Status> {
+        let caller = caller_of(&request);
         let request = request.into_inner();
         let id = TaskId::parse("task_id", &request.task_id).map_err(invalid)?;
+        self.coordinator
+            .check_reader(&caller, id, "StreamProgress")
+            .await?;
         let events = self
             .coordinator
             .stream_progress(id, request.from_sequence)

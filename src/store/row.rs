@@ -150,6 +150,7 @@ pub(crate) fn task_record(row: &impl Columns) -> Result<TaskRecord, sqlx::Error>
             row.optional_integer("progress_total")?,
             row.optional_text("progress_message")?,
         ),
+        submitted_by: row.optional_text("submitted_by")?,
     })
 }
 

@@ -404,6 +404,34 @@ async fn a_stock_grpcio_client_over_tls_needs_a_token_with_the_role() {
     // None of it hurt the coordinator.
     let mut admin = coordinator.admin().await;
     assert!(admin.list_tasks(&TaskQuery::default()).await.is_ok());
+
+    // A token that may only submit reads what it submitted, and nothing else.
+    let mut django = CoordinatorClient::connect_to(&coordinator.target(&coordinator.django))
+        .await
+        .unwrap();
+    let own = TaskId::parse("task_id", outcome["task_id"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        django.task(own).await.unwrap().submitted_by.as_deref(),
+        None,
+        "who submitted a task stays inside the coordinator"
+    );
+    let others = admin
+        .submit(&spec("noop", json!({"by": "ops"}), None))
+        .await
+        .unwrap()
+        .id;
+    for refused in [
+        django.task(others).await.map(|_| ()),
+        django.stream_progress(others, None).await.map(|_| ()),
+    ] {
+        match refused {
+            Err(ClientError::Status {
+                kind: ErrorKind::PermissionDenied,
+                message,
+            }) => assert!(message.contains("needs the read role"), "{message}"),
+            other => panic!("a submit token reads another's task: {other:?}"),
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -150,6 +150,7 @@ pub fn task_from_pb(task: pb::Task) -> Result<TaskRecord, ValidationError> {
             .transpose()
     };
     Ok(TaskRecord {
+        submitted_by: None,
         id: TaskId::parse("task.id", &task.id)?,
         name: TaskName::parse("task.name", &task.name)?,
         queue: QueueName::parse("task.queue", &task.queue)?,

@@ -156,7 +156,9 @@ async fn insert_tasks_on(
     let mut run_ats = Vec::with_capacity(tasks.len());
     let mut expiries = Vec::with_capacity(tasks.len());
     let mut waits_for = Vec::with_capacity(tasks.len());
+    let mut submitters = Vec::with_capacity(tasks.len());
     for task in tasks {
+        submitters.push(task.submitted_by.as_deref());
         waits_for.push(task.waits_for.map(|id| id.as_uuid()));
         ids.push(task.id.as_uuid());
         names.push(task.name.as_str());
@@ -177,15 +179,17 @@ async fn insert_tasks_on(
     let inserted: HashSet<Uuid> = sqlx::query_scalar(
         "INSERT INTO tasks (id, name, queue, priority, state, args, max_retries, \
              soft_time_limit_ms, hard_time_limit_ms, idempotency_key, parent_id, root_id, \
-             created_at, run_at, expires_at, waits_for) \
+             created_at, run_at, expires_at, waits_for, submitted_by) \
          SELECT id, name, queue, priority, state, args::jsonb, max_retries, soft, hard, \
-             idempotency_key, parent_id, root_id, created_at, run_at, expires_at, waits_for \
+             idempotency_key, parent_id, root_id, created_at, run_at, expires_at, waits_for, \
+             submitted_by \
          FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int2[], $5::text[], $6::text[], \
              $7::int4[], $8::int8[], $9::int8[], $10::text[], $11::uuid[], $12::uuid[], \
-             $13::timestamptz[], $14::timestamptz[], $15::timestamptz[], $16::uuid[]) \
+             $13::timestamptz[], $14::timestamptz[], $15::timestamptz[], $16::uuid[], \
+             $17::text[]) \
            AS new(id, name, queue, priority, state, args, max_retries, soft, hard, \
              idempotency_key, parent_id, root_id, created_at, run_at, expires_at, \
-             waits_for) \
+             waits_for, submitted_by) \
          ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
          RETURNING id",
     )
@@ -205,6 +209,7 @@ async fn insert_tasks_on(
     .bind(&run_ats)
     .bind(&expiries)
     .bind(&waits_for)
+    .bind(&submitters)
     .fetch_all(&mut *connection)
     .await
     .map_err(classify)?

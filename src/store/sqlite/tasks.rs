@@ -144,8 +144,8 @@ async fn insert_each(
         let created = sqlx::query(
             "INSERT INTO tasks (id, name, queue, priority, state, args, max_retries, \
                  soft_time_limit_ms, hard_time_limit_ms, idempotency_key, parent_id, root_id, \
-                 created_at, run_at, expires_at, waits_for) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 created_at, run_at, expires_at, waits_for, submitted_by) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
              ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
         )
         .bind(task.id.to_string())
@@ -164,6 +164,7 @@ async fn insert_each(
         .bind(micros(task.run_at))
         .bind(task.expires_at.map(micros))
         .bind(task.waits_for.map(|id| id.to_string()))
+        .bind(task.submitted_by.as_deref())
         .execute(&mut *transaction)
         .await
         .map_err(classify)?

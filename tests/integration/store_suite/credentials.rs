@@ -8,6 +8,7 @@ use super::*;
 on_both_stores!(
     tokens_are_kept_as_digests_and_revoked_once,
     a_worker_id_keeps_the_first_credential_it_came_with,
+    a_task_remembers_who_submitted_it,
 );
 
 fn stored(name: &str, roles: &[&str], secret: &TokenSecret) -> StoredToken {
@@ -86,4 +87,20 @@ async fn a_worker_id_keeps_the_first_credential_it_came_with(store: Arc<dyn Stor
             .as_deref(),
         Some("token:intruder")
     );
+}
+
+async fn a_task_remembers_who_submitted_it(store: Arc<dyn Store>) {
+    let mut submitted = task("noop", "default", 0, t0());
+    submitted.submitted_by = Some("token:django".to_owned());
+    let anonymous = task("noop", "default", 0, t0());
+    store
+        .insert_tasks(&[submitted.clone(), anonymous.clone()])
+        .await
+        .unwrap();
+    let read = |id| {
+        let store = store.clone();
+        async move { store.task(id).await.unwrap().unwrap().submitted_by }
+    };
+    assert_eq!(read(submitted.id).await.as_deref(), Some("token:django"));
+    assert_eq!(read(anonymous.id).await, None);
 }

@@ -127,6 +127,7 @@ fn task(name: &str, queue_name: &str, priority: u32, now: DateTime<Utc>) -> NewT
         root_id: id,
         created_at: now,
         waits_for: None,
+        submitted_by: None,
     }
 }
 
