@@ -10,7 +10,8 @@ import type {
   ServiceError,
 } from "@grpc/grpc-js";
 import { status } from "@grpc/grpc-js";
-import { CallContext, endpointFromUrl, type UnaryMethod } from "./connection";
+import { inspect } from "node:util";
+import { CallContext, endpointFromUrl, resolveTls, resolveToken, type TlsOptions, type UnaryMethod } from "./connection";
 import { durationToPb, recordFromPb, submissionToPb, taskFromPb, taskSpecToPb, taskStateToPb } from "./convert";
 import { upload, type StoredFile, type UploadOptions } from "./files";
 import { FileServiceClient } from "./generated/celeritas/v1/files";
@@ -38,13 +39,26 @@ import type {
 
 /** How a `Client` connects and behaves. Every field is optional. */
 export interface ClientOptions {
-  /** Sent with every call as `authorization: Bearer <token>`. */
-  token?: string;
+  /**
+   * Sent with every call as `authorization: Bearer <token>`. Default: `CELERITAS_TOKEN` when set;
+   * `null` sends none whatever the environment says. Never shown in messages or by `util.inspect`.
+   */
+  token?: string | null;
+  /**
+   * TLS for an `https://` URL, as PEM text: `ca` (the roots to trust instead of the system's),
+   * `cert` and `key` (a client certificate). Default: the files named by `CELERITAS_TLS_CA`,
+   * `CELERITAS_TLS_CERT` and `CELERITAS_TLS_KEY`; `{}` ignores them. With an `http://` (or bare
+   * `host:port`) URL, any of them throws a `TypeError` naming it instead of connecting in plain text.
+   */
+  tls?: TlsOptions;
   /** Retries on UNAVAILABLE; see `RetryOptions` for the defaults. */
   retry?: Partial<RetryOptions>;
   /** The deadline of one try of a unary call, in milliseconds (a `get` with `wait` gets the wait on top). Default 30,000. */
   timeoutMs?: number;
-  /** Replaces the credentials the URL implies (plain text for http://, TLS with system roots for https://). */
+  /**
+   * Replaces the credentials the URL and `tls` imply (plain text for http://, TLS for https://);
+   * the `CELERITAS_TLS_*` variables are then not read. Not together with `tls`.
+   */
   credentials?: ChannelCredentials;
   /** grpc-js channel options, merged over the client's (which raise the receive limit to 64 MiB). */
   channelOptions?: ChannelOptions;
@@ -132,14 +146,24 @@ export class Client {
   private readonly files: FileServiceClient;
   private readonly context: CallContext;
   private readonly rpc;
+  /** How `util.inspect` names the connection: the URL and its kind of credentials. */
+  private readonly connectionDescription: string;
 
   /**
    * @param url The coordinator: `http://host:port` (plain text), `https://host:port` (TLS), or a
    *   bare `host:port`. Default: `CELERITAS_COORDINATOR`, else `http://127.0.0.1:50051`.
+   * @throws TypeError for an unusable URL, token or TLS setting, or TLS settings with a plain-text URL.
    */
   constructor(url?: string, options: ClientOptions = {}) {
-    const endpoint = endpointFromUrl(url ?? process.env.CELERITAS_COORDINATOR ?? "http://127.0.0.1:50051");
+    if (options.credentials !== undefined && options.tls !== undefined) {
+      throw new TypeError("tls and credentials: give one of them (credentials replace what tls would make)");
+    }
+    const coordinator = url ?? process.env.CELERITAS_COORDINATOR ?? "http://127.0.0.1:50051";
+    const token = resolveToken(options.token);
+    const endpoint = endpointFromUrl(coordinator, options.credentials === undefined ? resolveTls(options.tls) : {});
     const channelCredentials = options.credentials ?? endpoint.credentials;
+    const credentialKind = options.credentials !== undefined ? '"given"' : endpoint.secure ? '"tls"' : '"plain text"';
+    this.connectionDescription = `url: ${JSON.stringify(coordinator)}, credentials: ${credentialKind}`;
     const grpcOptions = {
       "grpc.max_receive_message_length": 64 * 1024 * 1024,
       ...options.channelOptions,
@@ -163,7 +187,7 @@ export class Client {
       failTask: bind(this.tasks, this.tasks.failTask),
       healthCheck: bind(healthService, healthService.check),
     };
-    this.context = new CallContext(options.token, retryOptions(options.retry), options.timeoutMs ?? 30_000);
+    this.context = new CallContext(token, retryOptions(options.retry), options.timeoutMs ?? 30_000);
     this.inspect = new Inspector(
       {
         ping: bind(inspectService, inspectService.ping),
@@ -363,6 +387,11 @@ export class Client {
   /** Closes the channel; calls in flight fail with CANCELLED or UNAVAILABLE. */
   close(): void {
     this.tasks.close();
+  }
+
+  /** What `util.inspect` (and `console.log`) shows: the URL and whether there is a token, never the token or a key. */
+  [inspect.custom](): string {
+    return `Client { ${this.connectionDescription}, token: ${this.context.hasToken ? '"(set)"' : "none"} }`;
   }
 }
 

@@ -10,6 +10,7 @@ export {
   type HealthOptions,
   type ListRecordsPageOptions,
 } from "./client";
+export type { TlsOptions } from "./connection";
 export {
   CancelledError,
   CeleritasError,

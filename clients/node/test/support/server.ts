@@ -1,8 +1,9 @@
 // Real celeritas servers for the tests: `celeritas dev` (a coordinator and a worker on every queue,
-// on the embedded store) in a fresh temporary directory, on a free loopback port.
+// on the embedded store) in a fresh temporary directory, on a free loopback port. Or, for what dev
+// refuses (client certificates required), `celeritas coordinator` alone on the same terms.
 
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -63,6 +64,15 @@ export interface DevServerOptions {
   port?: number;
   /** Extra environment, such as `CELERITAS_COORDINATOR__LEASE_TTL`. */
   env?: Record<string, string>;
+  /**
+   * Files written into the server's directory (its working directory) before it first starts,
+   * by name: a `celeritas.toml` there is its configuration.
+   */
+  files?: Record<string, string | Uint8Array>;
+  /** `dev` (default: a coordinator and a worker) or `coordinator` (no worker, metrics off). */
+  command?: "dev" | "coordinator";
+  /** Whether the configuration serves TLS, so `url` is https://; default false. */
+  https?: boolean;
 }
 
 /**
@@ -77,19 +87,34 @@ export class DevServer {
     readonly directory: string,
     readonly port: number,
     private readonly env: Record<string, string>,
+    private readonly command: "dev" | "coordinator",
+    private readonly https: boolean,
   ) {}
 
   /** Starts a server and waits until it listens. */
   static async start(options: DevServerOptions = {}): Promise<DevServer> {
     const directory = mkdtempSync(join(tmpdir(), "celeritas-node-test-"));
-    const server = new DevServer(directory, options.port ?? (await freePort()), options.env ?? {});
+    for (const [name, contents] of Object.entries(options.files ?? {})) {
+      writeFileSync(join(directory, name), contents);
+    }
+    const port = options.port ?? (await freePort());
+    const server = new DevServer(directory, port, options.env ?? {}, options.command ?? "dev", options.https ?? false);
     await server.start();
     return server;
   }
 
   /** The address clients connect to. */
   get url(): string {
-    return `http://127.0.0.1:${this.port}`;
+    return `${this.https ? "https" : "http"}://127.0.0.1:${this.port}`;
+  }
+
+  private arguments(): string[] {
+    const listen = ["--listen", `127.0.0.1:${this.port}`];
+    if (this.command === "dev") {
+      return ["dev", ...listen];
+    }
+    const store = `sqlite://${join(this.directory, "coordinator.db")}`;
+    return ["coordinator", ...listen, "--database-url", store, "--metrics-listen", "none"];
   }
 
   /** Starts the process (again) and waits for its `listening on` line. */
@@ -101,7 +126,7 @@ export class DevServer {
     // The store is the SQLite file in the server's own directory: a DATABASE_URL or a config file
     // from the caller's environment would share one database between servers and between runs.
     const { DATABASE_URL: _database, CELERITAS_CONFIG: _config, ...inherited } = process.env;
-    const child = spawn(celeritasBinary(), ["dev", "--listen", `127.0.0.1:${this.port}`], {
+    const child = spawn(celeritasBinary(), this.arguments(), {
       cwd: this.directory,
       env: { ...inherited, ...this.env },
       stdio: ["ignore", "pipe", stderr],
