@@ -306,7 +306,14 @@ fn explain_missing_database(error: anyhow::Error, url: &str) -> anyhow::Error {
         return error;
     };
     if !missing {
-        return error;
+        // Name where the store was looked for (never the URL, which may hold a password).
+        return error.context(format!(
+            "the store at {}:{} (database {:?}, user {:?})",
+            options.get_host(),
+            options.get_port(),
+            options.get_database().unwrap_or("postgres"),
+            options.get_username()
+        ));
     }
     let database = options.get_database().unwrap_or("postgres");
     anyhow::anyhow!(

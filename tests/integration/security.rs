@@ -803,3 +803,203 @@ async fn celeritas_dev_runs_its_worker_behind_its_own_tls_and_tokens() {
     wait_for_task(&mut client, id, TaskState::Succeeded).await;
     let _ = dev.kill().await;
 }
+
+/// Runs `celeritas ARGS` with `env`, returning what it printed on both streams (after the
+/// arguments, which hold no secret: secrets go in `env`).
+async fn celeritas_output(args: Vec<String>, env: Vec<(&'static str, String)>) -> String {
+    tokio::task::spawn_blocking(move || {
+        let output = Command::new(env!("CARGO_BIN_EXE_celeritas"))
+            .args(&args)
+            .envs(env)
+            .env_remove("CELERITAS_CONFIG")
+            .output()
+            .expect("run celeritas");
+        format!(
+            "$ celeritas {}\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_reaches_a_log_an_answer_a_metric_or_a_failure() {
+    let logs = log_dir("security-secrets");
+    let database = TestDatabase::create().await;
+    let marker = uuid::Uuid::new_v4().simple().to_string();
+    let smtp_password = format!("smtp-password-{marker}");
+    let database_password = format!("database-password-{marker}");
+    let token = TokenSecret::generate();
+    let unknown_token = TokenSecret::generate();
+    let dkim = Command::new("openssl")
+        .args(["genrsa", "-traditional", "-out", "dkim.pem", "2048"])
+        .current_dir(&logs)
+        .output()
+        .expect("run openssl");
+    assert!(dkim.status.success());
+    let dkim_key = std::fs::read_to_string(logs.join("dkim.pem")).unwrap();
+    // A line of the key's body: any of it in an output is a leak.
+    let dkim_fragment = dkim_key.lines().nth(3).unwrap().to_owned();
+    // Postgres here trusts every connection, so a password in the URL is accepted and ignored.
+    let mut database_url = url::Url::parse(&database.url).unwrap();
+    database_url.set_password(Some(&database_password)).unwrap();
+    let database_url = database_url.to_string();
+    let closed_port = free_port();
+    let config_file = logs.join("celeritas.toml");
+    std::fs::write(
+        &config_file,
+        format!(
+            "[auth]\nrequired = true\n[auth.tokens.ops]\nroles = [\"admin\"]\nsha256 = \"{}\"\n\n\
+             [smtp.relays.default]\nhost = \"127.0.0.1\"\nport = {closed_port}\n\
+             tls = \"starttls\"\nusername = \"news\"\npassword_env = \"SECRET_SMTP_PASSWORD\"\n\n\
+             [smtp.dkim]\ndomain = \"example.com\"\nselector = \"news\"\nkey_file = \"{}\"\n",
+            token.digest().to_hex(),
+            logs.join("dkim.pem").display()
+        ),
+    )
+    .unwrap();
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let coordinator = CoordinatorLaunch::new(&database_url, &logs)
+        .metrics(&metrics)
+        .env("CELERITAS_CONFIG", config_file.to_str().unwrap())
+        .env("RUST_LOG", "debug")
+        .start()
+        .await;
+    let mut worker = tokio::process::Command::new(env!("CARGO_BIN_EXE_celeritas"))
+        .args([
+            "worker",
+            "--coordinator",
+            &coordinator.url,
+            "--name",
+            "mailer",
+        ])
+        .args(["-Q", "email"])
+        .env("CELERITAS_TOKEN", token.expose())
+        .env("CELERITAS_CONFIG", &config_file)
+        .env("SECRET_SMTP_PASSWORD", &smtp_password)
+        .env("RUST_LOG", "debug")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(logs.join("worker.log")).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the worker");
+
+    // A message the relay cannot take: the failure is recorded for everyone to read.
+    let mut client = CoordinatorClient::connect_to(&Target {
+        token: Some(token.clone()),
+        ..Target::plain(&coordinator.url)
+    })
+    .await
+    .unwrap();
+    let mut message = spec(
+        "send_single_email",
+        json!({
+            "campaign_id": "c-1",
+            "from": "News <news@example.com>",
+            "subject": "Hi",
+            "text": "Hello",
+            "to": "anna@example.org",
+        }),
+        Some("email"),
+    );
+    message.max_retries = Some(0);
+    let id = client.submit(&message).await.unwrap().id;
+    wait_until("the send to end", Duration::from_secs(60), || {
+        let mut client = client.clone();
+        async move {
+            client
+                .task(id)
+                .await
+                .is_ok_and(|task| task.state.is_terminal())
+        }
+    })
+    .await;
+    let failed = client.task(id).await.unwrap();
+    let failure = format!("{:?} {:?}", failed.error, failed.result);
+    assert!(
+        failure.contains(r#"\"failed\": 1"#),
+        "the send failed: {failure}"
+    );
+
+    // Everything the test can read: answers, CLI output, metrics, then every log.
+    let authorized = vec![("CELERITAS_TOKEN", token.expose().to_owned())];
+    let mut outputs = vec![failure];
+    for args in [
+        vec!["status", &id.to_string(), "--json"],
+        vec!["tasks", "--json"],
+        vec!["records", &id.to_string(), "--json"],
+        vec!["inspect", "stats", "--json"],
+        vec!["inspect", "registered", "--json"],
+        vec!["inspect", "active", "--json"],
+    ] {
+        let mut args: Vec<String> = args.into_iter().map(str::to_owned).collect();
+        args.extend(["--coordinator".to_owned(), coordinator.url.clone()]);
+        outputs.push(celeritas_output(args, authorized.clone()).await);
+    }
+    let delivery = &outputs[3];
+    assert!(delivery.contains("anna@example.org"), "{delivery}");
+    outputs.push(
+        celeritas_output(
+            vec![
+                "tasks".into(),
+                "--coordinator".into(),
+                coordinator.url.clone(),
+            ],
+            vec![("CELERITAS_TOKEN", unknown_token.expose().to_owned())],
+        )
+        .await,
+    );
+    outputs.push(
+        celeritas_output(
+            vec!["tokens".into(), "list".into()],
+            vec![("DATABASE_URL", database_url.clone())],
+        )
+        .await,
+    );
+    // A store that cannot be reached names its address, not its password.
+    let unreachable = format!("postgres://postgres:{database_password}@127.0.0.1:{closed_port}/x");
+    let refused =
+        celeritas_output(vec!["migrate".into()], vec![("DATABASE_URL", unreachable)]).await;
+    assert!(refused.contains("127.0.0.1"), "{refused}");
+    outputs.push(refused);
+    let scraped = scrape_metrics(&metrics).await;
+    assert!(!scraped.is_empty());
+    outputs.push(format!("{scraped:?}"));
+    coordinator.stop_with("TERM").await;
+    crate::support::send_signal(&worker, "TERM");
+    let _ = worker.wait().await;
+    for entry in std::fs::read_dir(&logs).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|extension| extension == "log") {
+            outputs.push(format!(
+                "{}:\n{}",
+                path.display(),
+                std::fs::read_to_string(&path).unwrap()
+            ));
+        }
+    }
+    assert!(
+        outputs
+            .iter()
+            .any(|output| output.contains("worker connected")),
+        "the logs were read"
+    );
+    for (what, secret) in [
+        ("the SMTP password", smtp_password.as_str()),
+        ("the database password", database_password.as_str()),
+        ("the token", token.expose()),
+        ("the unknown token", unknown_token.expose()),
+        ("the DKIM key", dkim_fragment.as_str()),
+    ] {
+        for output in &outputs {
+            assert!(
+                !output.contains(secret),
+                "{what} leaked into:\n{}",
+                output.chars().take(4000).collect::<String>()
+            );
+        }
+    }
+}
