@@ -93,8 +93,12 @@ pub fn install() -> Option<PrometheusHandle> {
 
 /// Serves `/metrics` on `address` until `stop` fires, as work of `tracker` (so a shutdown waits
 /// for it). A port that is taken is logged, not fatal: the coordinator serves without metrics.
+///
+/// With `guard`, the endpoint is served over TLS and each scrape needs a token with the `read`
+/// role (`authorization: Bearer <token>`, Prometheus' `authorization` setting).
 pub async fn serve(
     address: SocketAddr,
+    guard: Option<Guard>,
     tracker: &TaskTracker,
     stop: CancellationToken,
 ) -> Option<SocketAddr> {
@@ -107,23 +111,116 @@ pub async fn serve(
         }
     };
     let bound = listener.local_addr().ok()?;
+    let access = guard.as_ref().map(|guard| guard.access.clone());
     let app = axum::Router::new().route(
         "/metrics",
-        axum::routing::get(move || {
+        axum::routing::get(move |headers: axum::http::HeaderMap| {
             let handle = handle.clone();
-            async move { handle.render() }
+            let access = access.clone();
+            async move { scrape(&handle, access.as_deref(), &headers) }
         }),
     );
-    tracker.spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
-        if let Err(error) = served {
-            tracing::warn!(%error, "the metrics server stopped");
+    let graceful = {
+        let stop = stop.clone();
+        async move { stop.cancelled().await }
+    };
+    match guard {
+        None => {
+            tracker.spawn(async move {
+                let served = axum::serve(listener, app)
+                    .with_graceful_shutdown(graceful)
+                    .await;
+                if let Err(error) = served {
+                    tracing::warn!(%error, "the metrics server stopped");
+                }
+            });
         }
-    });
+        Some(guard) => {
+            let incoming =
+                crate::grpc::tls::incoming_for(listener, guard.tls, b"http/1.1", stop.clone());
+            let listener = TlsListener {
+                incoming,
+                address: bound,
+            };
+            tracker.spawn(async move {
+                let served = axum::serve(listener, app)
+                    .with_graceful_shutdown(graceful)
+                    .await;
+                if let Err(error) = served {
+                    tracing::warn!(%error, "the metrics server stopped");
+                }
+            });
+        }
+    }
     tracing::info!(address = %bound, "metrics served at /metrics");
     Some(bound)
+}
+
+/// What protects a metrics endpoint beyond loopback: the coordinator's TLS and its tokens.
+pub struct Guard {
+    /// The coordinator's certificate, re-read when it changes.
+    pub tls: std::sync::Arc<crate::grpc::tls::ReloadingTls>,
+    /// Who may scrape: a token with the `read` role.
+    pub access: std::sync::Arc<crate::coordinator::access::Access>,
+}
+
+/// One scrape: the rendered metrics, or 401/403 for a caller `access` refuses.
+fn scrape(
+    handle: &PrometheusHandle,
+    access: Option<&crate::coordinator::access::Access>,
+    headers: &axum::http::HeaderMap,
+) -> (axum::http::StatusCode, String) {
+    use axum::http::StatusCode;
+    if let Some(access) = access {
+        let authorization = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .map(|value| value.as_bytes());
+        let allowed = access.authenticate(authorization, None).and_then(|caller| {
+            crate::coordinator::access::require(&caller, &[crate::domain::Role::Read], "/metrics")
+        });
+        if let Err(error) = allowed {
+            let status = match error {
+                crate::coordinator::CoordinatorError::PermissionDenied(_) => StatusCode::FORBIDDEN,
+                _ => StatusCode::UNAUTHORIZED,
+            };
+            metrics::counter!("celeritas_refused_requests_total", "reason" => "metrics")
+                .increment(1);
+            return (status, format!("{error}\n"));
+        }
+    }
+    (StatusCode::OK, handle.render())
+}
+
+/// TLS connections as axum takes them: each one handshaken on a task of its own.
+struct TlsListener {
+    incoming: tokio_stream::wrappers::ReceiverStream<
+        std::io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>,
+    >,
+    address: SocketAddr,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        use futures::StreamExt;
+        loop {
+            match self.incoming.next().await {
+                Some(Ok(stream)) => {
+                    let peer = stream.get_ref().0.peer_addr().unwrap_or(self.address);
+                    return (stream, peer);
+                }
+                Some(Err(error)) => tracing::debug!(%error, "a metrics connection failed"),
+                // The accept loop stopped with the coordinator: wait for the shutdown.
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.address)
+    }
 }
 
 #[cfg(test)]

@@ -53,6 +53,7 @@ impl Application {
             })?;
         let address = listener.local_addr()?;
         let tls = check_exposure(config)?;
+        let guard_metrics = check_metrics_exposure(config, tls.is_some())?;
         let (coordinator, background) = Coordinator::start(store, config, clock)?;
         coordinator
             .access()
@@ -62,7 +63,14 @@ impl Application {
         let stop = background.stop_token();
         let metrics_address = match config.coordinator.metrics_listen {
             Some(metrics) => {
-                crate::metrics::serve(metrics, background.tracker(), stop.clone()).await
+                let guard =
+                    tls.as_ref()
+                        .filter(|_| guard_metrics)
+                        .map(|tls| crate::metrics::Guard {
+                            tls: tls.clone(),
+                            access: coordinator.access().clone(),
+                        });
+                crate::metrics::serve(metrics, guard, background.tracker(), stop.clone()).await
             }
             None => None,
         };
@@ -132,6 +140,30 @@ fn check_exposure(config: &Config) -> anyhow::Result<Option<Arc<ReloadingTls>>> 
         "INSECURE: this coordinator listens beyond loopback with {missing}"
     );
     Ok(tls)
+}
+
+/// Whether the metrics endpoint needs TLS and a token: beyond loopback it does, and a
+/// coordinator without both refuses to serve it there (unless `allow_insecure`, with a warning).
+fn check_metrics_exposure(config: &Config, tls: bool) -> anyhow::Result<bool> {
+    let settings = &config.coordinator;
+    let Some(address) = settings.metrics_listen else {
+        return Ok(false);
+    };
+    if is_loopback(&address) {
+        return Ok(false);
+    }
+    if tls && config.auth.required {
+        return Ok(true);
+    }
+    if !settings.allow_insecure {
+        anyhow::bail!(
+            "refusing to serve metrics on {address} without TLS ([coordinator.tls]) and tokens \
+             ([auth] required): bind coordinator.metrics_listen to loopback (the default), \
+             configure both, or set coordinator.allow_insecure on a network you trust"
+        );
+    }
+    tracing::warn!(%address, "INSECURE: metrics are served beyond loopback without TLS and tokens");
+    Ok(false)
 }
 
 /// Applies migrations, retrying while the database is unreachable.

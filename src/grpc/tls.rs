@@ -73,6 +73,21 @@ impl ReloadingTls {
             .clone()
     }
 
+    /// The current configuration, offering `protocol` by ALPN (gRPC's is `h2`).
+    fn config_for(&self, protocol: &[u8]) -> Arc<ServerConfig> {
+        let config = self.config();
+        if config
+            .alpn_protocols
+            .iter()
+            .any(|offered| offered == protocol)
+        {
+            return config;
+        }
+        let mut other = (*config).clone();
+        other.alpn_protocols = vec![protocol.to_vec()];
+        Arc::new(other)
+    }
+
     /// Reads the files again if they changed since the last read. A set that does not load
     /// (a certificate written before its key) is reported and the previous one kept.
     fn reload_if_changed(&self) {
@@ -173,6 +188,16 @@ pub fn incoming(
     tls: Arc<ReloadingTls>,
     stop: CancellationToken,
 ) -> ReceiverStream<io::Result<TlsStream<TcpStream>>> {
+    incoming_for(listener, tls, b"h2", stop)
+}
+
+/// `incoming`, offering `protocol` by ALPN: `http/1.1` for the metrics endpoint.
+pub fn incoming_for(
+    listener: TcpListener,
+    tls: Arc<ReloadingTls>,
+    protocol: &'static [u8],
+    stop: CancellationToken,
+) -> ReceiverStream<io::Result<TlsStream<TcpStream>>> {
     let (sender, receiver) = mpsc::channel(ACCEPTED_BACKLOG);
     let watched = tls.clone();
     let watch_stop = stop.clone();
@@ -201,7 +226,7 @@ pub fn incoming(
                 },
             };
             let _ = socket.set_nodelay(true);
-            let acceptor = TlsAcceptor::from(tls.config());
+            let acceptor = TlsAcceptor::from(tls.config_for(protocol));
             let sender = sender.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {

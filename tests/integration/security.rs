@@ -1003,3 +1003,103 @@ async fn no_secret_reaches_a_log_an_answer_a_metric_or_a_failure() {
         }
     }
 }
+
+/// `curl` against `url` with `args`: the HTTP status (0 when no answer came) and the body.
+async fn curl(url: String, args: Vec<String>) -> (u16, String) {
+    tokio::task::spawn_blocking(move || {
+        let output = Command::new("curl")
+            .args(["-s", "-o", "-", "-w", "\n%{http_code}"])
+            .args(&args)
+            .arg(&url)
+            .output()
+            .expect("run curl");
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (status.trim().parse().unwrap_or(0), body.to_owned())
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_beyond_loopback_need_tls_and_a_token_that_may_read() {
+    let logs = log_dir("security-metrics");
+    let database = TestDatabase::create().await;
+    let ca = Authority::create(&logs, "ca");
+    let (certificate, key) = ca.server("coordinator");
+    let [reader, submitter] = std::array::from_fn(|_| TokenSecret::generate());
+    let tls = format!(
+        "[coordinator.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        certificate.display(),
+        key.display()
+    );
+    let auth = format!(
+        "[auth]\nrequired = true\n[auth.tokens.prometheus]\nroles = [\"read\"]\nsha256 = \"{}\"\n\
+         [auth.tokens.django]\nroles = [\"submit\"]\nsha256 = \"{}\"\n",
+        reader.digest().to_hex(),
+        submitter.digest().to_hex()
+    );
+    let port = free_port();
+    let everywhere = format!("0.0.0.0:{port}");
+
+    // Without TLS the coordinator will not serve metrics beyond loopback.
+    let plain = logs.join("plain.toml");
+    std::fs::write(&plain, &auth).unwrap();
+    let refused = tokio::process::Command::new(env!("CARGO_BIN_EXE_celeritas"))
+        .args([
+            "coordinator",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            &database.url,
+        ])
+        .args(["--metrics-listen", &everywhere])
+        .env("CELERITAS_CONFIG", &plain)
+        .output()
+        .await
+        .unwrap();
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        message.contains("refusing to serve metrics") && message.contains("metrics_listen"),
+        "{message}"
+    );
+
+    let secured = logs.join("secured.toml");
+    std::fs::write(&secured, format!("{tls}\n{auth}")).unwrap();
+    let _coordinator = CoordinatorLaunch::new(&database.url, &logs)
+        .metrics(&everywhere)
+        .env("CELERITAS_CONFIG", secured.to_str().unwrap())
+        .start()
+        .await;
+    let url = format!("https://127.0.0.1:{port}/metrics");
+    let trusted = vec![
+        "--cacert".to_owned(),
+        ca.certificate().display().to_string(),
+    ];
+    let with_token = |token: &TokenSecret| {
+        let mut args = trusted.clone();
+        args.extend([
+            "-H".to_owned(),
+            format!("Authorization: Bearer {}", token.expose()),
+        ]);
+        args
+    };
+    let (status, body) = curl(url.clone(), with_token(&reader)).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = curl(url.clone(), trusted.clone()).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("needs a token"), "{body}");
+    let (status, body) = curl(url.clone(), with_token(&submitter)).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("read"), "{body}");
+    // Plaintext gets no metrics.
+    let (status, _) = curl(format!("http://127.0.0.1:{port}/metrics"), Vec::new()).await;
+    assert_eq!(status, 0);
+    let (status, body) = curl(url, with_token(&reader)).await;
+    assert_eq!(status, 200);
+    assert!(
+        body.contains(r#"celeritas_refused_requests_total{reason="metrics"} 2"#),
+        "{body}"
+    );
+}
