@@ -366,3 +366,31 @@ def test_a_python_worker_without_credentials_is_refused_and_exits(verifying: Sec
     log = worker.log_tail()
     assert exit_code != 0, log
     assert "the coordinator refused this worker:" in log and "token" in log
+
+
+# Django's settings.
+
+
+def test_django_settings_carry_the_token_and_the_ca_to_both_clients(dev: Secured) -> None:
+    from django.conf import settings
+    from django.test import override_settings
+
+    import celeritas.django
+    from celeritas.django.app import app as django_app
+
+    if not settings.configured:
+        settings.configure()
+    secured = {
+        "CELERITAS_URL": dev.url,
+        "CELERITAS_TOKEN": dev.tokens["submitter"],
+        "CELERITAS_TLS_CA": str(dev.ca),
+    }
+    with override_settings(**secured):
+        handle = celeritas.django.task("noop").delay(django="tls")
+        assert handle.get(timeout=30) == {"django": "tls"}
+        assert django_app.client.result(django_app.client.submit("noop", {"app": 3}).task_id, timeout=30) == {
+            "app": 3
+        }
+    with override_settings(CELERITAS_URL=dev.server.url, CELERITAS_TLS_CA=str(dev.ca)):
+        with pytest.raises(ValueError, match=r"^tls_ca: .*https://"):
+            celeritas.django.get_client()
