@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -47,8 +47,15 @@ class PythonWorker:
         app: str = "worker_tasks:app",
         extra: Sequence[str] = (),
         execution_log: Path | None = None,
+        environment: Mapping[str, str] | None = None,
+        client_options: Mapping[str, Any] | None = None,
     ) -> None:
+        """``environment`` adds variables to the worker's; ``client_options`` are the
+        :class:`celeritas.Client` arguments (a token, a CA) of the client that waits for the
+        worker to connect."""
         self.url = url
+        self.environment = dict(environment or {})
+        self.client_options = dict(client_options or {})
         self.name = name
         self.execution_log = execution_log or directory / f"{name}.executions.jsonl"
         self.log_path = directory / f"{name}.log"
@@ -73,7 +80,11 @@ class PythonWorker:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, *, wait: bool = True) -> PythonWorker:
-        environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS_DIRECTORY), *sys.path])}
+        environment = {
+            **os.environ,
+            **self.environment,
+            "PYTHONPATH": os.pathsep.join([str(TESTS_DIRECTORY), *sys.path]),
+        }
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 self.command, cwd=TESTS_DIRECTORY, env=environment, stdout=log, stderr=subprocess.STDOUT
@@ -84,7 +95,7 @@ class PythonWorker:
 
     def wait_connected(self, timeout: float = 60.0) -> None:
         """Until the coordinator lists the worker as connected."""
-        with celeritas.Client(self.url) as client:
+        with celeritas.Client(self.url, **self.client_options) as client:
 
             def connected() -> bool:
                 if self.process is not None and self.process.poll() is not None:
@@ -94,6 +105,16 @@ class PythonWorker:
                 )
 
             wait_until(connected, timeout, f"worker {self.name} connecting")
+
+    def wait_exited(self, timeout: float = 60.0) -> int:
+        """Until the process ends on its own; its exit code."""
+        assert self.process is not None
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"worker {self.name} still runs after {timeout}s: {self.log_tail()}"
+            ) from None
 
     def stop(self, timeout: float = 60.0) -> int:
         """SIGTERM (a drain), and the exit code."""

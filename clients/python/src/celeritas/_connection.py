@@ -1,10 +1,12 @@
-"""Turning a coordinator URL and a token into a gRPC channel and call metadata, the same way for
-the sync and asyncio clients."""
+"""Turning a coordinator URL, a token and TLS settings into a gRPC channel and call metadata,
+the same way for the sync and asyncio clients and the worker."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Union
 from urllib.parse import urlsplit
 
 import grpc
@@ -64,24 +66,148 @@ def channel_options() -> list[tuple[str, Any]]:
     ]
 
 
-def call_metadata(token: str | None) -> tuple[tuple[str, str], ...]:
+#: A PEM setting: a file's path, or the PEM itself (bytes, or a str starting ``-----BEGIN``).
+PemSource = Union[str, "os.PathLike[str]", bytes]
+
+#: The environment variable each setting defaults to, as for the ``celeritas`` command line.
+ENVIRONMENT = {
+    "token": "CELERITAS_TOKEN",
+    "tls_ca": "CELERITAS_TLS_CA",
+    "tls_cert": "CELERITAS_TLS_CERT",
+    "tls_key": "CELERITAS_TLS_KEY",
+}
+
+
+@dataclass(frozen=True)
+class Tls:
+    """What an ``https://`` channel trusts and presents, read from the files given."""
+
+    #: The CA certificates to trust (PEM); None trusts the system's roots.
+    root_certificates: bytes | None = None
+    #: The client certificate (PEM) and its private key, presented as the caller's identity.
+    certificate_chain: bytes | None = None
+    private_key: bytes | None = field(default=None, repr=False)
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.root_certificates,
+            private_key=self.private_key,
+            certificate_chain=self.certificate_chain,
+        )
+
+
+@dataclass(frozen=True)
+class Connection:
+    """A coordinator and the credentials to reach it with: what :func:`connection` makes."""
+
+    endpoint: Endpoint
+    tls: Tls | None = None
+    #: The call metadata (the token's ``authorization`` header); never shown by ``repr``.
+    metadata: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+
+    def sync_channel(self) -> grpc.Channel:
+        if self.endpoint.secure:
+            credentials = (self.tls or Tls()).credentials()
+            return grpc.secure_channel(self.endpoint.target, credentials, channel_options())
+        return grpc.insecure_channel(self.endpoint.target, channel_options())
+
+    def async_channel(self) -> grpc.aio.Channel:
+        if self.endpoint.secure:
+            credentials = (self.tls or Tls()).credentials()
+            return grpc.aio.secure_channel(self.endpoint.target, credentials, channel_options())
+        return grpc.aio.insecure_channel(self.endpoint.target, channel_options())
+
+
+def _setting(
+    name: str, value: Any, environment: Mapping[str, str] | None
+) -> tuple[Any, str]:
+    """The setting's value, from the argument or else its environment variable, and how to
+    name it in an error."""
+    if value is not None:
+        return value, name
+    if environment is None:
+        return None, name
+    variable = ENVIRONMENT[name]
+    from_environment = environment.get(variable) or None
+    return from_environment, name if from_environment is None else f"{name} (${variable})"
+
+
+def read_pem(what: str, source: PemSource) -> bytes:
+    """The PEM of a setting: the bytes given, a str holding PEM, or the file at a path.
+    Errors (``ValueError``) name the setting, never the file's content."""
+    if isinstance(source, bytes):
+        data = source
+    elif isinstance(source, str) and source.lstrip().startswith("-----BEGIN"):
+        data = source.encode()
+    elif isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if not path:
+            raise ValueError(f"{what}: empty; expected a PEM file's path")
+        try:
+            with open(path, "rb") as file:
+                data = file.read()
+        except OSError as error:
+            raise ValueError(f"{what}: cannot read {path}: {error.strerror or error}") from None
+        if b"-----BEGIN" not in data:
+            raise ValueError(f"{what}: {path} is not PEM (no -----BEGIN line)")
+        return data
+    else:
+        raise TypeError(f"{what}: expected a path or PEM bytes, not {type(source).__name__}")
+    if b"-----BEGIN" not in data:
+        raise ValueError(f"{what}: not PEM (no -----BEGIN line)")
+    return data
+
+
+def connection(
+    url: str,
+    token: str | None = None,
+    *,
+    tls_ca: PemSource | None = None,
+    tls_cert: PemSource | None = None,
+    tls_key: PemSource | None = None,
+    environment: Mapping[str, str] | None = os.environ,
+) -> Connection:
+    """Checks and reads the settings of a connection to ``url``.
+
+    Each setting not given is read from ``environment`` (``$CELERITAS_TOKEN``,
+    ``$CELERITAS_TLS_CA``, ``$CELERITAS_TLS_CERT``, ``$CELERITAS_TLS_KEY``; None reads none), as
+    the ``celeritas`` command line does. A CA or client certificate with a plaintext URL is
+    refused (``ValueError``), never sent without TLS or silently dropped.
+    """
+    endpoint = parse_url(url)
+    token, token_name = _setting("token", token, environment)
+    ca, ca_name = _setting("tls_ca", tls_ca, environment)
+    cert, cert_name = _setting("tls_cert", tls_cert, environment)
+    key, key_name = _setting("tls_key", tls_key, environment)
+    metadata = call_metadata(token, token_name)
+    given = [name for name, value in ((ca_name, ca), (cert_name, cert), (key_name, key)) if value is not None]
+    if not endpoint.secure:
+        if given:
+            raise ValueError(
+                f"{given[0]}: a CA or a client certificate is for TLS; use an https:// URL, not "
+                f"{url!r} (celeritas never sends them in plaintext)"
+            )
+        return Connection(endpoint=endpoint, metadata=metadata)
+    if (cert is None) != (key is None):
+        missing, present = (key_name, cert_name) if key is None else (cert_name, key_name)
+        raise ValueError(f"{missing}: needed with {present} (a client certificate and its key go together)")
+    tls = Tls(
+        root_certificates=read_pem(ca_name, ca) if ca is not None else None,
+        certificate_chain=read_pem(cert_name, cert) if cert is not None else None,
+        private_key=read_pem(key_name, key) if key is not None else None,
+    )
+    return Connection(endpoint=endpoint, tls=tls, metadata=metadata)
+
+
+def call_metadata(token: str | None, what: str = "token") -> tuple[tuple[str, str], ...]:
     """What every call carries: the token as `authorization: Bearer <token>` when given."""
     if token is None:
         return ()
+    if not isinstance(token, str):
+        raise TypeError(f"{what}: expected a str, not {type(token).__name__}")
+    token = token.strip()
     if not token or any(character in token for character in "\r\n"):
-        raise ValueError("token: must be non-empty and on one line")
+        raise ValueError(f"{what}: must be non-empty and on one line")
+    if not token.isascii() or not token.isprintable():
+        raise ValueError(f"{what}: must be printable ASCII")
     return (("authorization", f"Bearer {token}"),)
-
-
-def sync_channel(endpoint: Endpoint) -> grpc.Channel:
-    if endpoint.secure:
-        return grpc.secure_channel(endpoint.target, grpc.ssl_channel_credentials(), channel_options())
-    return grpc.insecure_channel(endpoint.target, channel_options())
-
-
-def async_channel(endpoint: Endpoint) -> grpc.aio.Channel:
-    if endpoint.secure:
-        return grpc.aio.secure_channel(
-            endpoint.target, grpc.ssl_channel_credentials(), channel_options()
-        )
-    return grpc.aio.insecure_channel(endpoint.target, channel_options())

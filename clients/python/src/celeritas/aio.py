@@ -19,7 +19,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from celeritas import _wire
-from celeritas._connection import async_channel, call_metadata, parse_url
+from celeritas._connection import PemSource, connection
 from celeritas.client import DEFAULT_TIMEOUT
 from celeritas.errors import (
     DeadlineExceeded,
@@ -75,14 +75,18 @@ class AsyncClient:
         url: str,
         token: str | None = None,
         *,
+        tls_ca: PemSource | None = None,
+        tls_cert: PemSource | None = None,
+        tls_key: PemSource | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         retry: RetryPolicy | None = None,
     ) -> None:
+        settings = connection(url, token, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
         self.url = url
         self.timeout = timeout
         self.retry = retry if retry is not None else RetryPolicy()
-        self._metadata = call_metadata(token)
-        self._channel = async_channel(parse_url(url))
+        self._metadata = settings.metadata
+        self._channel = settings.async_channel()
         self._tasks = tasks_pb2_grpc.TaskServiceStub(self._channel)
         self._files = files_pb2_grpc.FileServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)

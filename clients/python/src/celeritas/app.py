@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from celeritas._connection import PemSource
 from celeritas.client import Client
 from celeritas.context import (
     AsyncTaskContext,
@@ -369,7 +370,9 @@ class Celeritas:
     ``Celery("proj")``).
 
     ``url`` and ``token`` default to ``$CELERITAS_URL`` / ``$CELERITAS_TOKEN`` (then
-    ``http://127.0.0.1:50051``). ``task_always_eager`` None reads
+    ``http://127.0.0.1:50051``); ``tls_ca``, ``tls_cert`` and ``tls_key`` (for ``https://``
+    URLs; see :class:`celeritas.Client`) to ``$CELERITAS_TLS_CA``, ``$CELERITAS_TLS_CERT`` and
+    ``$CELERITAS_TLS_KEY``. ``task_always_eager`` None reads
     ``$CELERITAS_TASK_ALWAYS_EAGER``. ``json_encoder`` encodes arguments (Django's app uses
     ``DjangoJSONEncoder``).
     """
@@ -380,18 +383,24 @@ class Celeritas:
         *,
         url: str | None = None,
         token: str | None = None,
+        tls_ca: PemSource | None = None,
+        tls_cert: PemSource | None = None,
+        tls_key: PemSource | None = None,
         task_always_eager: bool | None = None,
         json_encoder: type[json.JSONEncoder] | None = None,
     ) -> None:
         self.main = main
         self._url = url
         self._token = token
+        self._tls_ca = tls_ca
+        self._tls_cert = tls_cert
+        self._tls_key = tls_key
         self._task_always_eager = task_always_eager
         self.json_encoder = json_encoder
         self._tasks: dict[str, Task] = {}
         self._conflicts: list[tuple[Task, Task]] = []
         self._client: Client | None = None
-        self._client_key: tuple[str, str | None] | None = None
+        self._client_key: tuple[Any, ...] | None = None
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -412,6 +421,21 @@ class Celeritas:
         return self._token or os.environ.get("CELERITAS_TOKEN") or None
 
     @property
+    def tls_ca(self) -> PemSource | None:
+        """The CA to trust for an ``https://`` URL: a path or PEM bytes."""
+        return self._tls_ca or os.environ.get("CELERITAS_TLS_CA") or None
+
+    @property
+    def tls_cert(self) -> PemSource | None:
+        """The client certificate to present: a path or PEM bytes."""
+        return self._tls_cert or os.environ.get("CELERITAS_TLS_CERT") or None
+
+    @property
+    def tls_key(self) -> PemSource | None:
+        """The client certificate's private key: a path or PEM bytes."""
+        return self._tls_key or os.environ.get("CELERITAS_TLS_KEY") or None
+
+    @property
     def task_always_eager(self) -> bool:
         """Whether ``.delay()`` runs tasks inline."""
         if self._task_always_eager is not None:
@@ -424,11 +448,13 @@ class Celeritas:
 
     @property
     def client(self) -> Client:
-        """The app's client, made on first use; a change of URL or token makes a new one."""
-        key = (self.url, self.token)
+        """The app's client, made on first use; a change of URL, token or TLS setting makes a
+        new one."""
+        url, token, tls_ca, tls_cert, tls_key = self.url, self.token, self.tls_ca, self.tls_cert, self.tls_key
+        key = (url, token, tls_ca, tls_cert, tls_key)
         with self._lock:
             if self._client is None or self._client_key != key:
-                self._client = Client(*key)
+                self._client = Client(url, token, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
                 self._client_key = key
             return self._client
 

@@ -17,7 +17,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from celeritas import _wire
-from celeritas._connection import call_metadata, parse_url, sync_channel
+from celeritas._connection import PemSource, connection
 from celeritas.errors import (
     DeadlineExceeded,
     TaskFailed,
@@ -70,6 +70,12 @@ class Client:
 
     ``url`` is ``http://host:port`` (plaintext), ``https://host[:port]`` (TLS) or ``host:port``.
     ``token``, when given, travels with every call as ``authorization: Bearer <token>``.
+    With an ``https://`` URL, ``tls_ca`` is the CA (PEM) to trust instead of the system's roots,
+    and ``tls_cert`` with ``tls_key`` a client certificate to present; each is a file's path or
+    the PEM itself as bytes. A CA or certificate with a plaintext URL raises ``ValueError``, as
+    does a file that cannot be read. Each of the four not given is read from
+    ``$CELERITAS_TOKEN``, ``$CELERITAS_TLS_CA``, ``$CELERITAS_TLS_CERT``, ``$CELERITAS_TLS_KEY``
+    (as the ``celeritas`` command line does). The token is never shown by ``repr`` or errors.
     ``timeout`` is each call's deadline in seconds (a long poll adds its wait to it; progress
     streams have none). ``retry`` decides how calls that find the coordinator UNAVAILABLE are
     retried (see :class:`celeritas.RetryPolicy`).
@@ -83,14 +89,18 @@ class Client:
         url: str,
         token: str | None = None,
         *,
+        tls_ca: PemSource | None = None,
+        tls_cert: PemSource | None = None,
+        tls_key: PemSource | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         retry: RetryPolicy | None = None,
     ) -> None:
+        settings = connection(url, token, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
         self.url = url
         self.timeout = timeout
         self.retry = retry if retry is not None else RetryPolicy()
-        self._metadata = call_metadata(token)
-        self._channel = sync_channel(parse_url(url))
+        self._metadata = settings.metadata
+        self._channel = settings.sync_channel()
         self._tasks = tasks_pb2_grpc.TaskServiceStub(self._channel)
         self._files = files_pb2_grpc.FileServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)

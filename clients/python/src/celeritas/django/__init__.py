@@ -6,6 +6,9 @@ Settings (``settings.py``):
 - ``CELERITAS_URL``: the coordinator, e.g. ``"http://celeritas:50051"``
   (default ``"http://127.0.0.1:50051"``).
 - ``CELERITAS_TOKEN``: sent as ``authorization: Bearer <token>`` when set (default None).
+- ``CELERITAS_TLS_CA``, ``CELERITAS_TLS_CERT``, ``CELERITAS_TLS_KEY``: for an ``https://`` URL,
+  the CA to trust and a client certificate and key (paths or PEM bytes; default None).
+- Each of these four, unset, falls back to the environment variable of the same name.
 - ``CELERITAS_TASK_ALWAYS_EAGER``: run ``.delay()`` inline (for tests); default
   ``$CELERITAS_TASK_ALWAYS_EAGER``.
 

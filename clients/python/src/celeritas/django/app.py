@@ -1,9 +1,10 @@
 """The app Django projects declare their tasks on, configured from Django's settings.
 
-Settings: ``CELERITAS_URL``, ``CELERITAS_TOKEN`` (as for :func:`celeritas.django.task`) and
-``CELERITAS_TASK_ALWAYS_EAGER`` (``$CELERITAS_TASK_ALWAYS_EAGER`` when unset). Arguments are
-encoded with ``DjangoJSONEncoder``. Tasks declared with :func:`shared_task` in an app's
-``tasks.py`` are found by ``manage.py celeritas_worker`` (Celery's autodiscovery).
+Settings: ``CELERITAS_URL``, ``CELERITAS_TOKEN``, ``CELERITAS_TLS_CA``, ``CELERITAS_TLS_CERT``,
+``CELERITAS_TLS_KEY`` (as for :func:`celeritas.django.task`) and ``CELERITAS_TASK_ALWAYS_EAGER``
+(``$CELERITAS_TASK_ALWAYS_EAGER`` when unset). Arguments are encoded with ``DjangoJSONEncoder``.
+Tasks declared with :func:`shared_task` in an app's ``tasks.py`` are found by ``manage.py
+celeritas_worker`` (Celery's autodiscovery).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 
 from celeritas import app as app_module
+from celeritas._connection import PemSource
 from celeritas.app import Celeritas, _truthy
 
 __all__ = ["DjangoCeleritas", "app", "shared_task"]
@@ -39,6 +41,18 @@ class DjangoCeleritas(Celeritas):
     @property
     def token(self) -> str | None:
         return self._token or getattr(settings, "CELERITAS_TOKEN", None) or None
+
+    @property
+    def tls_ca(self) -> PemSource | None:
+        return self._tls_ca or getattr(settings, "CELERITAS_TLS_CA", None) or None
+
+    @property
+    def tls_cert(self) -> PemSource | None:
+        return self._tls_cert or getattr(settings, "CELERITAS_TLS_CERT", None) or None
+
+    @property
+    def tls_key(self) -> PemSource | None:
+        return self._tls_key or getattr(settings, "CELERITAS_TLS_KEY", None) or None
 
     @property
     def task_always_eager(self) -> bool:

@@ -10,6 +10,7 @@ from typing import Any
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 
+from celeritas._connection import PemSource
 from celeritas.client import Client
 from celeritas.handle import TaskHandle
 from celeritas.models import Seconds
@@ -18,23 +19,28 @@ __all__ = ["RemoteTask", "get_client", "handle", "task"]
 
 DEFAULT_URL = "http://127.0.0.1:50051"
 
-_clients: dict[tuple[str, str | None], Client] = {}
+_clients: dict[tuple[Any, ...], Client] = {}
 _clients_lock = threading.Lock()
 
 
 def get_client() -> Client:
-    """The process's client for ``settings.CELERITAS_URL`` and ``settings.CELERITAS_TOKEN``.
+    """The process's client for ``settings.CELERITAS_URL``, ``settings.CELERITAS_TOKEN`` and
+    ``settings.CELERITAS_TLS_CA`` / ``_CERT`` / ``_KEY`` (each unset one falls back to its
+    environment variable, as in :class:`celeritas.Client`).
 
-    Created on first use and reused after; a change of either setting (``override_settings``
-    in tests) gets a client of its own.
+    Created on first use and reused after; a change of a setting (``override_settings`` in
+    tests) gets a client of its own.
     """
     url: str = getattr(settings, "CELERITAS_URL", DEFAULT_URL)
     token: str | None = getattr(settings, "CELERITAS_TOKEN", None)
-    key = (url, token)
+    tls_ca: PemSource | None = getattr(settings, "CELERITAS_TLS_CA", None)
+    tls_cert: PemSource | None = getattr(settings, "CELERITAS_TLS_CERT", None)
+    tls_key: PemSource | None = getattr(settings, "CELERITAS_TLS_KEY", None)
+    key = (url, token, tls_ca, tls_cert, tls_key)
     with _clients_lock:
         client = _clients.get(key)
         if client is None:
-            client = _clients[key] = Client(url, token)
+            client = _clients[key] = Client(url, token, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
         return client
 
 

@@ -6,8 +6,11 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
+from celeritas._connection import ENVIRONMENT, PemSource
 from celeritas.worker import Setup, WorkerOptions, run_worker
 
 
@@ -45,6 +48,31 @@ def add_worker_arguments(arguments: argparse.ArgumentParser) -> None:
         default=[],
         help="a coordinator (repeat or comma-separate for several; default $CELERITAS_URL)",
     )
+    arguments.add_argument(
+        "--tls-ca",
+        default=None,
+        metavar="FILE",
+        help="for https:// URLs: the CA (PEM) that signed the coordinator's certificate; "
+        "default $CELERITAS_TLS_CA, else the system's roots",
+    )
+    arguments.add_argument(
+        "--tls-cert",
+        default=None,
+        metavar="FILE",
+        help="a client certificate (PEM) to present, the worker's identity; default $CELERITAS_TLS_CERT",
+    )
+    arguments.add_argument(
+        "--tls-key",
+        default=None,
+        metavar="FILE",
+        help="the client certificate's private key (PEM); default $CELERITAS_TLS_KEY",
+    )
+    arguments.add_argument(
+        "--token",
+        default=None,
+        help="the API token sent with every call; default $CELERITAS_TOKEN (prefer it: a flag "
+        "shows in ps)",
+    )
     arguments.add_argument("-n", "--name", default="", help="the worker's id (default host:pid)")
     arguments.add_argument(
         "--shutdown-timeout", type=float, default=30.0, help="seconds to wait for running tasks"
@@ -56,15 +84,32 @@ def add_worker_arguments(arguments: argparse.ArgumentParser) -> None:
     arguments.add_argument("-l", "--loglevel", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
 
 
-def options_from(parsed: argparse.Namespace, default_url: str | None = None) -> WorkerOptions:
+def options_from(
+    parsed: argparse.Namespace,
+    default_url: str | None = None,
+    *,
+    defaults: Mapping[str, PemSource | None] | None = None,
+) -> WorkerOptions:
+    """The worker's options from its command line. A setting not given there is taken from
+    ``defaults`` (Django's settings: keys ``token``, ``tls_ca``, ``tls_cert``, ``tls_key``), then
+    from the environment (``$CELERITAS_URL``, ``$CELERITAS_TOKEN``, ``$CELERITAS_TLS_CA``, ...).
+    Settings that cannot work raise ``ValueError``."""
     urls = _split(parsed.url) or [default_url or os.environ.get("CELERITAS_URL") or "http://127.0.0.1:50051"]
+    given = defaults or {}
+
+    def setting(name: str) -> Any:
+        return getattr(parsed, name, None) or given.get(name) or os.environ.get(ENVIRONMENT[name]) or None
+
     return WorkerOptions(
         urls=urls,
         queues=_split(parsed.queues) or ["default"],
         concurrency=parsed.concurrency,
         prefetch_multiplier=parsed.prefetch_multiplier,
         worker_id=parsed.name,
-        token=os.environ.get("CELERITAS_TOKEN") or None,
+        token=setting("token"),
+        tls_ca=setting("tls_ca"),
+        tls_cert=setting("tls_cert"),
+        tls_key=setting("tls_key"),
         shutdown_timeout=parsed.shutdown_timeout,
         max_tasks_per_child=parsed.max_tasks_per_child if (parsed.max_tasks_per_child or 0) > 0 else None,
         execution_log=parsed.execution_log,

@@ -34,7 +34,7 @@ import grpc
 
 from celeritas import _worker_wire
 from celeritas import protocol as p
-from celeritas._connection import async_channel, call_metadata, parse_url
+from celeritas._connection import Connection, PemSource, connection
 from celeritas._version import __version__
 from celeritas.app import Celeritas, Task
 from celeritas.context import AsyncTaskContext, ContextRequestFailed, TaskRequest, set_current
@@ -61,6 +61,16 @@ class Refused(Exception):
     """The coordinator refused the worker's hello: its configuration is wrong."""
 
 
+#: Codes that, before the welcome, mean the coordinator refuses this worker as configured (its
+#: hello, its credentials, or what they allow): retrying cannot help, so the worker stops.
+REFUSAL_CODES = (
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.PERMISSION_DENIED,
+)
+
+
 @dataclass
 class WorkerOptions:
     """How a worker runs (the command line's options)."""
@@ -72,7 +82,14 @@ class WorkerOptions:
     prefetch_multiplier: int = 1
     worker_id: str = ""
     hostname: str = field(default_factory=lambda: socket.gethostname() or "localhost")
-    token: str | None = None
+    #: Sent as ``authorization: Bearer <token>``; never shown by ``repr``.
+    token: str | None = field(default=None, repr=False)
+    #: For ``https://`` URLs: the CA to trust (else the system's roots), and a client
+    #: certificate and its key (the worker's identity); paths or PEM bytes. The files are read
+    #: again at each connection, so a renewed certificate is used from the next one.
+    tls_ca: PemSource | None = None
+    tls_cert: PemSource | None = None
+    tls_key: PemSource | None = None
     shutdown_timeout: float = 30.0
     reconnect_backoff_max: float = 5.0
     #: Each child process is replaced by a fresh one after this many tasks (Celery's option).
@@ -88,6 +105,22 @@ class WorkerOptions:
             raise ValueError("concurrency and prefetch_multiplier: at least 1")
         if not self.worker_id:
             self.worker_id = f"{self.hostname}:{os.getpid()}"
+        # Settings that cannot work (a CA with an http:// URL, a certificate without its key, a
+        # file that cannot be read) stop the worker before it starts.
+        for url in self.urls:
+            self.connection(url)
+
+    def connection(self, url: str) -> Connection:
+        """The channel settings for ``url``, the files read now. The environment is not read
+        here: the command line resolves its defaults (``options_from``)."""
+        return connection(
+            url,
+            self.token,
+            tls_ca=self.tls_ca,
+            tls_cert=self.tls_cert,
+            tls_key=self.tls_key,
+            environment=None,
+        )
 
     @property
     def capacity(self) -> int:
@@ -317,7 +350,9 @@ class Runtime:
                 self.refusal = str(error)
                 self.finished.set()
                 return
-            except (grpc.aio.AioRpcError, OSError, ConnectionError) as error:
+            except (grpc.aio.AioRpcError, OSError, ConnectionError, ValueError) as error:
+                # ValueError: a certificate file unreadable at this connection (being renewed);
+                # it was readable at start.
                 detail = error.details() if isinstance(error, grpc.aio.AioRpcError) else str(error)
                 logger.warning(
                     "no stream to the coordinator at %s (%s); retrying in %.1fs", url, detail, self.backoff
@@ -333,11 +368,20 @@ class Runtime:
             self.backoff = min(self.backoff * 2, self.options.reconnect_backoff_max)
 
     async def session(self, url: str) -> None:
-        channel = async_channel(parse_url(url))
+        settings = self.options.connection(url)
+        channel = settings.async_channel()
         try:
             stub = workers_pb2_grpc.WorkerServiceStub(channel)
-            call = stub.Connect(metadata=call_metadata(self.options.token))
-            await call.write(_worker_wire.request(self.hello()))
+            call = stub.Connect(metadata=settings.metadata)
+            try:
+                await call.write(_worker_wire.request(self.hello()))
+            except grpc.aio.AioRpcError as error:
+                # Refused before the hello was written (a missing or rejected token).
+                if error.code() in REFUSAL_CODES:
+                    raise Refused(error.details() or str(error.code())) from error
+                raise
+            except asyncio.InvalidStateError:
+                pass  # The call has ended already: reading it below raises its status.
             link = _Link(call)
             self.link = link
             writer = asyncio.create_task(self.write_forever(link))
@@ -347,11 +391,7 @@ class Runtime:
                     try:
                         response = await call.read()
                     except grpc.aio.AioRpcError as error:
-                        refusal_codes = (
-                            grpc.StatusCode.INVALID_ARGUMENT,
-                            grpc.StatusCode.FAILED_PRECONDITION,
-                        )
-                        if not link.welcomed and error.code() in refusal_codes:
+                        if not link.welcomed and error.code() in REFUSAL_CODES:
                             raise Refused(error.details() or str(error.code())) from error
                         raise
                     if response is grpc.aio.EOF:

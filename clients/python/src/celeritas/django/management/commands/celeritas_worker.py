@@ -57,7 +57,16 @@ class Command(BaseCommand):
         logger.addHandler(_CommandLogHandler(self, self.stderr))
         logger.propagate = False
         try:
-            worker_options = options_from(parsed, default_url=app.url)
+            worker_options = options_from(
+                parsed,
+                default_url=app.url,
+                defaults={
+                    "token": app.token,
+                    "tls_ca": app.tls_ca,
+                    "tls_cert": app.tls_cert,
+                    "tls_key": app.tls_key,
+                },
+            )
         except ValueError as error:
             raise CommandError(str(error)) from error
         includes = tuple(
