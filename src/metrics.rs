@@ -120,21 +120,8 @@ pub async fn serve(
             async move { scrape(&handle, access.as_deref(), &headers) }
         }),
     );
-    let graceful = {
-        let stop = stop.clone();
-        async move { stop.cancelled().await }
-    };
     match guard {
-        None => {
-            tracker.spawn(async move {
-                let served = axum::serve(listener, app)
-                    .with_graceful_shutdown(graceful)
-                    .await;
-                if let Err(error) = served {
-                    tracing::warn!(%error, "the metrics server stopped");
-                }
-            });
-        }
+        None => spawn_server(tracker, listener, app, stop),
         Some(guard) => {
             let incoming =
                 crate::grpc::tls::incoming_for(listener, guard.tls, b"http/1.1", stop.clone());
@@ -142,18 +129,27 @@ pub async fn serve(
                 incoming,
                 address: bound,
             };
-            tracker.spawn(async move {
-                let served = axum::serve(listener, app)
-                    .with_graceful_shutdown(graceful)
-                    .await;
-                if let Err(error) = served {
-                    tracing::warn!(%error, "the metrics server stopped");
-                }
-            });
+            spawn_server(tracker, listener, app, stop);
         }
     }
     tracing::info!(address = %bound, "metrics served at /metrics");
     Some(bound)
+}
+
+/// Serves `app` on `listener` as work of `tracker` until `stop`.
+fn spawn_server<L>(tracker: &TaskTracker, listener: L, app: axum::Router, stop: CancellationToken)
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    tracker.spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        if let Err(error) = served {
+            tracing::warn!(%error, "the metrics server stopped");
+        }
+    });
 }
 
 /// What protects a metrics endpoint beyond loopback: the coordinator's TLS and its tokens.
