@@ -221,7 +221,7 @@ pub async fn main_with_tasks(register: TaskRegistration) -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             // Not `eprintln!`, which panics when stderr is closed.
-            write_stderr(format_args!("error: {error:#}\n"));
+            write_stderr(format_args!("error: {}\n", causes(&error)));
             ExitCode::FAILURE
         }
     }
@@ -270,6 +270,20 @@ pub async fn run_with_tasks(cli: Cli, register: TaskRegistration) -> anyhow::Res
     }
 }
 
+/// An error and its causes, each said once: many errors (sqlx's among them) repeat their source
+/// in their own message, so a cause already in the text so far is left out.
+fn causes(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
+}
+
 /// The exit code of a command whose stdout reader went away: 128 + SIGPIPE, as shells report.
 pub const EXIT_BROKEN_PIPE: i32 = 141;
 
@@ -294,7 +308,7 @@ pub fn write_stderr(text: std::fmt::Arguments<'_>) {
 
 /// A Postgres database that does not exist (SQLSTATE 3D000) becomes one error with the command
 /// that creates it, instead of the driver's message repeated at every level of the chain.
-fn explain_missing_database(error: anyhow::Error, url: &str) -> anyhow::Error {
+pub(super) fn explain_missing_database(error: anyhow::Error, url: &str) -> anyhow::Error {
     let missing = error.chain().any(|cause| {
         cause
             .downcast_ref::<sqlx::Error>()

@@ -59,11 +59,17 @@ pub async fn tokens(args: TokensArgs, config: Config) -> anyhow::Result<ExitCode
     let open = |database: DatabaseArgs| {
         let pool_size = config.coordinator.database_pool_size;
         async move {
-            let store = store::open(&database.database_url, pool_size).await?;
-            // The tokens' tables may be newer than the store: the first admin token is often
-            // made before any coordinator has run.
-            store.migrate().await?;
-            Ok::<_, anyhow::Error>(store)
+            let url = &database.database_url;
+            let opened = async {
+                let store = store::open(url, pool_size).await?;
+                // The tokens' tables may be newer than the store: the first admin token is
+                // often made before any coordinator has run.
+                store.migrate().await?;
+                Ok::<_, anyhow::Error>(store)
+            };
+            opened
+                .await
+                .map_err(|error| super::explain_missing_database(error, url))
         }
     };
     match args.command {

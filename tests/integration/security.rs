@@ -18,8 +18,8 @@ use serde_json::{Value, json};
 
 use crate::health::python;
 use crate::support::{
-    CoordinatorLaunch, CoordinatorProcess, TestDatabase, WorkerProcess, free_port, log_dir,
-    scrape_metrics, spec, wait_until,
+    CoordinatorLaunch, CoordinatorProcess, TemporaryPostgres, TestDatabase, WorkerProcess,
+    free_port, log_dir, scrape_metrics, spec, wait_until,
 };
 
 /// A certificate authority the test runs, writing PEM files into one directory.
@@ -1102,4 +1102,51 @@ async fn metrics_beyond_loopback_need_tls_and_a_token_that_may_read() {
         body.contains(r#"celeritas_refused_requests_total{reason="metrics"} 2"#),
         "{body}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_reaches_a_postgres_that_takes_only_tls_and_verifies_its_certificate() {
+    let logs = log_dir("security-postgres-tls");
+    let authority = Authority::create(&logs, "postgres-ca");
+    let stranger = Authority::create(&logs, "stranger");
+    let (certificate, key) = authority.server("postgres");
+    let postgres = TemporaryPostgres::start_with_tls(&certificate, &key);
+    let database = |parameters: &str| {
+        format!(
+            "postgres://postgres@localhost:{}/postgres?{parameters}",
+            postgres.port
+        )
+    };
+    let verified = database(&format!(
+        "sslmode=verify-full&sslrootcert={}",
+        authority.certificate().display()
+    ));
+
+    // The server really refuses what is not encrypted, and a certificate from another CA.
+    let plain = celeritas(&database("sslmode=disable"), &["tokens", "list"], "");
+    assert!(!plain.status.success());
+    let refusal = String::from_utf8_lossy(&plain.stderr).into_owned();
+    assert!(refusal.contains("no encryption"), "{refusal}");
+    let forged = database(&format!(
+        "sslmode=verify-full&sslrootcert={}",
+        stranger.certificate().display()
+    ));
+    let unverified = celeritas(&forged, &["tokens", "list"], "");
+    assert!(!unverified.status.success());
+    let refusal = String::from_utf8_lossy(&unverified.stderr).into_owned();
+    assert!(refusal.to_lowercase().contains("certificate"), "{refusal}");
+
+    // With its CA, the store migrates, and a coordinator and a worker run a task on it.
+    let listed = celeritas(&verified, &["tokens", "list"], "");
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let coordinator = CoordinatorLaunch::new(&verified, &logs).start().await;
+    let worker = WorkerProcess::start(&coordinator, &logs, "over-tls", &["-c", "2"]);
+    let mut client = coordinator.client().await;
+    let task = client.submit(&spec("noop", json!({}), None)).await.unwrap();
+    wait_for_task(&mut client, task.id, TaskState::Succeeded).await;
+    assert!(worker.terminate().await.success());
 }

@@ -355,6 +355,13 @@ fn as_postgres_user(program: &str, arguments: &[&str]) -> std::process::Output {
         .expect("run a PostgreSQL program")
 }
 
+/// Hands `path` (recursively) to the machine's postgres user when the test runs as root.
+fn give_to_postgres(path: &Path) {
+    let _ = std::process::Command::new("chown")
+        .args(["-R", "postgres:postgres", &path.display().to_string()])
+        .status();
+}
+
 fn current_uid() -> u32 {
     std::process::Command::new("id")
         .arg("-u")
@@ -367,17 +374,46 @@ fn current_uid() -> u32 {
 
 impl TemporaryPostgres {
     pub fn start() -> Self {
+        let postgres = Self::initialised();
+        postgres.resume();
+        postgres
+    }
+
+    /// A server that takes TLS connections only, with `certificate` and `key` (PEM files):
+    /// pg_hba rejects every connection over TCP that is not encrypted.
+    pub fn start_with_tls(certificate: &Path, key: &Path) -> Self {
+        let postgres = Self::initialised();
+        let data = postgres.directory.path().join("data");
+        std::fs::copy(certificate, data.join("server.crt")).expect("copy the certificate");
+        std::fs::copy(key, data.join("server.key")).expect("copy the key");
+        // Postgres refuses a key that others may read.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            data.join("server.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .expect("restrict the key");
+        let settings = "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n";
+        let mut configuration = std::fs::read_to_string(data.join("postgresql.conf")).unwrap();
+        configuration.push_str(settings);
+        std::fs::write(data.join("postgresql.conf"), configuration).unwrap();
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhostnossl all all all reject\nhostssl all all all trust\n",
+        )
+        .unwrap();
+        give_to_postgres(&data);
+        postgres.resume();
+        postgres
+    }
+
+    /// A new cluster in a temporary directory, not yet started.
+    fn initialised() -> Self {
         let directory = tempfile::Builder::new()
             .prefix("celeritas-pg-")
             .tempdir()
             .expect("a directory for Postgres");
-        let _ = std::process::Command::new("chown")
-            .args([
-                "-R",
-                "postgres:postgres",
-                &directory.path().display().to_string(),
-            ])
-            .status();
+        give_to_postgres(directory.path());
         let data = directory.path().join("data");
         let output = as_postgres_user(
             "initdb",
@@ -397,13 +433,11 @@ impl TemporaryPostgres {
             String::from_utf8_lossy(&output.stderr)
         );
         let port = free_port();
-        let postgres = Self {
+        Self {
             url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
             directory,
             port,
-        };
-        postgres.resume();
-        postgres
+        }
     }
 
     fn data(&self) -> String {
