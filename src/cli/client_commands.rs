@@ -128,6 +128,15 @@ pub struct PurgeArgs {
     pub yes: bool,
 }
 
+/// `celeritas pause-queue` and `resume-queue`.
+#[derive(Debug, Args)]
+pub struct QueueArgs {
+    /// The queue.
+    pub queue: String,
+    #[command(flatten)]
+    pub coordinator: CoordinatorAddress,
+}
+
 /// `celeritas health`.
 #[derive(Debug, Args)]
 pub struct HealthArgs {
@@ -338,6 +347,25 @@ pub async fn purge(args: PurgeArgs) -> anyhow::Result<ExitCode> {
     let mut client = args.coordinator.connect().await?;
     let cancelled = client.purge(&queue).await?;
     outln!("{cancelled} tasks of queue {queue} cancelled");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Pauses (or resumes) a queue.
+pub async fn pause_queue(args: QueueArgs, pause: bool) -> anyhow::Result<ExitCode> {
+    let queue = QueueName::parse("QUEUE", &args.queue)?;
+    let mut client = args.coordinator.connect().await?;
+    let message = if pause {
+        if client.pause_queue(&queue).await? {
+            "paused: workers get no new leases from it; running tasks finish"
+        } else {
+            "was paused already"
+        }
+    } else if client.resume_queue(&queue).await? {
+        "resumed"
+    } else {
+        "was not paused"
+    };
+    outln!("queue {queue} {message}");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -282,6 +282,8 @@ async fn queues(client: &mut CoordinatorClient, json_out: bool) -> anyhow::Resul
             "oldest_pending_age_seconds": queue.oldest_pending_age.map(|age| age.as_secs_f64()),
             "consumers": queue.consumers,
             "unserved": queue.unserved,
+            "paused": queue.paused_at.is_some(),
+            "paused_at": queue.paused_at.map(|at| at.to_rfc3339()),
         })).collect();
         outln!("{}", Value::Array(queues));
     } else {
@@ -293,7 +295,7 @@ async fn queues(client: &mut CoordinatorClient, json_out: bool) -> anyhow::Resul
             "running" => "RUNNING",
             _ => "WAITING",
         }));
-        header.extend(["OLDEST PENDING", "CONSUMERS", "NO WORKER HAS"]);
+        header.extend(["OLDEST PENDING", "CONSUMERS", "NO WORKER HAS", "PAUSED"]);
         print_table(
             &header,
             queues
@@ -310,6 +312,9 @@ async fn queues(client: &mut CoordinatorClient, json_out: bool) -> anyhow::Resul
                     }));
                     row.push(queue.consumers.to_string());
                     row.push(unserved_text(&queue.unserved));
+                    row.push(queue.paused_at.map_or("-".to_owned(), |at| {
+                        format!("since {}", at.format("%Y-%m-%d %H:%M:%S UTC"))
+                    }));
                     row
                 })
                 .collect(),

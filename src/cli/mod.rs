@@ -77,6 +77,10 @@ pub enum Command {
     Cancel(client_commands::CancelArgs),
     /// Cancels every pending and scheduled task of a queue.
     Purge(client_commands::PurgeArgs),
+    /// Pauses a queue: no worker gets a new lease from it until it is resumed.
+    PauseQueue(client_commands::QueueArgs),
+    /// Resumes a paused queue.
+    ResumeQueue(client_commands::QueueArgs),
     /// Ends a stuck task's attempt and puts it back on its queue (a failed attempt, retried).
     Requeue(client_commands::InterveneArgs),
     /// Ends a stuck task's attempt and fails the task.
@@ -254,6 +258,8 @@ pub async fn run_with_tasks(cli: Cli, register: TaskRegistration) -> anyhow::Res
         Command::Status(args) => client_commands::status(args).await,
         Command::Cancel(args) => client_commands::cancel(args).await,
         Command::Purge(args) => client_commands::purge(args).await,
+        Command::PauseQueue(args) => client_commands::pause_queue(args, true).await,
+        Command::ResumeQueue(args) => client_commands::pause_queue(args, false).await,
         Command::Requeue(args) => client_commands::intervene(args, false).await,
         Command::Fail(args) => client_commands::intervene(args, true).await,
         Command::Tasks(args) => task_commands::tasks(args).await,

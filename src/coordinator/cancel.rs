@@ -1,4 +1,4 @@
-//! Cancelling tasks and purging queues.
+//! Cancelling tasks.
 //!
 //! Cancelling a task cancels its unfinished descendants too. A cancelled task is marked
 //! cancelled in the store at once, so it never starts and any later
@@ -7,7 +7,7 @@
 //! worker gives the lease back or reports the (refused) result.
 
 use super::{Coordinator, CoordinatorError};
-use crate::domain::{LeaseToken, QueueName, TaskId, TaskRecord, ValidationError};
+use crate::domain::{LeaseToken, TaskId, TaskRecord, ValidationError};
 use crate::store::Announcement;
 
 /// What a cancellation did: the task afterwards, and how many of its descendants it cancelled.
@@ -71,11 +71,5 @@ impl Coordinator {
         if let Err(error) = self.store.announce(&announcement).await {
             tracing::warn!(%error, task = %token.task_id, "cannot tell other coordinators to stop a task; the worker's result will be refused");
         }
-    }
-
-    /// Cancels every pending and scheduled task of a queue; returns how many.
-    pub async fn purge(&self, queue: &QueueName) -> Result<u64, CoordinatorError> {
-        self.queue_priority("queue", queue)?;
-        Ok(self.store.purge(queue, self.clock.now()).await?)
     }
 }

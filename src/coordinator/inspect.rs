@@ -70,6 +70,7 @@ impl Coordinator {
                     ValidationError::new("limit", format!("must be 1 to {}", MAX_LISTED)).into(),
                 );
             },
+            ..TaskFilter::default()
         };
         Ok(self.store.list_tasks(&filter).await?)
     }
@@ -212,9 +213,10 @@ impl Coordinator {
     }
 
     /// Each configured queue's unfinished tasks by state, oldest pending age, consumers here,
-    /// and the pending tasks no connected worker of the queue can run.
+    /// the pending tasks no connected worker of the queue can run, and whether it is paused.
     pub async fn queue_depths(&self) -> Result<Vec<QueueDepth>, CoordinatorError> {
         let counts = self.store.queue_counts().await?;
+        let paused = self.store.paused_queues().await?;
         let now = self.clock.now();
         let sessions = self.sessions.snapshot();
         let connected: Vec<WorkerInfo> = self
@@ -253,6 +255,10 @@ impl Coordinator {
                     .iter()
                     .filter(|session| session.queues.iter().any(|(name, _)| *name == queue))
                     .count() as u32;
+                let paused_at = paused
+                    .iter()
+                    .find(|paused| paused.queue == queue)
+                    .map(|paused| paused.paused_at);
                 QueueDepth {
                     queue,
                     priority,
@@ -260,6 +266,7 @@ impl Coordinator {
                     oldest_pending_age,
                     consumers,
                     unserved,
+                    paused_at,
                 }
             })
             .collect())

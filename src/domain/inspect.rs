@@ -69,4 +69,6 @@ pub struct QueueDepth {
     /// Pending tasks, by name, that no connected worker consuming the queue registered: they
     /// wait for one that does.
     pub unserved: BTreeMap<String, u64>,
+    /// Since when the queue is paused, if it is: its tasks are not leased until resumed.
+    pub paused_at: Option<DateTime<Utc>>,
 }

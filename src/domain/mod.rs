@@ -39,7 +39,7 @@ pub use protocol::{
     MAX_FAILURE_MESSAGE_BYTES, MAX_HOSTNAME_BYTES, MAX_NOTE_BYTES, MAX_VERSION_BYTES,
     ProgressReport, Refusal, RequestError, WorkerMessage,
 };
-pub use query::{RecordsPage, RecordsRequest, TaskQuery};
+pub use query::{BulkOutcome, RecordsPage, RecordsRequest, TaskQuery, TaskSelector, TimeRange};
 pub use record::{
     MAX_RECORD_DATA_BYTES, MAX_RECORD_KEY_BYTES, RecordEntry, StoredRecord, WorkerStats,
     parse_short_name,

@@ -20,9 +20,11 @@ fn method_roles(service: &str, method: &str) -> Option<&'static [Role]> {
         ("celeritas.v1.TaskService", "SubmitTask" | "SubmitTasks") => &[Submit],
         ("celeritas.v1.TaskService", "GetTask" | "StreamProgress") => &[Submit, Read, Worker],
         ("celeritas.v1.TaskService", "ListRecords" | "ListTasks") => &[Read, Worker],
-        ("celeritas.v1.TaskService", "CancelTask" | "PurgeQueue" | "RequeueTask" | "FailTask") => {
-            &[Operate]
-        }
+        (
+            "celeritas.v1.TaskService",
+            "CancelTask" | "CancelTasks" | "RetryTasks" | "PurgeQueue" | "PauseQueue"
+            | "ResumeQueue" | "RequeueTask" | "FailTask",
+        ) => &[Operate],
         ("celeritas.v1.InspectService", "CloseIdleConnections") => &[Operate],
         ("celeritas.v1.InspectService", _) => &[Read],
         ("celeritas.v1.ScheduleService", "ListSchedules") => &[Read],

@@ -10,7 +10,8 @@ use tonic::{Request, Response, Status};
 
 use super::auth::caller_of;
 use super::convert::{
-    record_to_pb, state_from_pb, task_spec_from_pb, task_to_pb, tree_event_to_pb, wait_from_pb,
+    record_to_pb, selector_from_pb, state_from_pb, task_spec_from_pb, task_to_pb, timestamp_to_pb,
+    tree_event_to_pb, wait_from_pb,
 };
 use super::pb;
 use super::status::invalid;
@@ -156,6 +157,67 @@ impl pb::task_service_server::TaskService for TaskApi {
         let queue = QueueName::parse("queue", &request.into_inner().queue).map_err(invalid)?;
         let cancelled = self.coordinator.purge(&queue).await?;
         Ok(Response::new(pb::PurgeQueueResponse { cancelled }))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "RetryTasks"))]
+    async fn retry_tasks(
+        &self,
+        request: Request<pb::RetryTasksRequest>,
+    ) -> Result<Response<pb::RetryTasksResponse>, Status> {
+        let request = request.into_inner();
+        let selector = selector_from_pb(request.selector).map_err(invalid)?;
+        let outcome = self
+            .coordinator
+            .retry_tasks(selector, request.dry_run)
+            .await?;
+        Ok(Response::new(pb::RetryTasksResponse {
+            matched: outcome.matched,
+            retried: outcome.changed,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "CancelTasks"))]
+    async fn cancel_tasks(
+        &self,
+        request: Request<pb::CancelTasksRequest>,
+    ) -> Result<Response<pb::CancelTasksResponse>, Status> {
+        let request = request.into_inner();
+        let selector = selector_from_pb(request.selector).map_err(invalid)?;
+        let outcome = self
+            .coordinator
+            .cancel_tasks(selector, request.terminate, request.dry_run)
+            .await?;
+        Ok(Response::new(pb::CancelTasksResponse {
+            matched: outcome.matched,
+            cancelled: outcome.changed,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "PauseQueue"))]
+    async fn pause_queue(
+        &self,
+        request: Request<pb::PauseQueueRequest>,
+    ) -> Result<Response<pb::PauseQueueResponse>, Status> {
+        let caller = caller_of(&request);
+        let queue = QueueName::parse("queue", &request.into_inner().queue).map_err(invalid)?;
+        let pause = self.coordinator.pause_queue(&caller, &queue).await?;
+        Ok(Response::new(pb::PauseQueueResponse {
+            changed: pause.changed,
+            paused_at: pause.paused_at.map(timestamp_to_pb),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "ResumeQueue"))]
+    async fn resume_queue(
+        &self,
+        request: Request<pb::ResumeQueueRequest>,
+    ) -> Result<Response<pb::ResumeQueueResponse>, Status> {
+        let caller = caller_of(&request);
+        let queue = QueueName::parse("queue", &request.into_inner().queue).map_err(invalid)?;
+        let pause = self.coordinator.resume_queue(&caller, &queue).await?;
+        Ok(Response::new(pb::ResumeQueueResponse {
+            changed: pause.changed,
+        }))
     }
 
     type StreamProgressStream =

@@ -20,9 +20,9 @@ use super::row::Columns;
 use super::statements::Statements;
 use super::{
     Adopted, Announcement, AnnouncementListener, AttemptBatch, Cancelled, Claim, Claimed,
-    Interruption, Promoted, QueueCounts, Reaped, RecordQuery, Store, StoreError, StoredToken,
-    TaskFilter, TreeUpdate, WorkerRegistration, files, leases, records, schedules, tasks, tokens,
-    trees, workers,
+    Interruption, PausedQueue, Promoted, QueueCounts, Reaped, RecordQuery, Store, StoreError,
+    StoredToken, TaskFilter, TreeUpdate, WorkerRegistration, files, leases, queues, records,
+    schedules, tasks, tokens, trees, workers,
 };
 use crate::domain::{
     FileChunk, FileId, FileInfo, Inserted, LeaseToken, NewFile, NewTask, QueueName, Schedule,
@@ -134,6 +134,8 @@ pub(crate) trait Tasks: Database {
     async fn roots(&self, ids: &[TaskId]) -> Result<HashMap<TaskId, TaskId>, StoreError>;
 
     async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<TaskRecord>, StoreError>;
+
+    async fn count_tasks(&self, filter: &TaskFilter) -> Result<u64, StoreError>;
 
     async fn cancel(&self, id: TaskId, now: DateTime<Utc>)
     -> Result<Option<Cancelled>, StoreError>;
@@ -374,6 +376,18 @@ impl<B: Backend> Store for B {
         Tasks::list_tasks(self, filter).await
     }
 
+    async fn count_tasks(&self, filter: &TaskFilter) -> Result<u64, StoreError> {
+        Tasks::count_tasks(self, filter).await
+    }
+
+    async fn retry_failed(
+        &self,
+        ids: &[TaskId],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<TaskId>, StoreError> {
+        tasks::retry_failed(self, ids, now).await
+    }
+
     async fn cancel(
         &self,
         id: TaskId,
@@ -384,6 +398,18 @@ impl<B: Backend> Store for B {
 
     async fn purge(&self, queue: &QueueName, now: DateTime<Utc>) -> Result<u64, StoreError> {
         tasks::purge(self, queue, now).await
+    }
+
+    async fn pause_queue(&self, paused: &PausedQueue) -> Result<bool, StoreError> {
+        queues::pause_queue(self, paused).await
+    }
+
+    async fn resume_queue(&self, queue: &QueueName) -> Result<bool, StoreError> {
+        queues::resume_queue(self, queue).await
+    }
+
+    async fn paused_queues(&self) -> Result<Vec<PausedQueue>, StoreError> {
+        queues::paused_queues(self).await
     }
 
     async fn register_worker(&self, worker: &WorkerRegistration) -> Result<(), StoreError> {

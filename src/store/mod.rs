@@ -10,6 +10,7 @@ mod encoding;
 mod files;
 mod leases;
 mod postgres;
+mod queues;
 mod records;
 mod row;
 mod schedules;
@@ -30,12 +31,13 @@ use uuid::Uuid;
 
 use crate::domain::{
     FileChunk, FileId, FileInfo, Inserted, Lease, LeaseToken, NewFile, NewTask, QueueName,
-    Schedule, StoredRecord, TaskId, TaskName, TaskRecord, TaskState, TokenName, TreeEvent,
-    WorkerId, WorkerInfo, WorkerStats,
+    Schedule, StoredRecord, TaskId, TaskName, TaskRecord, TaskState, TimeRange, TokenName,
+    TreeEvent, WorkerId, WorkerInfo, WorkerStats,
 };
 
 pub use attempt_batch::{AttemptBatch, Completion, ProgressWrite, RecordWrite, Resolution, Start};
 pub use postgres::PostgresStore;
+pub use queues::PausedQueue;
 pub use sqlite::{OpenError, SqliteStore};
 pub use tokens::StoredToken;
 
@@ -150,8 +152,8 @@ pub struct Adopted {
 pub const LOST_ON_RECONNECT: &str =
     "the worker reconnected without this running attempt (it restarted or lost the task)";
 
-/// Which tasks `list_tasks` answers; every filter given must match.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Which tasks `list_tasks` answers and `count_tasks` counts; every filter given must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TaskFilter {
     /// Only tasks of this tree.
     pub root: Option<TaskId>,
@@ -159,6 +161,14 @@ pub struct TaskFilter {
     pub names: Vec<TaskName>,
     /// Only these states; at least one.
     pub states: Vec<TaskState>,
+    /// Only these queues; empty means any.
+    pub queues: Vec<QueueName>,
+    /// Only tasks whose last failure is of one of these kinds; empty means any.
+    pub error_kinds: Vec<String>,
+    /// Only tasks submitted in this range.
+    pub created: TimeRange,
+    /// Only tasks finished in this range.
+    pub finished: TimeRange,
     /// Only tasks whose last sign of life (latest of progress, start and submission) is no later
     /// than this.
     pub quiet_since: Option<DateTime<Utc>>,
@@ -436,12 +446,34 @@ pub trait Store: Send + Sync + 'static {
     /// Tasks matching `filter`, longest quiet first.
     async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<TaskRecord>, StoreError>;
 
+    /// How many tasks match `filter` (its limit and payload choice aside).
+    async fn count_tasks(&self, filter: &TaskFilter) -> Result<u64, StoreError>;
+
+    /// Puts these tasks, those of them still failed, back on their queues at `now` with a
+    /// fresh set of retries, reopening their finished trees; answers the roots of those retried
+    /// (one per task retried).
+    async fn retry_failed(
+        &self,
+        ids: &[TaskId],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<TaskId>, StoreError>;
+
     /// Cancels a task that has not finished. `None` when there is no such task.
     async fn cancel(&self, id: TaskId, now: DateTime<Utc>)
     -> Result<Option<Cancelled>, StoreError>;
 
     /// Cancels every pending or scheduled task of a queue; returns how many.
     async fn purge(&self, queue: &QueueName, now: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    /// Pauses a queue: no claim leases its tasks from the commit on. False when it was paused
+    /// already.
+    async fn pause_queue(&self, paused: &PausedQueue) -> Result<bool, StoreError>;
+
+    /// Resumes a paused queue; false when it was not paused.
+    async fn resume_queue(&self, queue: &QueueName) -> Result<bool, StoreError>;
+
+    /// The paused queues, by name.
+    async fn paused_queues(&self) -> Result<Vec<PausedQueue>, StoreError>;
 
     /// Records a worker's hello.
     async fn register_worker(&self, worker: &WorkerRegistration) -> Result<(), StoreError>;

@@ -113,6 +113,50 @@ pub(super) async fn purge<B: Database>(
         .await
 }
 
+pub(super) async fn retry_failed<B: Database>(
+    backend: &B,
+    ids: &[TaskId],
+    now: DateTime<Utc>,
+) -> Result<Vec<TaskId>, StoreError> {
+    // In id order, as every multi-row update of tasks, so concurrent writers cannot deadlock.
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut transaction = backend.begin().await?;
+    let mut roots = Vec::new();
+    for id in ids {
+        // The failed attempts stay in `failures`; the attempt number goes on rising, so every
+        // old lease stays fenced out.
+        let retried = transaction
+            .fetch_optional(
+                "UPDATE tasks SET state = 'pending', run_at = $2, retries = 0, result = NULL, \
+                     error_kind = NULL, error_message = NULL, session_id = NULL, \
+                     leased_at = NULL, lease_expires_at = NULL, started_at = NULL, \
+                     finished_at = NULL \
+                 WHERE id = $1 AND state = 'failed' RETURNING root_id",
+                &[id.into(), now.into()],
+            )
+            .await?;
+        if let Some(row) = retried {
+            roots.push(row.task_id("root_id").map_err(StoreError::Internal)?);
+        }
+    }
+    let mut reopened = roots.clone();
+    reopened.sort_unstable();
+    reopened.dedup();
+    for root in reopened {
+        transaction
+            .execute(
+                "UPDATE task_trees SET finished_at = NULL \
+                 WHERE root_id = $1 AND finished_at IS NOT NULL",
+                &[root.into()],
+            )
+            .await?;
+    }
+    B::commit(transaction).await?;
+    Ok(roots)
+}
+
 /// A task's state, read inside a transaction (a cancellation's first step); `None` when there is
 /// no such task.
 pub(super) async fn state_of(

@@ -9,6 +9,7 @@ mod cli;
 mod contacts;
 mod email;
 mod files;
+mod flow_control;
 mod guarantees;
 mod hardening;
 mod health;

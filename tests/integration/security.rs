@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use crate::health::python;
 use crate::support::{
     CoordinatorLaunch, CoordinatorProcess, TemporaryPostgres, TestDatabase, WorkerProcess,
-    free_port, log_dir, scrape_metrics, spec, wait_until,
+    free_port, log_dir, scrape_metrics, spec, wait_for_state, wait_until,
 };
 
 /// A certificate authority the test runs, writing PEM files into one directory.
@@ -242,18 +242,6 @@ async fn refused_worker(mut worker: WorkerProcess, logs: &Path) -> String {
         .expect("wait for the worker");
     assert!(!status.success(), "a refused worker exits with a failure");
     std::fs::read_to_string(logs.join(format!("{}.log", worker.name))).expect("the worker's log")
-}
-
-async fn wait_for_task(client: &mut CoordinatorClient, id: TaskId, state: TaskState) {
-    wait_until(
-        &format!("task {id} to be {state:?}"),
-        Duration::from_secs(60),
-        || {
-            let mut client = client.clone();
-            async move { client.task(id).await.is_ok_and(|task| task.state == state) }
-        },
-    )
-    .await;
 }
 
 /// A stock grpcio client: every call it tries and the code (and message) each answered.
@@ -501,7 +489,7 @@ async fn workers_are_who_their_certificates_say_and_consume_only_their_queues() 
     .await;
     let worker_a = coordinator.ca.client("worker-a", "worker-a");
     let _a_email = coordinator.worker(&logs, "a-email", Some(&worker_a), &["-Q", "email"]);
-    wait_for_task(&mut admin, email, TaskState::Succeeded).await;
+    wait_for_state(&mut admin, email, TaskState::Succeeded).await;
     assert_eq!(
         admin
             .task(email)
@@ -531,7 +519,7 @@ async fn workers_are_who_their_certificates_say_and_consume_only_their_queues() 
         .await
         .unwrap()
         .id;
-    wait_for_task(&mut admin, after, TaskState::Succeeded).await;
+    wait_for_state(&mut admin, after, TaskState::Succeeded).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -572,7 +560,7 @@ async fn rotated_certificates_serve_new_connections_while_open_ones_go_on() {
         .await
         .unwrap()
         .id;
-    wait_for_task(&mut old_client, before, TaskState::Succeeded).await;
+    wait_for_state(&mut old_client, before, TaskState::Succeeded).await;
 
     // Rotate to a certificate from another CA: the new pair is written beside the old one and
     // renamed over it, as certificate managers do.
@@ -601,7 +589,7 @@ async fn rotated_certificates_serve_new_connections_while_open_ones_go_on() {
         .await
         .unwrap()
         .id;
-    wait_for_task(&mut new_client, after, TaskState::Succeeded).await;
+    wait_for_state(&mut new_client, after, TaskState::Succeeded).await;
     assert_eq!(
         old_client
             .task(after)
@@ -800,7 +788,7 @@ async fn celeritas_dev_runs_its_worker_behind_its_own_tls_and_tokens() {
         .await
         .unwrap()
         .id;
-    wait_for_task(&mut client, id, TaskState::Succeeded).await;
+    wait_for_state(&mut client, id, TaskState::Succeeded).await;
     let _ = dev.kill().await;
 }
 
@@ -1147,6 +1135,6 @@ async fn the_store_reaches_a_postgres_that_takes_only_tls_and_verifies_its_certi
     let worker = WorkerProcess::start(&coordinator, &logs, "over-tls", &["-c", "2"]);
     let mut client = coordinator.client().await;
     let task = client.submit(&spec("noop", json!({}), None)).await.unwrap();
-    wait_for_task(&mut client, task.id, TaskState::Succeeded).await;
+    wait_for_state(&mut client, task.id, TaskState::Succeeded).await;
     assert!(worker.terminate().await.success());
 }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use celeritas::domain::{JsonText, QueueName, TaskName, TaskSpec};
+use celeritas::domain::{JsonText, QueueName, TaskId, TaskName, TaskSpec, TaskState};
 use celeritas::grpc::CoordinatorClient;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -521,6 +521,19 @@ where
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Waits (up to a minute) until task `id` is in `state`.
+pub async fn wait_for_state(client: &mut CoordinatorClient, id: TaskId, state: TaskState) {
+    wait_until(
+        &format!("task {id} to be {state:?}"),
+        Duration::from_secs(60),
+        || {
+            let mut client = client.clone();
+            async move { client.task(id).await.is_ok_and(|task| task.state == state) }
+        },
+    )
+    .await;
 }
 
 /// How many tasks of the database are in `state`.

@@ -1,14 +1,16 @@
-//! The client's task calls: submit, read, cancel, purge, intervene, follow progress.
+//! The client's task calls: submit, read, cancel, purge, pause and resume queues, intervene,
+//! retry and cancel in bulk, follow progress.
 
 use std::time::Duration;
 
 use super::{ClientError, CoordinatorClient};
 use crate::domain::{
-    Inserted, QueueName, RecordsPage, RecordsRequest, TaskId, TaskQuery, TaskRecord, TaskSpec,
-    TreeEvent, ValidationError,
+    BulkOutcome, Inserted, QueueName, RecordsPage, RecordsRequest, TaskId, TaskQuery, TaskRecord,
+    TaskSelector, TaskSpec, TreeEvent, ValidationError,
 };
 use crate::grpc::convert::{
-    duration_to_pb, record_from_pb, state_to_pb, task_from_pb, task_spec_to_pb, tree_event_from_pb,
+    duration_to_pb, record_from_pb, selector_to_pb, state_to_pb, task_from_pb, task_spec_to_pb,
+    tree_event_from_pb,
 };
 use crate::grpc::pb;
 
@@ -181,6 +183,72 @@ impl CoordinatorClient {
             .await?
             .into_inner();
         Ok(response.cancelled)
+    }
+
+    /// Retries the failed tasks `selector` matches (or, with `dry_run`, counts them).
+    pub async fn retry_tasks(
+        &mut self,
+        selector: &TaskSelector,
+        dry_run: bool,
+    ) -> Result<BulkOutcome, ClientError> {
+        let response = self
+            .tasks
+            .retry_tasks(pb::RetryTasksRequest {
+                selector: Some(selector_to_pb(selector)),
+                dry_run,
+            })
+            .await?
+            .into_inner();
+        Ok(BulkOutcome {
+            matched: response.matched,
+            changed: response.retried,
+        })
+    }
+
+    /// Cancels the unfinished tasks `selector` matches (or, with `dry_run`, counts them).
+    pub async fn cancel_tasks(
+        &mut self,
+        selector: &TaskSelector,
+        terminate: bool,
+        dry_run: bool,
+    ) -> Result<BulkOutcome, ClientError> {
+        let response = self
+            .tasks
+            .cancel_tasks(pb::CancelTasksRequest {
+                selector: Some(selector_to_pb(selector)),
+                dry_run,
+                terminate,
+            })
+            .await?
+            .into_inner();
+        Ok(BulkOutcome {
+            matched: response.matched,
+            changed: response.cancelled,
+        })
+    }
+
+    /// Pauses a queue; true when it was not paused before.
+    pub async fn pause_queue(&mut self, queue: &QueueName) -> Result<bool, ClientError> {
+        let response = self
+            .tasks
+            .pause_queue(pb::PauseQueueRequest {
+                queue: queue.to_string(),
+            })
+            .await?
+            .into_inner();
+        Ok(response.changed)
+    }
+
+    /// Resumes a paused queue; true when it was paused.
+    pub async fn resume_queue(&mut self, queue: &QueueName) -> Result<bool, ClientError> {
+        let response = self
+            .tasks
+            .resume_queue(pb::ResumeQueueRequest {
+                queue: queue.to_string(),
+            })
+            .await?
+            .into_inner();
+        Ok(response.changed)
     }
 
     /// The events of a task tree after `from`, until it finishes.

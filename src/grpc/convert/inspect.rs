@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::primitives::{duration_from_pb, duration_to_pb};
+use super::primitives::{duration_from_pb, duration_to_pb, timestamp_from_pb, timestamp_to_pb};
 use super::tasks::task_to_pb;
 use crate::domain::{
     PingResult, QueueDepth, QueueName, TaskRecord, ValidationError, WorkerInfo, WorkerStats,
@@ -67,6 +67,7 @@ pub fn queue_depth_to_pb(depth: QueueDepth) -> pb::QueueDepth {
         oldest_pending_age: depth.oldest_pending_age.map(duration_to_pb),
         consumers: depth.consumers,
         unserved: depth.unserved.into_iter().collect(),
+        paused_at: depth.paused_at.map(timestamp_to_pb),
     }
 }
 
@@ -113,6 +114,10 @@ pub fn queue_depth_from_pb(depth: pb::QueueDepth) -> Result<QueueDepth, Validati
             .transpose()?,
         consumers: depth.consumers,
         unserved: depth.unserved.into_iter().collect(),
+        paused_at: depth
+            .paused_at
+            .map(|at| timestamp_from_pb("paused_at", at))
+            .transpose()?,
     })
 }
 

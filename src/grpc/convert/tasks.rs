@@ -8,8 +8,8 @@ use super::primitives::{
 use super::progress::progress_to_pb;
 use crate::domain::{
     AttemptFailure, ExpiresAt, JsonText, Priority, ProgressReport, QueueName, StartAt, TaskId,
-    TaskName, TaskRecord, TaskSpec, ValidationError, WorkerId, parse_idempotency_key,
-    parse_max_retries,
+    TaskName, TaskRecord, TaskSelector, TaskSpec, TimeRange, ValidationError, WorkerId,
+    parse_idempotency_key, parse_max_retries, parse_short_name,
 };
 use crate::grpc::pb;
 
@@ -208,6 +208,88 @@ pub fn task_from_pb(task: pb::Task) -> Result<TaskRecord, ValidationError> {
             message: progress.message,
         }),
     })
+}
+
+/// A bulk operation's selector; fields are named `selector.…`. Absent means empty (which the
+/// coordinator refuses, naming `selector`).
+pub fn selector_from_pb(
+    selector: Option<pb::TaskSelector>,
+) -> Result<TaskSelector, ValidationError> {
+    let Some(selector) = selector else {
+        return Ok(TaskSelector::default());
+    };
+    let each = |field: &str, values: &[String]| -> Vec<(String, String)> {
+        values
+            .iter()
+            .enumerate()
+            .map(|(index, value)| (format!("selector.{field}[{index}]"), value.clone()))
+            .collect()
+    };
+    let moment = |field: &str, value: Option<prost_types::Timestamp>| {
+        value
+            .map(|value| timestamp_from_pb(&format!("selector.{field}"), value))
+            .transpose()
+    };
+    let range = |after: TimeRange| -> Result<TimeRange, ValidationError> {
+        match (after.after, after.before) {
+            (Some(start), Some(end)) if end <= start => Err(ValidationError::new(
+                "selector",
+                "a time range ends before it begins",
+            )),
+            _ => Ok(after),
+        }
+    };
+    Ok(TaskSelector {
+        names: each("names", &selector.names)
+            .iter()
+            .map(|(field, name)| TaskName::parse(field, name))
+            .collect::<Result<_, _>>()?,
+        queues: each("queues", &selector.queues)
+            .iter()
+            .map(|(field, queue)| QueueName::parse(field, queue))
+            .collect::<Result<_, _>>()?,
+        root: optional_task_id("selector.root_id", &selector.root_id)?,
+        states: selector
+            .states
+            .iter()
+            .enumerate()
+            .map(|(index, state)| state_from_pb(&format!("selector.states[{index}]"), *state))
+            .collect::<Result<_, _>>()?,
+        error_kinds: each("error_kinds", &selector.error_kinds)
+            .iter()
+            .map(|(field, kind)| parse_short_name(field, kind))
+            .collect::<Result<_, _>>()?,
+        created: range(TimeRange {
+            after: moment("created_after", selector.created_after)?,
+            before: moment("created_before", selector.created_before)?,
+        })?,
+        finished: range(TimeRange {
+            after: moment("finished_after", selector.finished_after)?,
+            before: moment("finished_before", selector.finished_before)?,
+        })?,
+    })
+}
+
+/// A selector as a client sends it.
+pub fn selector_to_pb(selector: &TaskSelector) -> pb::TaskSelector {
+    pb::TaskSelector {
+        names: selector.names.iter().map(ToString::to_string).collect(),
+        queues: selector.queues.iter().map(ToString::to_string).collect(),
+        root_id: selector
+            .root
+            .map(|root| root.to_string())
+            .unwrap_or_default(),
+        states: selector
+            .states
+            .iter()
+            .map(|state| state_to_pb(*state) as i32)
+            .collect(),
+        error_kinds: selector.error_kinds.clone(),
+        created_after: selector.created.after.map(timestamp_to_pb),
+        created_before: selector.created.before.map(timestamp_to_pb),
+        finished_after: selector.finished.after.map(timestamp_to_pb),
+        finished_before: selector.finished.before.map(timestamp_to_pb),
+    }
 }
 
 #[cfg(test)]

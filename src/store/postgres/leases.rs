@@ -39,15 +39,19 @@ impl Leases for PostgresStore {
             .collect();
         let task_names: Vec<&str> = claim.names.iter().map(TaskName::as_str).collect();
         let limit = i64::from(claim.limit);
-        // Each (queue, registered name) pair offers its best `limit` tasks from one index probe
-        // (locked, skipping rows other coordinators hold); the best `limit` of those are leased,
-        // or marked expired when their time passed. Tasks of names the worker lacks are never
-        // read.
+        // Each (queue, registered name) pair of a queue not paused offers its best `limit` tasks
+        // from one index probe (locked, skipping rows other coordinators hold); the best `limit`
+        // of those are leased, or marked expired when their time passed. Tasks of names the
+        // worker lacks are never read.
         let sql = format!(
             "WITH candidates AS ( \
                  SELECT picked.id, wanted.queue_priority \
                  FROM unnest($1::text[], $2::int4[]) AS wanted(queue, queue_priority) \
                  CROSS JOIN unnest($8::text[]) AS registered(name) \
+                 CROSS JOIN LATERAL ( \
+                     SELECT 1 WHERE NOT EXISTS ( \
+                         SELECT 1 FROM paused_queues paused WHERE paused.queue = wanted.queue) \
+                 ) AS open_queue \
                  CROSS JOIN LATERAL ( \
                      SELECT p.id, p.priority, p.seq FROM tasks p \
                      WHERE p.state = 'pending' AND p.queue = wanted.queue \

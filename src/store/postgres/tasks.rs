@@ -12,7 +12,7 @@ use super::super::encoding::millis;
 use super::super::row::{decoded, task_record};
 use super::super::{Cancelled, StoreError, TaskFilter, tasks};
 use super::{PostgresStore, classify};
-use crate::domain::{Inserted, NewTask, TaskId, TaskName, TaskRecord};
+use crate::domain::{Inserted, NewTask, TaskId, TaskRecord};
 
 #[async_trait]
 impl Tasks for PostgresStore {
@@ -54,38 +54,12 @@ impl Tasks for PostgresStore {
         if filter.states.is_empty() {
             return Ok(Vec::new());
         }
-        // Only the filters given, and the states as literals (a closed set of names), so the
-        // planner can use `tasks_unfinished_by_name` and `tasks_by_root`.
-        let states: Vec<String> = filter
-            .states
-            .iter()
-            .map(|state| format!("'{}'", state.as_str()))
-            .collect();
-        let quiet_from = "greatest(t.progress_at, t.started_at, t.created_at)";
         let mut query = sqlx::QueryBuilder::<sqlx::Postgres>::new(format!(
-            "SELECT {columns} FROM tasks t WHERE t.state IN ({})",
-            states.join(", ")
+            "SELECT {columns} FROM tasks t WHERE "
         ));
-        if !filter.names.is_empty() {
-            let names: Vec<&str> = filter.names.iter().map(TaskName::as_str).collect();
-            query.push(" AND t.name = ANY(").push_bind(names).push(")");
-        }
-        if let Some(root) = filter.root {
-            // The root itself, or a descendant (which has a parent: `tasks_by_root`'s predicate).
-            query
-                .push(" AND ((t.root_id = ")
-                .push_bind(root.as_uuid())
-                .push(" AND t.parent_id IS NOT NULL) OR t.id = ")
-                .push_bind(root.as_uuid())
-                .push(")");
-        }
-        if let Some(quiet_since) = filter.quiet_since {
-            query
-                .push(format!(" AND {quiet_from} <= "))
-                .push_bind(quiet_since);
-        }
+        push_filter(&mut query, filter);
         query
-            .push(format!(" ORDER BY {quiet_from}, t.seq LIMIT "))
+            .push(format!(" ORDER BY {QUIET_FROM}, t.seq LIMIT "))
             .push_bind(i64::from(filter.limit));
         let rows = query
             .build()
@@ -93,6 +67,21 @@ impl Tasks for PostgresStore {
             .await
             .map_err(classify)?;
         decoded(&rows, task_record)
+    }
+
+    async fn count_tasks(&self, filter: &TaskFilter) -> Result<u64, StoreError> {
+        if filter.states.is_empty() {
+            return Ok(0);
+        }
+        let mut query =
+            sqlx::QueryBuilder::<sqlx::Postgres>::new("SELECT count(*) FROM tasks t WHERE ");
+        push_filter(&mut query, filter);
+        let count: i64 = query
+            .build_query_scalar()
+            .fetch_one(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(u64::try_from(count).unwrap_or(0))
     }
 
     async fn cancel(
@@ -260,4 +249,69 @@ async fn insert_tasks_on(
             })
         })
         .collect()
+}
+
+/// A task's last sign of life: its last progress, else its start, else its submission.
+const QUIET_FROM: &str = "greatest(t.progress_at, t.started_at, t.created_at)";
+
+/// The conditions of `filter` on `tasks t`: only the filters given, and the states as literals
+/// (a closed set of names), so the planner can use `tasks_unfinished_by_name` and
+/// `tasks_by_root`.
+fn push_filter(query: &mut sqlx::QueryBuilder<sqlx::Postgres>, filter: &TaskFilter) {
+    let states: Vec<String> = filter
+        .states
+        .iter()
+        .map(|state| format!("'{}'", state.as_str()))
+        .collect();
+    query.push(format!("t.state IN ({})", states.join(", ")));
+    if !filter.names.is_empty() {
+        let names: Vec<String> = filter
+            .names
+            .iter()
+            .map(|name| name.as_str().to_owned())
+            .collect();
+        query.push(" AND t.name = ANY(").push_bind(names).push(")");
+    }
+    if !filter.queues.is_empty() {
+        let queues: Vec<String> = filter
+            .queues
+            .iter()
+            .map(|queue| queue.as_str().to_owned())
+            .collect();
+        query
+            .push(" AND t.queue = ANY(")
+            .push_bind(queues)
+            .push(")");
+    }
+    if !filter.error_kinds.is_empty() {
+        query
+            .push(" AND t.error_kind = ANY(")
+            .push_bind(filter.error_kinds.clone())
+            .push(")");
+    }
+    if let Some(root) = filter.root {
+        // The root itself, or a descendant (which has a parent: `tasks_by_root`'s predicate).
+        query
+            .push(" AND ((t.root_id = ")
+            .push_bind(root.as_uuid())
+            .push(" AND t.parent_id IS NOT NULL) OR t.id = ")
+            .push_bind(root.as_uuid())
+            .push(")");
+    }
+    if let Some(quiet_since) = filter.quiet_since {
+        query
+            .push(format!(" AND {QUIET_FROM} <= "))
+            .push_bind(quiet_since);
+    }
+    for (column, range) in [
+        ("created_at", filter.created),
+        ("finished_at", filter.finished),
+    ] {
+        if let Some(after) = range.after {
+            query.push(format!(" AND t.{column} >= ")).push_bind(after);
+        }
+        if let Some(before) = range.before {
+            query.push(format!(" AND t.{column} < ")).push_bind(before);
+        }
+    }
 }

@@ -62,13 +62,18 @@ impl Leases for SqliteStore {
             return Ok(Claimed::default());
         }
         let mut transaction = self.begin().await?;
-        // Each (queue, registered name) pair offers its best `limit`; the best `limit` of those
-        // are taken.
+        // Each (queue, registered name) pair of a queue not paused offers its best `limit`; the
+        // best `limit` of those are taken.
         let mut candidates: Vec<((u8, i64, std::cmp::Reverse<i64>), String, Option<i64>)> =
             Vec::new();
+        let paused: Vec<String> = sqlx::query_scalar("SELECT queue FROM paused_queues")
+            .fetch_all(&mut *transaction)
+            .await
+            .map_err(classify)?;
         let pairs: Vec<(&(QueueName, u8), &TaskName)> = claim
             .queues
             .iter()
+            .filter(|(queue, _)| !paused.iter().any(|paused| paused == queue.as_str()))
             .flat_map(|queue| claim.names.iter().map(move |name| (queue, name)))
             .collect();
         for ((queue, queue_priority), name) in pairs {

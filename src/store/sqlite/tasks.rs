@@ -50,31 +50,18 @@ impl Tasks for SqliteStore {
     }
 
     async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<TaskRecord>, StoreError> {
-        // The filters travel as JSON arrays; the last sign of life is the latest of progress,
-        // start and submission (SQLite's max() of a NULL is NULL, hence the coalesces).
-        let names: Vec<&str> = filter.names.iter().map(TaskName::as_str).collect();
-        let states: Vec<&str> = filter.states.iter().map(|state| state.as_str()).collect();
-        let rows = sqlx::query(
-            "SELECT * FROM ( \
-                 SELECT *, max(coalesce(progress_at, created_at), coalesce(started_at, created_at), \
-                     created_at) AS quiet_from FROM tasks \
-                 WHERE state IN (SELECT value FROM json_each(?)) \
-                   AND (? = '[]' OR name IN (SELECT value FROM json_each(?))) \
-                   AND (? IS NULL OR root_id = ?)) \
-             WHERE ? IS NULL OR quiet_from <= ? \
-             ORDER BY quiet_from, seq LIMIT ?",
-        )
-        .bind(serde_json::to_string(&states).unwrap_or_default())
-        .bind(serde_json::to_string(&names).unwrap_or_default())
-        .bind(serde_json::to_string(&names).unwrap_or_default())
-        .bind(filter.root.map(|root| root.to_string()))
-        .bind(filter.root.map(|root| root.to_string()))
-        .bind(filter.quiet_since.map(micros))
-        .bind(filter.quiet_since.map(micros))
-        .bind(i64::from(filter.limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(classify)?;
+        let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!(
+            "SELECT *, {QUIET_FROM} AS quiet_from FROM tasks WHERE "
+        ));
+        push_filter(&mut query, filter);
+        query
+            .push(" ORDER BY quiet_from, seq LIMIT ")
+            .push_bind(i64::from(filter.limit));
+        let rows = query
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
         let mut tasks = decoded(&rows, task_record)?;
         if !filter.with_payloads {
             for task in &mut tasks {
@@ -83,6 +70,18 @@ impl Tasks for SqliteStore {
             }
         }
         Ok(tasks)
+    }
+
+    async fn count_tasks(&self, filter: &TaskFilter) -> Result<u64, StoreError> {
+        let mut query =
+            sqlx::QueryBuilder::<sqlx::Sqlite>::new("SELECT count(*) FROM tasks WHERE ");
+        push_filter(&mut query, filter);
+        let count: i64 = query
+            .build_query_scalar()
+            .fetch_one(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(u64::try_from(count).unwrap_or(0))
     }
 
     async fn cancel(
@@ -190,4 +189,64 @@ async fn insert_each(
         });
     }
     Ok(inserted)
+}
+
+/// A task's last sign of life: the latest of progress, start and submission (SQLite's max() of
+/// a NULL is NULL, hence the coalesces).
+const QUIET_FROM: &str = "max(coalesce(progress_at, created_at), \
+     coalesce(started_at, created_at), created_at)";
+
+/// The conditions of `filter` on `tasks`; lists travel as JSON arrays.
+fn push_filter(query: &mut sqlx::QueryBuilder<sqlx::Sqlite>, filter: &TaskFilter) {
+    let list = |values: Vec<&str>| serde_json::to_string(&values).unwrap_or_default();
+    let states = list(filter.states.iter().map(|state| state.as_str()).collect());
+    query
+        .push("state IN (SELECT value FROM json_each(")
+        .push_bind(states)
+        .push("))");
+    let lists = [
+        (
+            "name",
+            list(filter.names.iter().map(TaskName::as_str).collect()),
+        ),
+        (
+            "queue",
+            list(filter.queues.iter().map(|queue| queue.as_str()).collect()),
+        ),
+        (
+            "error_kind",
+            list(filter.error_kinds.iter().map(String::as_str).collect()),
+        ),
+    ];
+    for (column, values) in lists {
+        if values != "[]" {
+            query
+                .push(format!(" AND {column} IN (SELECT value FROM json_each("))
+                .push_bind(values)
+                .push("))");
+        }
+    }
+    if let Some(root) = filter.root {
+        query.push(" AND root_id = ").push_bind(root.to_string());
+    }
+    if let Some(quiet_since) = filter.quiet_since {
+        query
+            .push(format!(" AND {QUIET_FROM} <= "))
+            .push_bind(micros(quiet_since));
+    }
+    for (column, range) in [
+        ("created_at", filter.created),
+        ("finished_at", filter.finished),
+    ] {
+        if let Some(after) = range.after {
+            query
+                .push(format!(" AND {column} >= "))
+                .push_bind(micros(after));
+        }
+        if let Some(before) = range.before {
+            query
+                .push(format!(" AND {column} < "))
+                .push_bind(micros(before));
+        }
+    }
 }

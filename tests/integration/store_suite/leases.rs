@@ -1,4 +1,4 @@
-//! Leases: claimed in order, released and adopted by session, renewed and reaped.
+//! Leases: claimed in order (never from a paused queue), released and adopted by session, renewed and reaped.
 
 use super::*;
 
@@ -6,6 +6,7 @@ on_both_stores!(
     claims_serve_queue_priority_then_task_priority_then_fifo,
     claims_lease_only_registered_names_in_one_order_across_them,
     expired_tasks_are_never_leased,
+    a_paused_queue_is_not_claimed_until_resumed,
     releases_are_fenced_by_session,
     a_reconnecting_worker_keeps_what_it_holds_and_loses_the_rest,
     a_running_attempt_the_worker_comes_back_without_counts_as_lost,
@@ -407,4 +408,58 @@ async fn leases_are_renewed_and_expired_ones_reaped_by_verdict(store: Arc<dyn St
         1
     );
     assert_eq!(state(&store, live_lease.task_id).await, TaskState::Pending);
+}
+
+async fn a_paused_queue_is_not_claimed_until_resumed(store: Arc<dyn Store>) {
+    let now = t0();
+    let email = task("noop", "email", 0, now);
+    let import = task("noop", "import", 0, now);
+    store
+        .insert_tasks(&[email.clone(), import.clone()])
+        .await
+        .unwrap();
+    let pause = |by: Option<&str>, at| celeritas::store::PausedQueue {
+        queue: queue("email"),
+        paused_at: at,
+        paused_by: by.map(str::to_owned),
+    };
+    assert!(store.pause_queue(&pause(Some("ops"), now)).await.unwrap());
+    // A second pause keeps the first one's moment and author.
+    let later = after(now, Duration::from_secs(60));
+    assert!(!store.pause_queue(&pause(None, later)).await.unwrap());
+    assert_eq!(
+        store.paused_queues().await.unwrap(),
+        vec![pause(Some("ops"), now)]
+    );
+
+    let both = [("email", 9), ("import", 0)];
+    let claimed = store
+        .claim(&claim("w", Uuid::new_v4(), &both, 10, now))
+        .await
+        .unwrap();
+    let ids: Vec<TaskId> = claimed
+        .tasks
+        .iter()
+        .map(|lease| lease.token.task_id)
+        .collect();
+    assert_eq!(
+        ids,
+        vec![import.id],
+        "only the queue that is not paused is served"
+    );
+    assert_eq!(state(&store, email.id).await, TaskState::Pending);
+
+    assert!(store.resume_queue(&queue("email")).await.unwrap());
+    assert!(!store.resume_queue(&queue("email")).await.unwrap());
+    assert!(store.paused_queues().await.unwrap().is_empty());
+    let claimed = store
+        .claim(&claim("w", Uuid::new_v4(), &both, 10, later))
+        .await
+        .unwrap();
+    let ids: Vec<TaskId> = claimed
+        .tasks
+        .iter()
+        .map(|lease| lease.token.task_id)
+        .collect();
+    assert_eq!(ids, vec![email.id]);
 }

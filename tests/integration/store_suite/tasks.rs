@@ -174,7 +174,7 @@ async fn quiet_tasks_are_listed_and_interrupted_by_attempt(store: Arc<dyn Store>
         states: vec![TaskState::Running],
         quiet_since,
         limit: 100,
-        with_payloads: false,
+        ..TaskFilter::default()
     };
     let ids = |tasks: Vec<celeritas::domain::TaskRecord>| -> Vec<TaskId> {
         tasks.into_iter().map(|task| task.id).collect()
