@@ -17,6 +17,7 @@ macro_rules! errln {
 }
 
 mod bench_command;
+mod bulk_commands;
 mod client_commands;
 mod file_commands;
 mod follow_command;
@@ -85,6 +86,10 @@ pub enum Command {
     Requeue(client_commands::InterveneArgs),
     /// Ends a stuck task's attempt and fails the task.
     Fail(client_commands::InterveneArgs),
+    /// Puts failed tasks chosen by name, queue, tree, error kind or time back on their queues.
+    RetryTasks(bulk_commands::RetryTasksArgs),
+    /// Cancels unfinished tasks chosen by name, queue, tree, state or time.
+    CancelTasks(bulk_commands::CancelTasksArgs),
     /// Lists tasks by name, state, tree and how long they have been quiet.
     Tasks(task_commands::TasksArgs),
     /// Lists the records a task tree wrote (contacts, deliveries), page by page.
@@ -262,6 +267,8 @@ pub async fn run_with_tasks(cli: Cli, register: TaskRegistration) -> anyhow::Res
         Command::ResumeQueue(args) => client_commands::pause_queue(args, false).await,
         Command::Requeue(args) => client_commands::intervene(args, false).await,
         Command::Fail(args) => client_commands::intervene(args, true).await,
+        Command::RetryTasks(args) => bulk_commands::retry_tasks(args).await,
+        Command::CancelTasks(args) => bulk_commands::cancel_tasks(args).await,
         Command::Tasks(args) => task_commands::tasks(args).await,
         Command::Records(args) => record_commands::records(args).await,
         Command::CloseIdleConnections(args) => task_commands::close_idle(args).await,

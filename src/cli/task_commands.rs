@@ -52,6 +52,14 @@ pub struct CloseIdleArgs {
     pub json: bool,
 }
 
+/// A task state by name; the error names `flag` and the states there are.
+pub(super) fn parse_state(flag: &str, name: &str) -> anyhow::Result<TaskState> {
+    TaskState::from_name(name).ok_or_else(|| {
+        let known: Vec<&str> = TaskState::ALL.iter().map(TaskState::as_str).collect();
+        anyhow::anyhow!("{flag}: {name:?} is not one of {}", known.join(", "))
+    })
+}
+
 pub async fn tasks(args: TasksArgs) -> anyhow::Result<ExitCode> {
     let query = TaskQuery {
         root: args
@@ -67,12 +75,7 @@ pub async fn tasks(args: TasksArgs) -> anyhow::Result<ExitCode> {
         states: args
             .states
             .iter()
-            .map(|state| {
-                TaskState::from_name(state).ok_or_else(|| {
-                    let known: Vec<&str> = TaskState::ALL.iter().map(TaskState::as_str).collect();
-                    anyhow::anyhow!("--state: {state:?} is not one of {}", known.join(", "))
-                })
-            })
+            .map(|state| parse_state("--state", state))
             .collect::<Result<_, _>>()?,
         quiet_for: args.quiet_for,
         limit: args.limit,

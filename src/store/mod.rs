@@ -449,9 +449,9 @@ pub trait Store: Send + Sync + 'static {
     /// How many tasks match `filter` (its limit and payload choice aside).
     async fn count_tasks(&self, filter: &TaskFilter) -> Result<u64, StoreError>;
 
-    /// Puts these tasks, those of them still failed, back on their queues at `now` with a
-    /// fresh set of retries, reopening their finished trees; answers the roots of those retried
-    /// (one per task retried).
+    /// Puts these tasks, those of them still failed, back on their queues at `now`, each
+    /// counted as one more retry, reopening their finished trees; answers the roots of those
+    /// retried (one per task retried).
     async fn retry_failed(
         &self,
         ids: &[TaskId],

@@ -129,7 +129,7 @@ pub(super) async fn retry_failed<B: Database>(
         // old lease stays fenced out.
         let retried = transaction
             .fetch_optional(
-                "UPDATE tasks SET state = 'pending', run_at = $2, retries = 0, result = NULL, \
+                "UPDATE tasks SET state = 'pending', run_at = $2, retries = retries + 1, result = NULL, \
                      error_kind = NULL, error_message = NULL, session_id = NULL, \
                      leased_at = NULL, lease_expires_at = NULL, started_at = NULL, \
                      finished_at = NULL \

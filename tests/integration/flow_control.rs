@@ -157,3 +157,167 @@ async fn a_paused_queue_holds_its_tasks_across_coordinators_and_a_restart() {
         assert!(worker.terminate().await.success());
     }
 }
+
+/// Runs `celeritas ARGS --coordinator URL`, answering whether it succeeded, and its stdout and
+/// stderr.
+fn try_cli(url: &str, args: &[&str]) -> (bool, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_celeritas"))
+        .args(args)
+        .args(["--coordinator", url])
+        .env_remove("CELERITAS_CONFIG")
+        .output()
+        .expect("run celeritas");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_tasks_are_retried_and_waiting_ones_cancelled_in_bulk_after_a_dry_run() {
+    let database = TestDatabase::create().await;
+    let logs = log_dir("flow-bulk");
+    let coordinator = CoordinatorLaunch::new(&database.url, &logs).start().await;
+    let worker = WorkerProcess::start(&coordinator, &logs, "bulk", &["-c", "16"]);
+    let mut client = coordinator.client().await;
+    let url = coordinator.url.clone();
+
+    // 1,000 tasks fail for a relay that was down, 50 for a bad address; each succeeds once
+    // retried (`times: 1`), so what runs again is visible.
+    let failing = |kind: &str| {
+        spec(
+            "fail",
+            json!({ "kind": kind, "retryable": false, "times": 1 }),
+            None,
+        )
+    };
+    let mut relay_down = Vec::new();
+    for _ in 0..10 {
+        let specs: Vec<_> = (0..100).map(|_| failing("relay_down")).collect();
+        relay_down.extend(
+            client
+                .submit_many(&specs)
+                .await
+                .unwrap()
+                .iter()
+                .map(|task| task.id),
+        );
+    }
+    let specs: Vec<_> = (0..50).map(|_| failing("bad_address")).collect();
+    let bad_address: Vec<TaskId> = client
+        .submit_many(&specs)
+        .await
+        .unwrap()
+        .iter()
+        .map(|task| task.id)
+        .collect();
+    wait_until("every task to fail", Duration::from_secs(120), || {
+        let pool = database.pool.clone();
+        async move { crate::support::count_in_state(&pool, "failed").await == 1_050 }
+    })
+    .await;
+
+    let selector = [
+        "retry-tasks",
+        "--name",
+        "fail",
+        "--error-kind",
+        "relay_down",
+    ];
+    let (ok, out, err) = try_cli(&url, &[&selector[..], &["--dry-run", "--json"]].concat());
+    assert!(ok, "{err}");
+    let counted: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(counted["matched"], 1_000, "{out}");
+    assert_eq!(counted["retried"], 0, "{out}");
+    // Without --yes nothing moves, and the command says how to act.
+    let (ok, _, err) = try_cli(&url, &selector);
+    assert!(!ok);
+    assert!(err.contains("pass --yes") && err.contains("1000"), "{err}");
+    assert_eq!(
+        crate::support::count_in_state(&database.pool, "failed").await,
+        1_050
+    );
+
+    let (ok, out, err) = try_cli(&url, &[&selector[..], &["--yes"]].concat());
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("1000 failed tasks matched; 1000 retried"),
+        "{out}"
+    );
+    wait_until(
+        "the retried tasks to succeed",
+        Duration::from_secs(120),
+        || {
+            let mut client = client.clone();
+            let ids = relay_down.clone();
+            async move { count_in(&mut client, &ids, TaskState::Succeeded).await == ids.len() }
+        },
+    )
+    .await;
+    let retried = client.task(relay_down[0]).await.unwrap();
+    assert_eq!(retried.retries, 1);
+    assert_eq!(
+        retried.failures.len(),
+        1,
+        "the failed attempt stays in the history"
+    );
+    assert_eq!(
+        count_in(&mut client, &bad_address, TaskState::Failed).await,
+        50,
+        "another error kind is left alone"
+    );
+
+    // Bad selectors change nothing and say why.
+    let (ok, _, err) = try_cli(&url, &["retry-tasks", "--yes"]);
+    assert!(!ok && err.contains("selector"), "{err}");
+    let (ok, _, err) = try_cli(
+        &url,
+        &["retry-tasks", "--error-kind", "nothing_like_it", "--yes"],
+    );
+    assert!(!ok && err.contains("matches no task"), "{err}");
+    let (ok, _, err) = try_cli(&url, &["cancel-tasks", "--state", "succeeded", "--yes"]);
+    assert!(!ok && err.contains("selector.states"), "{err}");
+    assert_eq!(
+        crate::support::count_in_state(&database.pool, "failed").await,
+        50
+    );
+
+    // Waiting tasks on a paused queue are cancelled in bulk, after a dry run.
+    let import = QueueName::parse("queue", "import").unwrap();
+    client.pause_queue(&import).await.unwrap();
+    let specs: Vec<_> = (0..30)
+        .map(|n| spec("noop", json!({ "n": n }), Some("import")))
+        .collect();
+    let waiting: Vec<TaskId> = client
+        .submit_many(&specs)
+        .await
+        .unwrap()
+        .iter()
+        .map(|task| task.id)
+        .collect();
+    let dry = client
+        .cancel_tasks(
+            &celeritas::domain::TaskSelector {
+                queues: vec![import.clone()],
+                ..Default::default()
+            },
+            false,
+            true,
+        )
+        .await
+        .unwrap();
+    assert_eq!((dry.matched, dry.changed), (30, 0));
+    let (ok, out, err) = try_cli(&url, &["cancel-tasks", "--queue", "import", "--yes"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("30 unfinished tasks matched; 30 cancelled"),
+        "{out}"
+    );
+    assert_eq!(
+        count_in(&mut client, &waiting, TaskState::Cancelled).await,
+        30
+    );
+    client.resume_queue(&import).await.unwrap();
+    assert!(worker.terminate().await.success());
+}

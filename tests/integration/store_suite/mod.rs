@@ -7,7 +7,7 @@ use std::time::Duration;
 use celeritas::clock::after;
 use celeritas::domain::{
     JsonText, LeaseToken, NewTask, Priority, QueueName, TaskId, TaskName, TaskState, TimeLimits,
-    WorkerId,
+    TimeRange, WorkerId,
 };
 use celeritas::store::{
     AttemptBatch, Claim, Completion, Interruption, PostgresStore, Resolution, SqliteStore, Start,

@@ -1,4 +1,5 @@
-//! Tasks: inserted, read back, promoted when due, listed, cancelled and purged.
+//! Tasks: inserted, read back, promoted when due, listed, counted, cancelled, purged and
+//! retried.
 
 use super::*;
 
@@ -8,6 +9,7 @@ on_both_stores!(
     cancel_and_purge_stop_waiting_and_running_tasks,
     quiet_tasks_are_listed_and_interrupted_by_attempt,
     tasks_in_a_state_come_oldest_first_and_queues_are_counted,
+    failed_tasks_are_selected_counted_and_retried_reopening_their_trees,
 );
 
 async fn inserts_read_back_and_idempotency_keys_return_the_first_task(store: Arc<dyn Store>) {
@@ -394,4 +396,141 @@ async fn tasks_in_a_state_come_oldest_first_and_queues_are_counted(store: Arc<dy
         "{by_state:?}"
     );
     assert_eq!(by_state.len(), 3);
+}
+
+async fn failed_tasks_are_selected_counted_and_retried_reopening_their_trees(
+    store: Arc<dyn Store>,
+) {
+    let now = t0();
+    let later = after(now, Duration::from_secs(10));
+    let relay = task("noop", "email", 0, now);
+    let address = task("noop", "import", 0, later);
+    let root = task("batch", "default", 0, later);
+    let untouched = task("noop", "email", 0, later);
+    store
+        .insert_tasks(&[
+            relay.clone(),
+            address.clone(),
+            root.clone(),
+            untouched.clone(),
+        ])
+        .await
+        .unwrap();
+    store.open_tree(root.id, now).await.unwrap();
+    let everything = [("email", 0), ("import", 0), ("default", 0)];
+    let leases = store
+        .claim(&claim("w", Uuid::new_v4(), &everything, 3, later))
+        .await
+        .unwrap()
+        .tasks;
+    assert_eq!(leases.len(), 3);
+    let kind_of = |id: TaskId| {
+        if id == address.id {
+            "bad_address"
+        } else {
+            "relay_down"
+        }
+    };
+    let ends: Vec<_> = leases
+        .iter()
+        .map(|lease| {
+            let failed = Resolution::Failed {
+                kind: kind_of(lease.token.task_id).into(),
+                message: "no".into(),
+            };
+            completion(lease.token, "w", failed, later)
+        })
+        .collect();
+    store.record_parts(&[], &ends).await.unwrap();
+    store.update_tree(root.id, later).await.unwrap();
+    assert!(store.unfinished_trees(10).await.unwrap().is_empty());
+
+    let failed = |filter: TaskFilter| TaskFilter {
+        states: vec![TaskState::Failed],
+        limit: 10,
+        ..filter
+    };
+    let count = |filter| {
+        let store = store.clone();
+        async move { store.count_tasks(&failed(filter)).await.unwrap() }
+    };
+    assert_eq!(count(TaskFilter::default()).await, 3);
+    let relay_down = TaskFilter {
+        error_kinds: vec!["relay_down".into()],
+        ..TaskFilter::default()
+    };
+    assert_eq!(count(relay_down.clone()).await, 2);
+    let on_email = TaskFilter {
+        queues: vec![queue("email")],
+        ..TaskFilter::default()
+    };
+    assert_eq!(count(on_email).await, 1);
+    let submitted_first = TaskFilter {
+        created: TimeRange {
+            after: None,
+            before: Some(later),
+        },
+        ..TaskFilter::default()
+    };
+    assert_eq!(
+        count(submitted_first).await,
+        1,
+        "the range's end is excluded"
+    );
+    let finished_late = TaskFilter {
+        finished: TimeRange {
+            after: Some(later),
+            before: None,
+        },
+        ..TaskFilter::default()
+    };
+    assert_eq!(
+        count(finished_late).await,
+        3,
+        "the range's start is included"
+    );
+    let listed = store.list_tasks(&failed(relay_down)).await.unwrap();
+    let mut ids: Vec<TaskId> = listed.iter().map(|task| task.id).collect();
+    ids.sort_unstable();
+    let mut expected = vec![relay.id, root.id];
+    expected.sort_unstable();
+    assert_eq!(ids, expected);
+
+    // Only failed tasks are retried; the untouched pending one and a repeat change nothing.
+    let retry_at = after(later, Duration::from_secs(5));
+    let roots = store
+        .retry_failed(&[root.id, relay.id, untouched.id, relay.id], retry_at)
+        .await
+        .unwrap();
+    assert_eq!(roots.len(), 2);
+    let retried = store.task(relay.id).await.unwrap().unwrap();
+    assert_eq!(retried.state, TaskState::Pending);
+    assert_eq!(retried.retries, 1, "a bulk retry counts as a retry");
+    assert_eq!(retried.error, None);
+    assert_eq!(retried.finished_at, None);
+    assert_eq!(
+        retried.failures.len(),
+        1,
+        "the failed attempt stays in the history"
+    );
+    assert_eq!(store.unfinished_trees(10).await.unwrap(), vec![root.id]);
+    assert_eq!(state(&store, address.id).await, TaskState::Failed);
+    assert!(
+        store
+            .retry_failed(&[relay.id], retry_at)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A retried task is leased again on a new attempt, so its old lease stays fenced out.
+    let again = store
+        .claim(&claim("w", Uuid::new_v4(), &[("email", 0)], 10, retry_at))
+        .await
+        .unwrap()
+        .tasks;
+    let relay_lease = again
+        .iter()
+        .find(|lease| lease.token.task_id == relay.id)
+        .expect("the retried task is leased again");
+    assert_eq!(relay_lease.token.attempt, 2);
 }
