@@ -45,6 +45,7 @@ impl Default for Config {
             validation: ValidationSettings::default(),
             files: super::FilesSettings::default(),
             auth: super::AuthSettings::default(),
+            rate_limits: BTreeMap::new(),
         }
     }
 }

@@ -58,6 +58,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ValidationError> {
         self.routing().map(|_| ())?;
         self.schedules().map(|_| ())?;
+        self.rate_limits().map(|_| ())?;
         self.auth.validate()?;
         if self.dns.timeout.is_zero() {
             return Err(ValidationError::new("dns.timeout", "must be positive"));

@@ -65,6 +65,9 @@ pub struct Config {
     pub files: FilesSettings,
     /// Tokens, their roles, and which queues each worker identity may consume.
     pub auth: AuthSettings,
+    /// Rate limits by key pattern (`"domain:gmail.com" = "20/s"`, `"domain:*.ru" = "5/s"`),
+    /// enforced where leases are granted, across every worker and coordinator.
+    pub rate_limits: BTreeMap<String, String>,
 }
 
 /// `[schedules.<name>]`.
@@ -201,6 +204,9 @@ pub struct TaskSettings {
     /// Overrides `task_defaults.retry_backoff_max`.
     #[serde(default, with = "humantime_serde")]
     pub retry_backoff_max: Option<Duration>,
+    /// How fast tasks of this name are leased, cluster-wide (`"100/s"`, Celery's syntax): the
+    /// limit of the key `task:<name>` every such task carries.
+    pub rate_limit: Option<String>,
 }
 
 /// Why the configuration could not be loaded.

@@ -54,6 +54,25 @@ impl Config {
             .collect()
     }
 
+    /// The rate limits: `[rate_limits]`, and each `[tasks.<name>] rate_limit` as the limit of
+    /// `task:<name>`.
+    pub fn rate_limits(&self) -> Result<crate::domain::RateLimits, ValidationError> {
+        use crate::domain::{Rate, RateLimits};
+        let mut limits = RateLimits::parse(
+            "rate_limits",
+            self.rate_limits
+                .iter()
+                .map(|(pattern, rate)| (pattern.as_str(), rate.as_str())),
+        )?;
+        for (name, settings) in &self.tasks {
+            if let Some(rate) = &settings.rate_limit {
+                let rate = Rate::parse(&format!("tasks.{name}.rate_limit"), rate)?;
+                limits = limits.with(format!("task:{name}"), rate);
+            }
+        }
+        Ok(limits)
+    }
+
     /// The parsed queues, routes and per-task policies the coordinator decides with.
     pub fn routing(&self) -> Result<Routing, ValidationError> {
         let mut queue_priorities = HashMap::new();

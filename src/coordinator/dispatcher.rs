@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::sessions::Sessions;
 use crate::clock::{SharedClock, after};
-use crate::domain::WorkerId;
+use crate::domain::{RateLimits, WorkerId};
 use crate::store::{Claim, Store, StoreError};
 
 /// The most leases one claim statement hands out.
@@ -81,6 +81,8 @@ pub struct Dispatcher {
     pub lease_ttl: Duration,
     /// Called when the dispatcher made work pending that other coordinators may serve.
     pub announce: Arc<dyn Fn() + Send + Sync>,
+    /// The rate limits the claims of rate-limited tasks keep to.
+    pub rate_limits: Arc<RateLimits>,
 }
 
 impl Dispatcher {
@@ -172,8 +174,13 @@ impl Dispatcher {
                     limit: wanted,
                     now,
                     lease_expires_at: after(now, self.lease_ttl),
+                    rate_limits: self.rate_limits.clone(),
                 })
                 .await?;
+            if let Some(at) = claimed.limited_until {
+                // Rate-limited work waits for its buckets to refill: look again then.
+                self.signal.wake_at(at);
+            }
             if claimed.expired > 0 {
                 tracing::info!(
                     count = claimed.expired,

@@ -49,7 +49,8 @@ use self::waiters::Waiters;
 use crate::clock::SharedClock;
 use crate::config::{Config, CoordinatorSettings, FilesSettings, Routing};
 use crate::domain::{
-    ErrorKind, LeaseToken, QueueName, RequestError, TaskId, TaskName, TaskRecord, ValidationError,
+    ErrorKind, LeaseToken, QueueName, RateLimits, RequestError, TaskId, TaskName, TaskRecord,
+    ValidationError,
 };
 use crate::store::{
     AttemptBatch, Completion, ProgressWrite, RecordWrite, Start, Store, StoreError,
@@ -248,6 +249,7 @@ pub struct Coordinator {
     id: String,
     store: Arc<dyn Store>,
     routing: Routing,
+    rate_limits: Arc<RateLimits>,
     settings: CoordinatorSettings,
     files: FilesSettings,
     clock: SharedClock,
@@ -306,6 +308,7 @@ impl Coordinator {
         clock: SharedClock,
     ) -> Result<(Arc<Self>, Background), ValidationError> {
         let routing = config.routing()?;
+        let rate_limits = Arc::new(config.rate_limits()?);
         let id = format!("coordinator-{}", uuid::Uuid::new_v4());
         let tracker = TaskTracker::new();
         let stop = CancellationToken::new();
@@ -361,6 +364,7 @@ impl Coordinator {
             poll_interval: config.coordinator.poll_interval,
             lease_ttl: config.coordinator.lease_ttl,
             announce: announce.clone(),
+            rate_limits: rate_limits.clone(),
         };
         tracker.spawn(dispatcher.run(stop.clone()));
         let keeper = LeaseKeeper {
@@ -400,6 +404,7 @@ impl Coordinator {
             id,
             store,
             routing,
+            rate_limits,
             settings: config.coordinator.clone(),
             files: config.files.clone(),
             clock,

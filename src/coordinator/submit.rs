@@ -232,6 +232,12 @@ impl Coordinator {
                 ))
             })?,
         };
+        let mut rate_keys = spec.rate_keys;
+        let name_key = format!("task:{}", spec.name.as_str());
+        if self.rate_limits.rate_for(&name_key).is_some() {
+            rate_keys.add(name_key, 1);
+        }
+        let rate_limited = self.rate_limits.limits_any(&rate_keys);
         Ok(NewTask {
             id,
             name: spec.name,
@@ -248,6 +254,8 @@ impl Coordinator {
             created_at: now,
             waits_for: None,
             submitted_by: None,
+            rate_keys,
+            rate_limited,
         })
     }
 

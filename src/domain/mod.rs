@@ -13,6 +13,7 @@ mod lease;
 mod names;
 mod protocol;
 mod query;
+mod rate;
 mod record;
 mod schedule;
 mod spec;
@@ -40,6 +41,7 @@ pub use protocol::{
     ProgressReport, Refusal, RequestError, WorkerMessage,
 };
 pub use query::{BulkOutcome, RecordsPage, RecordsRequest, TaskQuery, TaskSelector, TimeRange};
+pub use rate::{MAX_RATE_KEYS, Rate, RateKeys, RateLimits};
 pub use record::{
     MAX_RECORD_DATA_BYTES, MAX_RECORD_KEY_BYTES, RecordEntry, StoredRecord, WorkerStats,
     parse_short_name,

@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::{JsonText, Priority, QueueName, TaskId, TaskName, ValidationError};
+use super::{JsonText, Priority, QueueName, RateKeys, TaskId, TaskName, ValidationError};
 
 /// The most tasks one batch submission may carry.
 pub const MAX_BATCH_SUBMIT: usize = 10_000;
@@ -62,6 +62,8 @@ pub struct TaskSpec {
     pub hard_time_limit: Option<Duration>,
     /// The task that submitted this one.
     pub parent_id: Option<TaskId>,
+    /// The rate keys it is limited by, with its cost for each.
+    pub rate_keys: RateKeys,
 }
 
 impl TaskSpec {
@@ -79,6 +81,7 @@ impl TaskSpec {
             soft_time_limit: None,
             hard_time_limit: None,
             parent_id: None,
+            rate_keys: RateKeys::default(),
         }
     }
 }

@@ -189,6 +189,11 @@ pub struct NewTask {
     /// The credential that submitted it through the API (`token:NAME`, `certificate:NAME`), when
     /// the coordinator knows callers; a child's is its root's.
     pub submitted_by: Option<String>,
+    /// Its rate keys and costs.
+    pub rate_keys: super::RateKeys,
+    /// Whether a configured limit covers one of its keys: it is leased by the rate-limited
+    /// claim, which takes its costs from the keys' buckets.
+    pub rate_limited: bool,
 }
 
 /// The outcome of inserting one task.

@@ -21,8 +21,8 @@ use super::statements::Statements;
 use super::{
     Adopted, Announcement, AnnouncementListener, AttemptBatch, Cancelled, Claim, Claimed,
     Interruption, PausedQueue, Promoted, QueueCounts, Reaped, RecordQuery, Store, StoreError,
-    StoredToken, TaskFilter, TreeUpdate, WorkerRegistration, files, leases, queues, records,
-    schedules, tasks, tokens, trees, workers,
+    StoredToken, TaskFilter, TreeUpdate, WorkerRegistration, files, leases, limited, queues,
+    records, schedules, tasks, tokens, trees, workers,
 };
 use crate::domain::{
     FileChunk, FileId, FileInfo, Inserted, LeaseToken, NewFile, NewTask, QueueName, Schedule,
@@ -72,6 +72,15 @@ pub(crate) struct LeaseSql {
     pub renew: &'static str,
     /// Makes the leases held through session `$1` expire by `$2`.
     pub expire_session: &'static str,
+    /// Up to `$3` pending rate-limited tasks of queue `$1` (unless it is paused) and name `$2`,
+    /// in service order (`id, priority, seq, expires_at, rate_keys` as JSON text), locked
+    /// against other claims where the database locks rows.
+    pub limited_candidates: &'static str,
+    /// The rate bucket of key `$1` (`tokens, updated_at`), locked for the claim.
+    pub bucket_for_update: &'static str,
+    /// Leases task `$1` to worker `$2` through session `$3` at `$4` until `$5`, answering
+    /// the columns `row::lease_of` reads.
+    pub lease_one: &'static str,
 }
 
 /// A database's connections, transactions and differing SQL.
@@ -210,7 +219,15 @@ impl<B: Backend> Store for B {
     }
 
     async fn claim(&self, claim: &Claim) -> Result<Claimed, StoreError> {
-        Leases::claim(self, claim).await
+        let mut claimed = Leases::claim(self, claim).await?;
+        let room = claim.limit.saturating_sub(claimed.consumed());
+        if room > 0 && !claim.rate_limits.is_empty() {
+            let limited = limited::claim_limited(self, claim, room).await?;
+            claimed.tasks.extend(limited.tasks);
+            claimed.expired += limited.expired;
+            claimed.limited_until = limited.limited_until;
+        }
+        Ok(claimed)
     }
 
     async fn promote_due(&self, now: DateTime<Utc>, limit: u32) -> Result<Promoted, StoreError> {

@@ -263,6 +263,33 @@ pub fn resolution_columns(resolution: &Resolution) -> ResolutionColumns<'_> {
     }
 }
 
+/// A task's rate keys as stored: a JSON object of costs, or NULL for none.
+pub(crate) fn rate_keys_to_json(keys: &crate::domain::RateKeys) -> Option<String> {
+    (!keys.is_empty()).then(|| {
+        let object: serde_json::Map<String, Value> = keys
+            .iter()
+            .map(|(key, cost)| (key.to_owned(), Value::from(cost)))
+            .collect();
+        Value::Object(object).to_string()
+    })
+}
+
+/// Stored rate keys back: what does not read as a JSON object of costs is none.
+pub(crate) fn rate_keys_from_json(text: Option<&str>) -> crate::domain::RateKeys {
+    let mut keys = crate::domain::RateKeys::default();
+    let Some(Ok(Value::Object(object))) = text.map(serde_json::from_str::<Value>) else {
+        return keys;
+    };
+    for (key, cost) in object {
+        let cost = cost
+            .as_u64()
+            .and_then(|cost| u32::try_from(cost).ok())
+            .unwrap_or(1);
+        keys.add(key, cost);
+    }
+    keys
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

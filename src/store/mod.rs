@@ -9,6 +9,7 @@ mod backend;
 mod encoding;
 mod files;
 mod leases;
+mod limited;
 mod postgres;
 mod queues;
 mod records;
@@ -31,8 +32,8 @@ use uuid::Uuid;
 
 use crate::domain::{
     FileChunk, FileId, FileInfo, Inserted, Lease, LeaseToken, NewFile, NewTask, QueueName,
-    Schedule, StoredRecord, TaskId, TaskName, TaskRecord, TaskState, TimeRange, TokenName,
-    TreeEvent, WorkerId, WorkerInfo, WorkerStats,
+    RateLimits, Schedule, StoredRecord, TaskId, TaskName, TaskRecord, TaskState, TimeRange,
+    TokenName, TreeEvent, WorkerId, WorkerInfo, WorkerStats,
 };
 
 pub use attempt_batch::{AttemptBatch, Completion, ProgressWrite, RecordWrite, Resolution, Start};
@@ -93,6 +94,8 @@ pub struct Claim {
     pub now: DateTime<Utc>,
     /// When the leases expire unless renewed.
     pub lease_expires_at: DateTime<Utc>,
+    /// The limits rate-limited tasks are leased within; with none, such tasks are not read.
+    pub rate_limits: std::sync::Arc<RateLimits>,
 }
 
 /// The outcome of a claim.
@@ -102,6 +105,9 @@ pub struct Claimed {
     pub tasks: Vec<Lease>,
     /// Tasks that were due but had expired; they will never run.
     pub expired: u32,
+    /// When rate-limited tasks this claim passed over because their keys' buckets were empty
+    /// may be leased: the earliest moment one of those buckets has tokens again.
+    pub limited_until: Option<DateTime<Utc>>,
 }
 
 impl Claimed {

@@ -30,7 +30,7 @@ pub(super) enum ContextRequest {
     /// Submit children, and perhaps a callback.
     SubmitChildren {
         children: Vec<TaskSpec>,
-        callback: Option<TaskSpec>,
+        callback: Option<Box<TaskSpec>>,
         reply: SubmittedReply,
     },
     /// Ask which keys the tree has records for.
@@ -272,7 +272,7 @@ impl TaskContext {
         let (reply, answer) = oneshot::channel();
         let request = ContextRequest::SubmitChildren {
             children,
-            callback,
+            callback: callback.map(Box::new),
             reply,
         };
         self.requests

@@ -7,8 +7,8 @@ use super::primitives::{
 };
 use super::progress::progress_to_pb;
 use crate::domain::{
-    AttemptFailure, ExpiresAt, JsonText, Priority, ProgressReport, QueueName, StartAt, TaskId,
-    TaskName, TaskRecord, TaskSelector, TaskSpec, TimeRange, ValidationError, WorkerId,
+    AttemptFailure, ExpiresAt, JsonText, Priority, ProgressReport, QueueName, RateKeys, StartAt,
+    TaskId, TaskName, TaskRecord, TaskSelector, TaskSpec, TimeRange, ValidationError, WorkerId,
     parse_idempotency_key, parse_max_retries, parse_short_name,
 };
 use crate::grpc::pb;
@@ -67,6 +67,7 @@ pub fn task_spec_from_pb(
             .map(|limit| positive_duration("hard_time_limit", limit))
             .transpose()?,
         parent_id: optional_task_id("parent_id", &spec.parent_id)?,
+        rate_keys: RateKeys::parse("rate_keys", &spec.rate_keys.into_iter().collect())?,
     })
 }
 
@@ -96,6 +97,11 @@ pub fn task_spec_to_pb(spec: &TaskSpec) -> pb::TaskSpec {
         soft_time_limit: spec.soft_time_limit.map(duration_to_pb),
         hard_time_limit: spec.hard_time_limit.map(duration_to_pb),
         parent_id: spec.parent_id.map(|id| id.to_string()).unwrap_or_default(),
+        rate_keys: spec
+            .rate_keys
+            .iter()
+            .map(|(key, cost)| (key.to_owned(), cost))
+            .collect(),
     }
 }
 

@@ -54,8 +54,8 @@ impl Leases for PostgresStore {
                  ) AS open_queue \
                  CROSS JOIN LATERAL ( \
                      SELECT p.id, p.priority, p.seq FROM tasks p \
-                     WHERE p.state = 'pending' AND p.queue = wanted.queue \
-                         AND p.name = registered.name \
+                     WHERE p.state = 'pending' AND NOT p.rate_limited \
+                         AND p.queue = wanted.queue AND p.name = registered.name \
                      ORDER BY p.priority DESC, p.seq \
                      LIMIT $3 \
                      FOR UPDATE SKIP LOCKED \

@@ -80,4 +80,17 @@ pub(super) const LEASES: LeaseSql = LeaseSql {
              ORDER BY id FOR UPDATE) \
          UPDATE tasks t SET lease_expires_at = LEAST(t.lease_expires_at, $2) \
          FROM held WHERE t.id = held.id AND t.session_id = $1",
+    limited_candidates: "SELECT id, priority, seq, expires_at, rate_keys::text AS rate_keys \
+         FROM tasks \
+         WHERE state = 'pending' AND rate_limited AND queue = $1 AND name = $2 \
+             AND NOT EXISTS (SELECT 1 FROM paused_queues WHERE queue = $1) \
+         ORDER BY priority DESC, seq LIMIT $3 \
+         FOR UPDATE SKIP LOCKED",
+    bucket_for_update: "SELECT tokens, updated_at FROM rate_buckets WHERE key = $1 FOR UPDATE",
+    lease_one: "UPDATE tasks t SET state = 'leased', attempt = t.attempt + 1, worker_id = $2, \
+             session_id = $3, leased_at = $4, lease_expires_at = $5 \
+         WHERE t.id = $1 AND t.state = 'pending' \
+         RETURNING t.id, t.attempt, t.name, t.queue, t.priority, t.args::text AS args, \
+             t.retries, t.max_retries, t.soft_time_limit_ms, t.hard_time_limit_ms, t.expires_at, \
+             t.parent_id, t.root_id, t.run_at",
 };

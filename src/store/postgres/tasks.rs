@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::super::backend::Tasks;
-use super::super::encoding::millis;
+use super::super::encoding::{millis, rate_keys_to_json};
 use super::super::row::{decoded, task_record};
 use super::super::{Cancelled, StoreError, TaskFilter, tasks};
 use super::{PostgresStore, classify};
@@ -146,7 +146,11 @@ async fn insert_tasks_on(
     let mut expiries = Vec::with_capacity(tasks.len());
     let mut waits_for = Vec::with_capacity(tasks.len());
     let mut submitters = Vec::with_capacity(tasks.len());
+    let mut rate_keys = Vec::with_capacity(tasks.len());
+    let mut rate_limited = Vec::with_capacity(tasks.len());
     for task in tasks {
+        rate_keys.push(rate_keys_to_json(&task.rate_keys));
+        rate_limited.push(task.rate_limited);
         submitters.push(task.submitted_by.as_deref());
         waits_for.push(task.waits_for.map(|id| id.as_uuid()));
         ids.push(task.id.as_uuid());
@@ -168,17 +172,17 @@ async fn insert_tasks_on(
     let inserted: HashSet<Uuid> = sqlx::query_scalar(
         "INSERT INTO tasks (id, name, queue, priority, state, args, max_retries, \
              soft_time_limit_ms, hard_time_limit_ms, idempotency_key, parent_id, root_id, \
-             created_at, run_at, expires_at, waits_for, submitted_by) \
+             created_at, run_at, expires_at, waits_for, submitted_by, rate_keys, rate_limited) \
          SELECT id, name, queue, priority, state, args::jsonb, max_retries, soft, hard, \
              idempotency_key, parent_id, root_id, created_at, run_at, expires_at, waits_for, \
-             submitted_by \
+             submitted_by, rate_keys::jsonb, rate_limited \
          FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int2[], $5::text[], $6::text[], \
              $7::int4[], $8::int8[], $9::int8[], $10::text[], $11::uuid[], $12::uuid[], \
              $13::timestamptz[], $14::timestamptz[], $15::timestamptz[], $16::uuid[], \
-             $17::text[]) \
+             $17::text[], $18::text[], $19::bool[]) \
            AS new(id, name, queue, priority, state, args, max_retries, soft, hard, \
              idempotency_key, parent_id, root_id, created_at, run_at, expires_at, \
-             waits_for, submitted_by) \
+             waits_for, submitted_by, rate_keys, rate_limited) \
          ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
          RETURNING id",
     )
@@ -199,6 +203,8 @@ async fn insert_tasks_on(
     .bind(&expiries)
     .bind(&waits_for)
     .bind(&submitters)
+    .bind(&rate_keys)
+    .bind(&rate_limited)
     .fetch_all(&mut *connection)
     .await
     .map_err(classify)?

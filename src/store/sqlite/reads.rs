@@ -60,4 +60,14 @@ pub(super) const LEASES: LeaseSql = LeaseSql {
              AND state IN ('leased', 'running')",
     expire_session: "UPDATE tasks SET lease_expires_at = min(lease_expires_at, $2) \
          WHERE session_id = $1 AND state IN ('leased', 'running')",
+    limited_candidates: "SELECT id, priority, seq, expires_at, rate_keys FROM tasks \
+         WHERE state = 'pending' AND rate_limited AND queue = $1 AND name = $2 \
+             AND NOT EXISTS (SELECT 1 FROM paused_queues WHERE queue = $1) \
+         ORDER BY priority DESC, seq LIMIT $3",
+    bucket_for_update: "SELECT tokens, updated_at FROM rate_buckets WHERE key = $1",
+    lease_one: "UPDATE tasks SET state = 'leased', attempt = attempt + 1, worker_id = $2, \
+             session_id = $3, leased_at = $4, lease_expires_at = $5 \
+         WHERE id = $1 AND state = 'pending' \
+         RETURNING id, attempt, name, queue, priority, args, retries, max_retries, \
+             soft_time_limit_ms, hard_time_limit_ms, expires_at, parent_id, root_id, run_at",
 };

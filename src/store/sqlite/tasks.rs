@@ -10,7 +10,7 @@ use sqlx::SqliteConnection;
 use uuid::Uuid;
 
 use super::super::backend::{Database, Tasks};
-use super::super::encoding::millis;
+use super::super::encoding::{millis, rate_keys_to_json};
 use super::super::row::{decode_error, decoded, task_record};
 use super::super::{Cancelled, StoreError, TaskFilter, tasks};
 use super::{SqliteStore, classify, micros};
@@ -143,8 +143,9 @@ async fn insert_each(
         let created = sqlx::query(
             "INSERT INTO tasks (id, name, queue, priority, state, args, max_retries, \
                  soft_time_limit_ms, hard_time_limit_ms, idempotency_key, parent_id, root_id, \
-                 created_at, run_at, expires_at, waits_for, submitted_by) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 created_at, run_at, expires_at, waits_for, submitted_by, rate_keys, \
+                 rate_limited) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
              ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
         )
         .bind(task.id.to_string())
@@ -164,6 +165,8 @@ async fn insert_each(
         .bind(task.expires_at.map(micros))
         .bind(task.waits_for.map(|id| id.to_string()))
         .bind(task.submitted_by.as_deref())
+        .bind(rate_keys_to_json(&task.rate_keys))
+        .bind(task.rate_limited)
         .execute(&mut *transaction)
         .await
         .map_err(classify)?

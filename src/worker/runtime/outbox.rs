@@ -32,7 +32,7 @@ impl Runtime {
                     request_id,
                     token,
                     children,
-                    callback,
+                    callback: callback.map(|callback| *callback),
                 }
             }),
             ContextRequest::QueryRecords {

@@ -7,6 +7,7 @@ on_both_stores!(
     claims_lease_only_registered_names_in_one_order_across_them,
     expired_tasks_are_never_leased,
     a_paused_queue_is_not_claimed_until_resumed,
+    rate_limited_tasks_are_leased_as_their_buckets_allow,
     releases_are_fenced_by_session,
     a_reconnecting_worker_keeps_what_it_holds_and_loses_the_rest,
     a_running_attempt_the_worker_comes_back_without_counts_as_lost,
@@ -462,4 +463,101 @@ async fn a_paused_queue_is_not_claimed_until_resumed(store: Arc<dyn Store>) {
         .map(|lease| lease.token.task_id)
         .collect();
     assert_eq!(ids, vec![email.id]);
+}
+
+async fn rate_limited_tasks_are_leased_as_their_buckets_allow(store: Arc<dyn Store>) {
+    let now = t0();
+    let limits = Arc::new(
+        celeritas::domain::RateLimits::parse("rate_limits", [("domain:slow.test", "10/s")])
+            .unwrap(),
+    );
+    let limited = |n: i64| {
+        let mut task = task(
+            "noop",
+            "email",
+            0,
+            after(now, Duration::from_millis(n as u64)),
+        );
+        task.rate_keys = celeritas::domain::RateKeys::parse(
+            "rate_keys",
+            &[
+                ("domain:slow.test".to_owned(), 5),
+                ("relay:any".to_owned(), 1),
+            ]
+            .into(),
+        )
+        .unwrap();
+        task.rate_limited = true;
+        task
+    };
+    let batches: Vec<NewTask> = (0..5).map(limited).collect();
+    let plain = vec![task("noop", "email", 0, now), task("noop", "email", 0, now)];
+    store.insert_tasks(&batches).await.unwrap();
+    store.insert_tasks(&plain).await.unwrap();
+    let claim_at = |at: DateTime<Utc>, limits: &Arc<celeritas::domain::RateLimits>| Claim {
+        rate_limits: limits.clone(),
+        ..claim("w", Uuid::new_v4(), &[("email", 0)], 10, at)
+    };
+    let ids = |claimed: &celeritas::store::Claimed| -> Vec<TaskId> {
+        claimed
+            .tasks
+            .iter()
+            .map(|lease| lease.token.task_id)
+            .collect()
+    };
+
+    // Without limits known to the claim, rate-limited tasks are not even read.
+    let unaware = store
+        .claim(&claim("w", Uuid::new_v4(), &[("email", 0)], 10, now))
+        .await
+        .unwrap();
+    assert_eq!(ids(&unaware).len(), 2, "only the plain tasks");
+    // A new bucket holds one token: the first batch goes (taking it to -4), the rest wait
+    // until it is back at one, 0.5 s later at 10/s.
+    let first = store.claim(&claim_at(now, &limits)).await.unwrap();
+    assert_eq!(ids(&first), vec![batches[0].id]);
+    let wait = first
+        .limited_until
+        .expect("the claim says when to look again")
+        - now;
+    assert!(
+        (500_000..=500_100).contains(&wait.num_microseconds().unwrap()),
+        "{wait:?}"
+    );
+    let early = store
+        .claim(&claim_at(after(now, Duration::from_millis(400)), &limits))
+        .await
+        .unwrap();
+    assert!(early.tasks.is_empty());
+    let due = store
+        .claim(&claim_at(after(now, Duration::from_millis(501)), &limits))
+        .await
+        .unwrap();
+    assert_eq!(ids(&due), vec![batches[1].id], "in service order");
+    // Idle for a minute, the bucket refills to a second's worth (10), not more: two batches.
+    let refilled = store
+        .claim(&claim_at(after(now, Duration::from_secs(60)), &limits))
+        .await
+        .unwrap();
+    assert_eq!(ids(&refilled), vec![batches[2].id, batches[3].id]);
+
+    // A paused queue's rate-limited tasks wait too.
+    let pause = celeritas::store::PausedQueue {
+        queue: queue("email"),
+        paused_at: now,
+        paused_by: None,
+    };
+    store.pause_queue(&pause).await.unwrap();
+    let later = after(now, Duration::from_secs(120));
+    assert!(
+        store
+            .claim(&claim_at(later, &limits))
+            .await
+            .unwrap()
+            .tasks
+            .is_empty()
+    );
+    store.resume_queue(&queue("email")).await.unwrap();
+    let resumed = store.claim(&claim_at(later, &limits)).await.unwrap();
+    assert_eq!(ids(&resumed), vec![batches[4].id]);
 }

@@ -128,6 +128,8 @@ fn task(name: &str, queue_name: &str, priority: u32, now: DateTime<Utc>) -> NewT
         created_at: now,
         waits_for: None,
         submitted_by: None,
+        rate_keys: Default::default(),
+        rate_limited: false,
     }
 }
 
@@ -175,6 +177,7 @@ fn claim_of_names(
         limit,
         now,
         lease_expires_at: after(now, Duration::from_secs(30)),
+        rate_limits: Default::default(),
     }
 }
 
