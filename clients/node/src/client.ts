@@ -12,7 +12,15 @@ import type {
 import { status } from "@grpc/grpc-js";
 import { inspect } from "node:util";
 import { CallContext, endpointFromUrl, resolveTls, resolveToken, type TlsOptions, type UnaryMethod } from "./connection";
-import { durationToPb, recordFromPb, submissionToPb, taskFromPb, taskSpecToPb, taskStateToPb } from "./convert";
+import {
+  durationToPb,
+  recordFromPb,
+  submissionToPb,
+  taskFromPb,
+  taskSelectorToPb,
+  taskSpecToPb,
+  taskStateToPb,
+} from "./convert";
 import { upload, type StoredFile, type UploadOptions } from "./files";
 import { FileServiceClient } from "./generated/celeritas/v1/files";
 import { InspectServiceClient } from "./generated/celeritas/v1/inspect";
@@ -25,6 +33,7 @@ import { followProgress, type StreamProgressOptions } from "./progress";
 import { defaultRetryOptions, type RetryOptions } from "./retry";
 import { Schedules } from "./schedules";
 import type {
+  BulkResult,
   HealthStatus,
   ListRecordsOptions,
   ProgressEvent,
@@ -33,6 +42,7 @@ import type {
   Submitted,
   Task,
   TaskRecord,
+  TaskSelector,
   TaskState,
   TaskSubmission,
 } from "./types";
@@ -91,6 +101,20 @@ export interface CancelOptions {
   terminate?: boolean;
 }
 
+/** How to retry tasks in bulk. */
+export interface RetryTasksOptions {
+  /** Only count the tasks that match; change nothing (and answer 0 matched rather than throw `NotFoundError`). */
+  dryRun?: boolean;
+}
+
+/** How to cancel tasks in bulk. */
+export interface CancelTasksOptions {
+  /** Only count the tasks that match; change nothing (and answer 0 matched rather than throw `NotFoundError`). */
+  dryRun?: boolean;
+  /** Abort running tasks at once instead of asking them to stop. */
+  terminate?: boolean;
+}
+
 /** What `listTasks` filters by; every filter given must match. */
 export interface ListTasksOptions {
   /** Only tasks with one of these names. */
@@ -133,8 +157,9 @@ const healthStatusNames: ReadonlyMap<HealthCheckResponse_ServingStatus, HealthSt
  * every call. Close it with `close()` when done.
  *
  * Calls that are safe to repeat are retried on UNAVAILABLE with exponential backoff: reads,
- * cancel, purge, and submissions, which always carry an idempotency key (one is made up when the
- * caller gives none) so a repeated submission returns the task the first one created.
+ * cancel, purge, pausing and resuming queues, bulk retries and cancellations, and submissions,
+ * which always carry an idempotency key (one is made up when the caller gives none) so a repeated
+ * submission returns the task the first one created.
  */
 export class Client {
   /** `celery inspect`: what the workers are doing and how deep the queues are. */
@@ -181,6 +206,10 @@ export class Client {
       getTask: bind(this.tasks, this.tasks.getTask),
       cancelTask: bind(this.tasks, this.tasks.cancelTask),
       purgeQueue: bind(this.tasks, this.tasks.purgeQueue),
+      pauseQueue: bind(this.tasks, this.tasks.pauseQueue),
+      resumeQueue: bind(this.tasks, this.tasks.resumeQueue),
+      retryTasks: bind(this.tasks, this.tasks.retryTasks),
+      cancelTasks: bind(this.tasks, this.tasks.cancelTasks),
       listRecords: bind(this.tasks, this.tasks.listRecords),
       listTasks: bind(this.tasks, this.tasks.listTasks),
       requeueTask: bind(this.tasks, this.tasks.requeueTask),
@@ -285,6 +314,53 @@ export class Client {
   async purge(queue: string): Promise<number> {
     const response = await this.context.call(this.rpc.purgeQueue, { queue });
     return response.cancelled;
+  }
+
+  /**
+   * Pauses a queue: no worker gets a new lease from it, on any coordinator, until it is resumed;
+   * tasks already leased or running finish. The pause is stored, so it outlives restarts;
+   * `inspect.queues()` shows it as `pausedAt`. Answers false when the queue was paused already.
+   * Throws `InvalidArgumentError` (field `queue`) for a queue the coordinator does not have.
+   */
+  async pauseQueue(queue: string): Promise<boolean> {
+    const response = await this.context.call(this.rpc.pauseQueue, { queue });
+    return response.changed;
+  }
+
+  /** Resumes a paused queue: its pending tasks are leased again at once. Answers false when it was not paused. */
+  async resumeQueue(queue: string): Promise<boolean> {
+    const response = await this.context.call(this.rpc.resumeQueue, { queue });
+    return response.changed;
+  }
+
+  /**
+   * Puts the failed tasks that match `selector` back on their queues, each with a fresh set of
+   * retries (their failed attempts stay in `failures`); with `dryRun` only counts them. Tasks that
+   * fail after the call began are not included. Throws `InvalidArgumentError` for an empty selector
+   * (field `selector`) or one naming states other than `"failed"`, and `NotFoundError` when nothing
+   * matches (unless `dryRun`).
+   */
+  async retryTasks(selector: TaskSelector, options: RetryTasksOptions = {}): Promise<BulkResult> {
+    const request = { selector: taskSelectorToPb(selector), dryRun: options.dryRun ?? false };
+    const response = await this.context.call(this.rpc.retryTasks, request);
+    return { matched: response.matched, changed: response.retried };
+  }
+
+  /**
+   * Cancels the unfinished tasks that match `selector`, each as `cancel` would (running ones are
+   * asked to stop, or aborted with `terminate`; their unfinished descendants are cancelled too);
+   * with `dryRun` only counts them. Tasks submitted after the call began are not included. Throws
+   * `InvalidArgumentError` for an empty selector (field `selector`) or one naming finished states,
+   * and `NotFoundError` when nothing matches (unless `dryRun`).
+   */
+  async cancelTasks(selector: TaskSelector, options: CancelTasksOptions = {}): Promise<BulkResult> {
+    const request = {
+      selector: taskSelectorToPb(selector),
+      dryRun: options.dryRun ?? false,
+      terminate: options.terminate ?? false,
+    };
+    const response = await this.context.call(this.rpc.cancelTasks, request);
+    return { matched: response.matched, changed: response.cancelled };
   }
 
   /**

@@ -15,6 +15,7 @@ import type {
   Task,
   TaskError,
   TaskRecord,
+  TaskSelector,
   TaskState,
   TaskSubmission,
 } from "./types";
@@ -114,6 +115,32 @@ export function taskSpecToPb(name: string, args: unknown, options: SubmitOptions
 export function submissionToPb(submission: TaskSubmission): pb.TaskSpec {
   const { name, args, ...options } = submission;
   return taskSpecToPb(name, args, options);
+}
+
+/** A moment of a selector; `field` names it in the error for something that is not a valid `Date`. */
+function momentToPb(moment: Date | undefined, field: string): Date | undefined {
+  if (moment === undefined) {
+    return undefined;
+  }
+  if (!(moment instanceof Date) || Number.isNaN(moment.getTime())) {
+    throw new TypeError(`${field}: expected a valid Date, got ${String(moment)}`);
+  }
+  return moment;
+}
+
+/** A bulk operation's selector; an empty one is left for the server to refuse (it names `selector`). */
+export function taskSelectorToPb(selector: TaskSelector): pb.TaskSelector {
+  return pb.TaskSelector.fromPartial({
+    names: selector.names ?? [],
+    queues: selector.queues ?? [],
+    rootId: selector.rootId ?? "",
+    states: (selector.states ?? []).map((state, index) => taskStateToPb(state, `selector.states[${index}]`)),
+    errorKinds: selector.errorKinds ?? [],
+    createdAfter: momentToPb(selector.createdAfter, "selector.createdAfter"),
+    createdBefore: momentToPb(selector.createdBefore, "selector.createdBefore"),
+    finishedAfter: momentToPb(selector.finishedAfter, "selector.finishedAfter"),
+    finishedBefore: momentToPb(selector.finishedBefore, "selector.finishedBefore"),
+  });
 }
 
 /** What a schedule's ticks submit, as a TaskSpec: no idempotency key, or every tick would return the first task. */

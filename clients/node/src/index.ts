@@ -4,7 +4,9 @@
 export {
   Client,
   type CancelOptions,
+  type CancelTasksOptions,
   type ListTasksOptions,
+  type RetryTasksOptions,
   type ClientOptions,
   type GetOptions,
   type HealthOptions,
@@ -43,6 +45,7 @@ export {
   terminalStates,
   type Aggregate,
   type AttemptFailure,
+  type BulkResult,
   type HealthStatus,
   type ListRecordsOptions,
   type Progress,
@@ -54,6 +57,7 @@ export {
   type Task,
   type TaskError,
   type TaskRecord,
+  type TaskSelector,
   type TaskState,
   type TaskSubmission,
 } from "./types";

@@ -91,6 +91,8 @@ export interface QueueDepth {
    * a worker that does (a task is leased only to workers that registered its name).
    */
   unserved: Record<string, number>;
+  /** Since when the queue is paused (`pauseQueue`): its tasks are not leased until it is resumed. Undefined when it is not paused. */
+  pausedAt?: Date;
 }
 
 /** The InspectService methods the client calls, bound to their grpc-js client. */
@@ -195,7 +197,7 @@ export class Inspector {
     }));
   }
 
-  /** Each configured queue's depth, highest priority first. */
+  /** Each configured queue's depth and, for a paused one, since when (`pausedAt`), highest priority first. */
   async queues(): Promise<QueueDepth[]> {
     const response = await this.context.call(this.methods.queues, {});
     return response.queues.map((queue) => ({
@@ -205,6 +207,7 @@ export class Inspector {
       oldestPendingAgeMs: durationFromPb(queue.oldestPendingAge),
       consumers: queue.consumers,
       unserved: { ...queue.unserved },
+      pausedAt: queue.pausedAt,
     }));
   }
 }

@@ -48,6 +48,45 @@ export interface SubmitOptions {
   parentId?: string;
 }
 
+/**
+ * Which tasks `retryTasks` and `cancelTasks` act on: every criterion given must match, and at
+ * least one must be given (an empty selector throws `InvalidArgumentError` naming `selector`).
+ */
+export interface TaskSelector {
+  /** Only tasks with one of these names. */
+  names?: string[];
+  /** Only tasks on one of these queues. */
+  queues?: string[];
+  /** Only tasks of this tree (the root and its descendants). */
+  rootId?: string;
+  /**
+   * Only tasks in one of these states. `retryTasks` takes `"failed"` only (and failed tasks
+   * when absent); `cancelTasks` unfinished states only (all of them when absent).
+   */
+  states?: TaskState[];
+  /** Only tasks whose last failure is of one of these kinds (`Task.error.kind`). */
+  errorKinds?: string[];
+  /** Only tasks submitted at or after this moment. */
+  createdAfter?: Date;
+  /** Only tasks submitted before this moment. */
+  createdBefore?: Date;
+  /** Only tasks that finished at or after this moment. */
+  finishedAfter?: Date;
+  /** Only tasks that finished before this moment. */
+  finishedBefore?: Date;
+}
+
+/** What a bulk `retryTasks` or `cancelTasks` did. */
+export interface BulkResult {
+  /** How many tasks matched the selector when the call began. */
+  matched: number;
+  /**
+   * How many of them were retried / cancelled; 0 for a dry run. A task that finished meanwhile
+   * is matched but not changed; descendants cancelled along with a matched task are not counted.
+   */
+  changed: number;
+}
+
 /** One task of a batch for `submitMany`. */
 export interface TaskSubmission extends SubmitOptions {
   /** The task's registered name. */

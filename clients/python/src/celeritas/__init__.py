@@ -60,6 +60,7 @@ from celeritas.handle import TaskHandle
 from celeritas.models import (
     Aggregate,
     AttemptFailure,
+    BulkResult,
     Event,
     HealthStatus,
     Progress,
@@ -94,6 +95,7 @@ __all__ = [
     "AsyncInspect",
     "AsyncTaskContext",
     "AttemptFailure",
+    "BulkResult",
     "Cancelled",
     "Celeritas",
     "CeleritasError",

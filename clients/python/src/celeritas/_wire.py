@@ -238,6 +238,20 @@ _NUMBER_BY_STATE: dict[models.TaskState, tasks_pb2.TaskState] = {
 }
 
 
+def state_numbers(
+    states: Iterable[models.TaskState | str], field_name: str = "states"
+) -> list[tasks_pb2.TaskState]:
+    """States (members or their names) as the server numbers them; an unknown one raises
+    ``ValueError`` naming it by index."""
+    numbers = []
+    for index, state in enumerate(states):
+        try:
+            numbers.append(_NUMBER_BY_STATE[models.TaskState(state)])
+        except (KeyError, ValueError):
+            raise ValueError(f"{field_name}[{index}]: {state!r} is not a task state") from None
+    return numbers
+
+
 def list_tasks_request(
     names: Iterable[str],
     states: Iterable[models.TaskState | str],
@@ -246,15 +260,9 @@ def list_tasks_request(
     limit: int | None,
     include_payloads: bool = False,
 ) -> tasks_pb2.ListTasksRequest:
-    numbers = []
-    for index, state in enumerate(states):
-        try:
-            numbers.append(_NUMBER_BY_STATE[models.TaskState(state)])
-        except (KeyError, ValueError):
-            raise ValueError(f"states[{index}]: {state!r} is not a task state") from None
     request = tasks_pb2.ListTasksRequest(
         names=list(names),
-        states=numbers,
+        states=state_numbers(states),
         root_id=root_id or "",
         limit=limit or 0,
         include_payloads=include_payloads,
@@ -262,6 +270,51 @@ def list_tasks_request(
     if quiet_for is not None:
         request.quiet_for.CopyFrom(duration_pb(quiet_for, "quiet_for"))
     return request
+
+
+def _texts(values: Iterable[str] | None, field_name: str) -> list[str]:
+    """A list argument of texts; a lone string (which would iterate as its characters) is
+    refused."""
+    if values is None:
+        return []
+    if isinstance(values, str):
+        raise TypeError(f"{field_name}: expected a list of strings, got the string {values!r}")
+    return list(values)
+
+
+def task_selector_pb(
+    *,
+    names: Iterable[str] | None,
+    queues: Iterable[str] | None,
+    root_id: str | None,
+    states: Iterable[models.TaskState | str] | None,
+    error_kinds: Iterable[str] | None,
+    created_after: datetime | None,
+    created_before: datetime | None,
+    finished_after: datetime | None,
+    finished_before: datetime | None,
+) -> tasks_pb2.TaskSelector:
+    """A bulk operation's TaskSelector. Moments must be aware datetimes (a naive one raises
+    ``ValueError``); an empty selector is left for the server to refuse."""
+    if isinstance(states, str):
+        raise TypeError(f"states: expected a list of states, got the string {states!r}")
+    selector = tasks_pb2.TaskSelector(
+        names=_texts(names, "names"),
+        queues=_texts(queues, "queues"),
+        root_id=root_id or "",
+        states=state_numbers(states or ()),
+        error_kinds=_texts(error_kinds, "error_kinds"),
+    )
+    moments = {
+        "created_after": created_after,
+        "created_before": created_before,
+        "finished_after": finished_after,
+        "finished_before": finished_before,
+    }
+    for field_name, moment in moments.items():
+        if moment is not None:
+            getattr(selector, field_name).CopyFrom(timestamp_pb(moment, field_name))
+    return selector
 
 
 # Answers.
@@ -479,6 +532,7 @@ def queue_depth(message: inspect_pb2.QueueDepth) -> models.QueueDepth:
         oldest_pending_age=timedelta_of(message, "oldest_pending_age"),
         consumers=message.consumers,
         unserved=dict(sorted(message.unserved.items())),
+        paused_at=datetime_of(message, "paused_at"),
     )
 
 

@@ -29,6 +29,7 @@ from celeritas.errors import (
     error_from_rpc_error,
 )
 from celeritas.models import (
+    BulkResult,
     Event,
     HealthStatus,
     QueueDepth,
@@ -210,6 +211,16 @@ class AsyncClient:
         request = tasks_pb2.PurgeQueueRequest(queue=queue)
         return int((await self._call(self._tasks.PurgeQueue, request)).cancelled)
 
+    async def pause_queue(self, queue: str) -> bool:
+        """Pauses a queue; see :meth:`celeritas.Client.pause_queue`."""
+        request = tasks_pb2.PauseQueueRequest(queue=queue)
+        return bool((await self._call(self._tasks.PauseQueue, request)).changed)
+
+    async def resume_queue(self, queue: str) -> bool:
+        """Resumes a paused queue; see :meth:`celeritas.Client.resume_queue`."""
+        request = tasks_pb2.ResumeQueueRequest(queue=queue)
+        return bool((await self._call(self._tasks.ResumeQueue, request)).changed)
+
     async def requeue(self, task_id: str, reason: str, attempt: int | None = None) -> Task:
         """Requeues a stuck task; see :meth:`celeritas.Client.requeue`."""
         request = tasks_pb2.RequeueTaskRequest(task_id=task_id, reason=reason, attempt=attempt or 0)
@@ -219,6 +230,68 @@ class AsyncClient:
         """Fails a stuck task; see :meth:`celeritas.Client.fail`."""
         request = tasks_pb2.FailTaskRequest(task_id=task_id, reason=reason, attempt=attempt or 0)
         return _wire.task((await self._call(self._tasks.FailTask, request)).task)
+
+    async def retry_tasks(
+        self,
+        *,
+        names: Iterable[str] | None = None,
+        queues: Iterable[str] | None = None,
+        root_id: str | None = None,
+        error_kinds: Iterable[str] | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        finished_after: datetime | None = None,
+        finished_before: datetime | None = None,
+        dry_run: bool = False,
+    ) -> BulkResult:
+        """Retries failed tasks in bulk; see :meth:`celeritas.Client.retry_tasks`."""
+        selector = _wire.task_selector_pb(
+            names=names,
+            queues=queues,
+            root_id=root_id,
+            states=None,
+            error_kinds=error_kinds,
+            created_after=created_after,
+            created_before=created_before,
+            finished_after=finished_after,
+            finished_before=finished_before,
+        )
+        request = tasks_pb2.RetryTasksRequest(selector=selector, dry_run=dry_run)
+        response = await self._call(self._tasks.RetryTasks, request)
+        return BulkResult(matched=int(response.matched), changed=int(response.retried))
+
+    async def cancel_tasks(
+        self,
+        *,
+        names: Iterable[str] | None = None,
+        queues: Iterable[str] | None = None,
+        root_id: str | None = None,
+        states: Iterable[TaskState | str] | None = None,
+        error_kinds: Iterable[str] | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        finished_after: datetime | None = None,
+        finished_before: datetime | None = None,
+        terminate: bool = False,
+        dry_run: bool = False,
+    ) -> BulkResult:
+        """Cancels unfinished tasks in bulk; see :meth:`celeritas.Client.cancel_tasks`."""
+        selector = _wire.task_selector_pb(
+            names=names,
+            queues=queues,
+            root_id=root_id,
+            states=states,
+            error_kinds=error_kinds,
+            created_after=created_after,
+            created_before=created_before,
+            finished_after=finished_after,
+            finished_before=finished_before,
+        )
+        request = tasks_pb2.CancelTasksRequest(
+            selector=selector, dry_run=dry_run, terminate=terminate
+        )
+        response = await self._call(self._tasks.CancelTasks, request)
+        return BulkResult(matched=int(response.matched), changed=int(response.cancelled))
 
     async def list_tasks(
         self,

@@ -26,6 +26,7 @@ from celeritas.errors import (
     error_from_rpc_error,
 )
 from celeritas.models import (
+    BulkResult,
     Event,
     HealthStatus,
     QueueDepth,
@@ -255,6 +256,20 @@ class Client:
         request = tasks_pb2.PurgeQueueRequest(queue=queue)
         return int(self._call(self._tasks.PurgeQueue, request).cancelled)
 
+    def pause_queue(self, queue: str) -> bool:
+        """Pauses ``queue``: no worker gets a new lease from it, on any coordinator, until it
+        is resumed; tasks already leased or running finish. The pause is stored, so it outlives
+        restarts; ``inspect.queues()`` shows it as ``paused_at``. Returns False when the queue
+        was paused already. An unknown queue raises :class:`celeritas.InvalidArgument`."""
+        request = tasks_pb2.PauseQueueRequest(queue=queue)
+        return bool(self._call(self._tasks.PauseQueue, request).changed)
+
+    def resume_queue(self, queue: str) -> bool:
+        """Resumes a paused ``queue``: its pending tasks are leased again at once. Returns
+        False when the queue was not paused."""
+        request = tasks_pb2.ResumeQueueRequest(queue=queue)
+        return bool(self._call(self._tasks.ResumeQueue, request).changed)
+
     def requeue(self, task_id: str, reason: str, attempt: int | None = None) -> Task:
         """Ends a leased or running task's attempt (its worker is told to abort it) and puts
         the task back on its queue, recording ``reason`` as a failed attempt that counts a
@@ -268,6 +283,88 @@ class Client:
         ``reason``; ``attempt`` as for :meth:`requeue`."""
         request = tasks_pb2.FailTaskRequest(task_id=task_id, reason=reason, attempt=attempt or 0)
         return _wire.task(self._call(self._tasks.FailTask, request).task)
+
+    def retry_tasks(
+        self,
+        *,
+        names: Iterable[str] | None = None,
+        queues: Iterable[str] | None = None,
+        root_id: str | None = None,
+        error_kinds: Iterable[str] | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        finished_after: datetime | None = None,
+        finished_before: datetime | None = None,
+        dry_run: bool = False,
+    ) -> BulkResult:
+        """Puts the failed tasks that match back on their queues, each with a fresh set of
+        retries (their failed attempts stay in ``failures``); with ``dry_run`` only counts them.
+
+        Every criterion given must match, and at least one must be given (an empty selector
+        raises :class:`celeritas.InvalidArgument` naming ``selector``): one of ``names``, on
+        one of ``queues``, of the tree ``root_id``, whose last error is of one of
+        ``error_kinds``, created / finished within ``[*_after, *_before)``. Moments are aware
+        datetimes (a naive one raises ``ValueError``). Tasks that fail after the call began are
+        not included. When nothing matches (and not ``dry_run``) raises
+        :class:`celeritas.NotFound`. Returns ``BulkResult(matched, changed)``.
+        """
+        selector = _wire.task_selector_pb(
+            names=names,
+            queues=queues,
+            root_id=root_id,
+            states=None,
+            error_kinds=error_kinds,
+            created_after=created_after,
+            created_before=created_before,
+            finished_after=finished_after,
+            finished_before=finished_before,
+        )
+        request = tasks_pb2.RetryTasksRequest(selector=selector, dry_run=dry_run)
+        response = self._call(self._tasks.RetryTasks, request)
+        return BulkResult(matched=int(response.matched), changed=int(response.retried))
+
+    def cancel_tasks(
+        self,
+        *,
+        names: Iterable[str] | None = None,
+        queues: Iterable[str] | None = None,
+        root_id: str | None = None,
+        states: Iterable[TaskState | str] | None = None,
+        error_kinds: Iterable[str] | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        finished_after: datetime | None = None,
+        finished_before: datetime | None = None,
+        terminate: bool = False,
+        dry_run: bool = False,
+    ) -> BulkResult:
+        """Cancels the unfinished tasks that match, each as :meth:`cancel` would (running ones
+        are asked to stop, or aborted with ``terminate``; their unfinished descendants are
+        cancelled too); with ``dry_run`` only counts them.
+
+        The criteria are those of :meth:`retry_tasks`, plus ``states``: unfinished states only
+        (pending, scheduled, leased, running, waiting), all of them when None. Tasks submitted
+        after the call began are not included. An empty selector raises
+        :class:`celeritas.InvalidArgument`, no match (not ``dry_run``)
+        :class:`celeritas.NotFound`. Returns ``BulkResult(matched, changed)``; descendants
+        cancelled along with a matched task are not counted.
+        """
+        selector = _wire.task_selector_pb(
+            names=names,
+            queues=queues,
+            root_id=root_id,
+            states=states,
+            error_kinds=error_kinds,
+            created_after=created_after,
+            created_before=created_before,
+            finished_after=finished_after,
+            finished_before=finished_before,
+        )
+        request = tasks_pb2.CancelTasksRequest(
+            selector=selector, dry_run=dry_run, terminate=terminate
+        )
+        response = self._call(self._tasks.CancelTasks, request)
+        return BulkResult(matched=int(response.matched), changed=int(response.cancelled))
 
     def list_tasks(
         self,
@@ -513,8 +610,8 @@ class Inspect:
         return [_wire.worker_task_names(entry) for entry in response.workers]
 
     def queues(self) -> list[QueueDepth]:
-        """Each configured queue's depth by state and the age of its oldest pending task,
-        highest priority first."""
+        """Each configured queue's depth by state, the age of its oldest pending task and
+        since when it is paused (``paused_at``, None when it is not), highest priority first."""
         response = self._client._call(self._stub.Queues, inspect_pb2.QueuesRequest())
         return [_wire.queue_depth(entry) for entry in response.queues]
 

@@ -16,6 +16,7 @@ from typing import Any
 __all__ = [
     "Aggregate",
     "AttemptFailure",
+    "BulkResult",
     "Event",
     "HealthStatus",
     "Progress",
@@ -465,6 +466,21 @@ class QueueDepth:
     #: Pending tasks by task name that no connected worker of the queue registered; they wait
     #: for a worker that does (a task is leased only to workers that registered its name).
     unserved: dict[str, int]
+    #: Since when the queue is paused (``pause_queue``): its tasks are not leased until it is
+    #: resumed. None when it is not paused.
+    paused_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class BulkResult:
+    """What a bulk ``retry_tasks`` or ``cancel_tasks`` did."""
+
+    #: How many tasks matched the selector when the call began.
+    matched: int
+    #: How many of them were retried / cancelled; 0 for a dry run. A task that finished (or,
+    #: for a retry, was retried) meanwhile is matched but not changed, and descendants cancelled
+    #: along with a matched task are not counted.
+    changed: int
 
 
 @dataclass(frozen=True)

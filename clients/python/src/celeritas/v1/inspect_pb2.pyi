@@ -3,6 +3,7 @@ import datetime
 from celeritas.v1 import schedules_pb2 as _schedules_pb2
 from celeritas.v1 import tasks_pb2 as _tasks_pb2
 from google.protobuf import duration_pb2 as _duration_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -194,7 +195,7 @@ class QueuesRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class QueueDepth(_message.Message):
-    __slots__ = ("name", "priority", "tasks_by_state", "oldest_pending_age", "consumers", "unserved")
+    __slots__ = ("name", "priority", "tasks_by_state", "oldest_pending_age", "consumers", "unserved", "paused_at")
     class TasksByStateEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -215,13 +216,15 @@ class QueueDepth(_message.Message):
     OLDEST_PENDING_AGE_FIELD_NUMBER: _ClassVar[int]
     CONSUMERS_FIELD_NUMBER: _ClassVar[int]
     UNSERVED_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_AT_FIELD_NUMBER: _ClassVar[int]
     name: str
     priority: int
     tasks_by_state: _containers.ScalarMap[str, int]
     oldest_pending_age: _duration_pb2.Duration
     consumers: int
     unserved: _containers.ScalarMap[str, int]
-    def __init__(self, name: _Optional[str] = ..., priority: _Optional[int] = ..., tasks_by_state: _Optional[_Mapping[str, int]] = ..., oldest_pending_age: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., consumers: _Optional[int] = ..., unserved: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    paused_at: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., priority: _Optional[int] = ..., tasks_by_state: _Optional[_Mapping[str, int]] = ..., oldest_pending_age: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., consumers: _Optional[int] = ..., unserved: _Optional[_Mapping[str, int]] = ..., paused_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class QueuesResponse(_message.Message):
     __slots__ = ("queues",)

@@ -210,6 +210,32 @@ class PurgeQueueResponse(_message.Message):
     cancelled: int
     def __init__(self, cancelled: _Optional[int] = ...) -> None: ...
 
+class PauseQueueRequest(_message.Message):
+    __slots__ = ("queue",)
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    queue: str
+    def __init__(self, queue: _Optional[str] = ...) -> None: ...
+
+class PauseQueueResponse(_message.Message):
+    __slots__ = ("changed", "paused_at")
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_AT_FIELD_NUMBER: _ClassVar[int]
+    changed: bool
+    paused_at: _timestamp_pb2.Timestamp
+    def __init__(self, changed: _Optional[bool] = ..., paused_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ResumeQueueRequest(_message.Message):
+    __slots__ = ("queue",)
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    queue: str
+    def __init__(self, queue: _Optional[str] = ...) -> None: ...
+
+class ResumeQueueResponse(_message.Message):
+    __slots__ = ("changed",)
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    changed: bool
+    def __init__(self, changed: _Optional[bool] = ...) -> None: ...
+
 class StreamProgressRequest(_message.Message):
     __slots__ = ("task_id", "from_sequence")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
@@ -377,6 +403,62 @@ class ListTasksResponse(_message.Message):
     TASKS_FIELD_NUMBER: _ClassVar[int]
     tasks: _containers.RepeatedCompositeFieldContainer[Task]
     def __init__(self, tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ...) -> None: ...
+
+class TaskSelector(_message.Message):
+    __slots__ = ("names", "queues", "root_id", "states", "error_kinds", "created_after", "created_before", "finished_after", "finished_before")
+    NAMES_FIELD_NUMBER: _ClassVar[int]
+    QUEUES_FIELD_NUMBER: _ClassVar[int]
+    ROOT_ID_FIELD_NUMBER: _ClassVar[int]
+    STATES_FIELD_NUMBER: _ClassVar[int]
+    ERROR_KINDS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AFTER_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AFTER_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    names: _containers.RepeatedScalarFieldContainer[str]
+    queues: _containers.RepeatedScalarFieldContainer[str]
+    root_id: str
+    states: _containers.RepeatedScalarFieldContainer[TaskState]
+    error_kinds: _containers.RepeatedScalarFieldContainer[str]
+    created_after: _timestamp_pb2.Timestamp
+    created_before: _timestamp_pb2.Timestamp
+    finished_after: _timestamp_pb2.Timestamp
+    finished_before: _timestamp_pb2.Timestamp
+    def __init__(self, names: _Optional[_Iterable[str]] = ..., queues: _Optional[_Iterable[str]] = ..., root_id: _Optional[str] = ..., states: _Optional[_Iterable[_Union[TaskState, str]]] = ..., error_kinds: _Optional[_Iterable[str]] = ..., created_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class RetryTasksRequest(_message.Message):
+    __slots__ = ("selector", "dry_run")
+    SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    selector: TaskSelector
+    dry_run: bool
+    def __init__(self, selector: _Optional[_Union[TaskSelector, _Mapping]] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+
+class RetryTasksResponse(_message.Message):
+    __slots__ = ("matched", "retried")
+    MATCHED_FIELD_NUMBER: _ClassVar[int]
+    RETRIED_FIELD_NUMBER: _ClassVar[int]
+    matched: int
+    retried: int
+    def __init__(self, matched: _Optional[int] = ..., retried: _Optional[int] = ...) -> None: ...
+
+class CancelTasksRequest(_message.Message):
+    __slots__ = ("selector", "dry_run", "terminate")
+    SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    TERMINATE_FIELD_NUMBER: _ClassVar[int]
+    selector: TaskSelector
+    dry_run: bool
+    terminate: bool
+    def __init__(self, selector: _Optional[_Union[TaskSelector, _Mapping]] = ..., dry_run: _Optional[bool] = ..., terminate: _Optional[bool] = ...) -> None: ...
+
+class CancelTasksResponse(_message.Message):
+    __slots__ = ("matched", "cancelled")
+    MATCHED_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    matched: int
+    cancelled: int
+    def __init__(self, matched: _Optional[int] = ..., cancelled: _Optional[int] = ...) -> None: ...
 
 class RequeueTaskRequest(_message.Message):
     __slots__ = ("task_id", "attempt", "reason")

@@ -60,6 +60,16 @@ class TaskServiceStub:
                 request_serializer=celeritas_dot_v1_dot_tasks__pb2.PurgeQueueRequest.SerializeToString,
                 response_deserializer=celeritas_dot_v1_dot_tasks__pb2.PurgeQueueResponse.FromString,
                 _registered_method=True)
+        self.PauseQueue = channel.unary_unary(
+                '/celeritas.v1.TaskService/PauseQueue',
+                request_serializer=celeritas_dot_v1_dot_tasks__pb2.PauseQueueRequest.SerializeToString,
+                response_deserializer=celeritas_dot_v1_dot_tasks__pb2.PauseQueueResponse.FromString,
+                _registered_method=True)
+        self.ResumeQueue = channel.unary_unary(
+                '/celeritas.v1.TaskService/ResumeQueue',
+                request_serializer=celeritas_dot_v1_dot_tasks__pb2.ResumeQueueRequest.SerializeToString,
+                response_deserializer=celeritas_dot_v1_dot_tasks__pb2.ResumeQueueResponse.FromString,
+                _registered_method=True)
         self.StreamProgress = channel.unary_stream(
                 '/celeritas.v1.TaskService/StreamProgress',
                 request_serializer=celeritas_dot_v1_dot_tasks__pb2.StreamProgressRequest.SerializeToString,
@@ -84,6 +94,16 @@ class TaskServiceStub:
                 '/celeritas.v1.TaskService/FailTask',
                 request_serializer=celeritas_dot_v1_dot_tasks__pb2.FailTaskRequest.SerializeToString,
                 response_deserializer=celeritas_dot_v1_dot_tasks__pb2.FailTaskResponse.FromString,
+                _registered_method=True)
+        self.RetryTasks = channel.unary_unary(
+                '/celeritas.v1.TaskService/RetryTasks',
+                request_serializer=celeritas_dot_v1_dot_tasks__pb2.RetryTasksRequest.SerializeToString,
+                response_deserializer=celeritas_dot_v1_dot_tasks__pb2.RetryTasksResponse.FromString,
+                _registered_method=True)
+        self.CancelTasks = channel.unary_unary(
+                '/celeritas.v1.TaskService/CancelTasks',
+                request_serializer=celeritas_dot_v1_dot_tasks__pb2.CancelTasksRequest.SerializeToString,
+                response_deserializer=celeritas_dot_v1_dot_tasks__pb2.CancelTasksResponse.FromString,
                 _registered_method=True)
 
 
@@ -123,6 +143,22 @@ class TaskServiceServicer:
     def PurgeQueue(self, request, context):
         """Cancels every pending and scheduled task of a queue (Celery's purge). Tasks already leased
         or running are not touched.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseQueue(self, request, context):
+        """Pauses a queue: no worker gets a new lease from it, on any coordinator, until it is
+        resumed; tasks already leased or running finish. The pause is stored, so it outlives
+        restarts. Pausing a paused queue changes nothing. INVALID_ARGUMENT for an unknown queue.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeQueue(self, request, context):
+        """Resumes a paused queue: its pending tasks are leased again at once.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -169,6 +205,27 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RetryTasks(self, request, context):
+        """Puts failed tasks that match a selector back on their queues (a fresh set of retries each;
+        their failed attempts stay in their history), or with `dry_run` only counts them. Tasks
+        that fail after the call began are not included. Answers INVALID_ARGUMENT for an empty
+        selector or one naming states other than FAILED, and NOT_FOUND when nothing matches.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelTasks(self, request, context):
+        """Cancels the unfinished tasks that match a selector, each as `CancelTask` would (running
+        ones are told to stop, their unfinished descendants cancelled), or with `dry_run` only
+        counts them. Tasks submitted after the call began are not included. Answers
+        INVALID_ARGUMENT for an empty selector or one naming finished states, and NOT_FOUND when
+        nothing matches.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -197,6 +254,16 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     request_deserializer=celeritas_dot_v1_dot_tasks__pb2.PurgeQueueRequest.FromString,
                     response_serializer=celeritas_dot_v1_dot_tasks__pb2.PurgeQueueResponse.SerializeToString,
             ),
+            'PauseQueue': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseQueue,
+                    request_deserializer=celeritas_dot_v1_dot_tasks__pb2.PauseQueueRequest.FromString,
+                    response_serializer=celeritas_dot_v1_dot_tasks__pb2.PauseQueueResponse.SerializeToString,
+            ),
+            'ResumeQueue': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeQueue,
+                    request_deserializer=celeritas_dot_v1_dot_tasks__pb2.ResumeQueueRequest.FromString,
+                    response_serializer=celeritas_dot_v1_dot_tasks__pb2.ResumeQueueResponse.SerializeToString,
+            ),
             'StreamProgress': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamProgress,
                     request_deserializer=celeritas_dot_v1_dot_tasks__pb2.StreamProgressRequest.FromString,
@@ -221,6 +288,16 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.FailTask,
                     request_deserializer=celeritas_dot_v1_dot_tasks__pb2.FailTaskRequest.FromString,
                     response_serializer=celeritas_dot_v1_dot_tasks__pb2.FailTaskResponse.SerializeToString,
+            ),
+            'RetryTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryTasks,
+                    request_deserializer=celeritas_dot_v1_dot_tasks__pb2.RetryTasksRequest.FromString,
+                    response_serializer=celeritas_dot_v1_dot_tasks__pb2.RetryTasksResponse.SerializeToString,
+            ),
+            'CancelTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelTasks,
+                    request_deserializer=celeritas_dot_v1_dot_tasks__pb2.CancelTasksRequest.FromString,
+                    response_serializer=celeritas_dot_v1_dot_tasks__pb2.CancelTasksResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -370,6 +447,60 @@ class TaskService:
             _registered_method=True)
 
     @staticmethod
+    def PauseQueue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/celeritas.v1.TaskService/PauseQueue',
+            celeritas_dot_v1_dot_tasks__pb2.PauseQueueRequest.SerializeToString,
+            celeritas_dot_v1_dot_tasks__pb2.PauseQueueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeQueue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/celeritas.v1.TaskService/ResumeQueue',
+            celeritas_dot_v1_dot_tasks__pb2.ResumeQueueRequest.SerializeToString,
+            celeritas_dot_v1_dot_tasks__pb2.ResumeQueueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def StreamProgress(request,
             target,
             options=(),
@@ -494,6 +625,60 @@ class TaskService:
             '/celeritas.v1.TaskService/FailTask',
             celeritas_dot_v1_dot_tasks__pb2.FailTaskRequest.SerializeToString,
             celeritas_dot_v1_dot_tasks__pb2.FailTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/celeritas.v1.TaskService/RetryTasks',
+            celeritas_dot_v1_dot_tasks__pb2.RetryTasksRequest.SerializeToString,
+            celeritas_dot_v1_dot_tasks__pb2.RetryTasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/celeritas.v1.TaskService/CancelTasks',
+            celeritas_dot_v1_dot_tasks__pb2.CancelTasksRequest.SerializeToString,
+            celeritas_dot_v1_dot_tasks__pb2.CancelTasksResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -19,6 +19,7 @@ import {
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
 import { Duration } from "../../google/protobuf/duration";
+import { Timestamp } from "../../google/protobuf/timestamp";
 import { Schedule } from "./schedules";
 import { Task } from "./tasks";
 
@@ -237,6 +238,11 @@ export interface QueueDepth {
    * Celery) instead of failing.
    */
   unserved: { [key: string]: number };
+  /**
+   * Since when the queue is paused (`PauseQueue`): its tasks are not leased until it is
+   * resumed. Absent when it is not paused.
+   */
+  pausedAt: Date | undefined;
 }
 
 export interface QueueDepth_TasksByStateEntry {
@@ -1857,7 +1863,15 @@ export const QueuesRequest: MessageFns<QueuesRequest> = {
 };
 
 function createBaseQueueDepth(): QueueDepth {
-  return { name: "", priority: 0, tasksByState: {}, oldestPendingAge: undefined, consumers: 0, unserved: {} };
+  return {
+    name: "",
+    priority: 0,
+    tasksByState: {},
+    oldestPendingAge: undefined,
+    consumers: 0,
+    unserved: {},
+    pausedAt: undefined,
+  };
 }
 
 export const QueueDepth: MessageFns<QueueDepth> = {
@@ -1880,6 +1894,9 @@ export const QueueDepth: MessageFns<QueueDepth> = {
     globalThis.Object.entries(message.unserved).forEach(([key, value]: [string, number]) => {
       QueueDepth_UnservedEntry.encode({ key: key as any, value }, writer.uint32(50).fork()).join();
     });
+    if (message.pausedAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.pausedAt), writer.uint32(58).fork()).join();
+    }
     return writer;
   },
 
@@ -1950,6 +1967,14 @@ export const QueueDepth: MessageFns<QueueDepth> = {
             }
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.pausedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1991,6 +2016,7 @@ export const QueueDepth: MessageFns<QueueDepth> = {
       },
       {},
     );
+    message.pausedAt = object.pausedAt ?? undefined;
     return message;
   },
 };
@@ -2601,6 +2627,18 @@ export type DeepPartial<T> = T extends Builtin ? T
 type KeysOfUnion<T> = T extends T ? keyof T : never;
 export type Exact<P, I extends P> = P extends Builtin ? P
   : P & { [K in keyof P]: Exact<P[K], I[K]> } & { [K in Exclude<keyof I, KeysOfUnion<P>>]: never };
+
+function toTimestamp(date: Date): Timestamp {
+  const seconds = Math.trunc(date.getTime() / 1_000);
+  const nanos = (date.getTime() % 1_000) * 1_000_000;
+  return { seconds, nanos };
+}
+
+function fromTimestamp(t: Timestamp): Date {
+  let millis = (t.seconds || 0) * 1_000;
+  millis += (t.nanos || 0) / 1_000_000;
+  return new globalThis.Date(millis);
+}
 
 function longToNumber(int64: { toString(): string }): number {
   const num = globalThis.Number(int64.toString());

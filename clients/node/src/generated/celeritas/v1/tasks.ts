@@ -305,6 +305,32 @@ export interface PurgeQueueResponse {
   cancelled: number;
 }
 
+/** Asks to pause a queue. */
+export interface PauseQueueRequest {
+  /** The queue, one the coordinator is configured with. */
+  queue: string;
+}
+
+/** What a pause did. */
+export interface PauseQueueResponse {
+  /** False when the queue was paused already. */
+  changed: boolean;
+  /** Since when it is paused (its first pause, when it was paused already). */
+  pausedAt: Date | undefined;
+}
+
+/** Asks to resume a paused queue. */
+export interface ResumeQueueRequest {
+  /** The queue, one the coordinator is configured with. */
+  queue: string;
+}
+
+/** What a resume did. */
+export interface ResumeQueueResponse {
+  /** False when the queue was not paused. */
+  changed: boolean;
+}
+
 /** Asks for the events of a task tree. */
 export interface StreamProgressRequest {
   /** The task whose tree to follow. */
@@ -498,6 +524,78 @@ export interface ListTasksRequest {
 export interface ListTasksResponse {
   /** The tasks, longest quiet first. */
   tasks: Task[];
+}
+
+/**
+ * Which tasks a bulk operation acts on: every criterion given must match, and at least one
+ * must be given.
+ */
+export interface TaskSelector {
+  /** Only tasks with one of these names. */
+  names: string[];
+  /** Only tasks on one of these queues. */
+  queues: string[];
+  /** Only tasks of this tree (the root and its descendants). */
+  rootId: string;
+  /**
+   * Only tasks in one of these states; each operation says which it allows and which it
+   * takes when none is given.
+   */
+  states: TaskState[];
+  /** Only tasks whose last failure is of one of these kinds (`Task.error_kind`). */
+  errorKinds: string[];
+  /** Only tasks submitted at or after this moment. */
+  createdAfter:
+    | Date
+    | undefined;
+  /** Only tasks submitted before this moment. */
+  createdBefore:
+    | Date
+    | undefined;
+  /** Only tasks that finished at or after this moment. */
+  finishedAfter:
+    | Date
+    | undefined;
+  /** Only tasks that finished before this moment. */
+  finishedBefore: Date | undefined;
+}
+
+/** Asks to retry failed tasks. */
+export interface RetryTasksRequest {
+  /** Which; `states` may be empty or FAILED only. */
+  selector:
+    | TaskSelector
+    | undefined;
+  /** Only count them. */
+  dryRun: boolean;
+}
+
+/** What a bulk retry did. */
+export interface RetryTasksResponse {
+  /** How many tasks matched when the call began. */
+  matched: number;
+  /** How many were put back on their queues (0 for a dry run). */
+  retried: number;
+}
+
+/** Asks to cancel tasks. */
+export interface CancelTasksRequest {
+  /** Which; `states` may name unfinished states only, and means all of them when empty. */
+  selector:
+    | TaskSelector
+    | undefined;
+  /** Only count them. */
+  dryRun: boolean;
+  /** Abort running tasks instead of asking them to stop. */
+  terminate: boolean;
+}
+
+/** What a bulk cancellation did. */
+export interface CancelTasksResponse {
+  /** How many tasks matched when the call began. */
+  matched: number;
+  /** How many were cancelled (0 for a dry run); descendants cancelled with them not counted. */
+  cancelled: number;
 }
 
 /** Asks to requeue a leased or running task. */
@@ -1922,6 +2020,238 @@ export const PurgeQueueResponse: MessageFns<PurgeQueueResponse> = {
   },
 };
 
+function createBasePauseQueueRequest(): PauseQueueRequest {
+  return { queue: "" };
+}
+
+export const PauseQueueRequest: MessageFns<PauseQueueRequest> = {
+  encode(message: PauseQueueRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.queue !== "") {
+      writer.uint32(10).string(message.queue);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PauseQueueRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePauseQueueRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.queue = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<PauseQueueRequest>, I>>(base?: I): PauseQueueRequest {
+    return PauseQueueRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PauseQueueRequest>, I>>(object: I): PauseQueueRequest {
+    const message = createBasePauseQueueRequest();
+    message.queue = object.queue ?? "";
+    return message;
+  },
+};
+
+function createBasePauseQueueResponse(): PauseQueueResponse {
+  return { changed: false, pausedAt: undefined };
+}
+
+export const PauseQueueResponse: MessageFns<PauseQueueResponse> = {
+  encode(message: PauseQueueResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.changed !== false) {
+      writer.uint32(8).bool(message.changed);
+    }
+    if (message.pausedAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.pausedAt), writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PauseQueueResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePauseQueueResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.changed = reader.bool();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.pausedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<PauseQueueResponse>, I>>(base?: I): PauseQueueResponse {
+    return PauseQueueResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PauseQueueResponse>, I>>(object: I): PauseQueueResponse {
+    const message = createBasePauseQueueResponse();
+    message.changed = object.changed ?? false;
+    message.pausedAt = object.pausedAt ?? undefined;
+    return message;
+  },
+};
+
+function createBaseResumeQueueRequest(): ResumeQueueRequest {
+  return { queue: "" };
+}
+
+export const ResumeQueueRequest: MessageFns<ResumeQueueRequest> = {
+  encode(message: ResumeQueueRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.queue !== "") {
+      writer.uint32(10).string(message.queue);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ResumeQueueRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseResumeQueueRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.queue = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ResumeQueueRequest>, I>>(base?: I): ResumeQueueRequest {
+    return ResumeQueueRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ResumeQueueRequest>, I>>(object: I): ResumeQueueRequest {
+    const message = createBaseResumeQueueRequest();
+    message.queue = object.queue ?? "";
+    return message;
+  },
+};
+
+function createBaseResumeQueueResponse(): ResumeQueueResponse {
+  return { changed: false };
+}
+
+export const ResumeQueueResponse: MessageFns<ResumeQueueResponse> = {
+  encode(message: ResumeQueueResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.changed !== false) {
+      writer.uint32(8).bool(message.changed);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ResumeQueueResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseResumeQueueResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.changed = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ResumeQueueResponse>, I>>(base?: I): ResumeQueueResponse {
+    return ResumeQueueResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ResumeQueueResponse>, I>>(object: I): ResumeQueueResponse {
+    const message = createBaseResumeQueueResponse();
+    message.changed = object.changed ?? false;
+    return message;
+  },
+};
+
 function createBaseStreamProgressRequest(): StreamProgressRequest {
   return { taskId: "", fromSequence: undefined };
 }
@@ -3308,6 +3638,465 @@ export const ListTasksResponse: MessageFns<ListTasksResponse> = {
   },
 };
 
+function createBaseTaskSelector(): TaskSelector {
+  return {
+    names: [],
+    queues: [],
+    rootId: "",
+    states: [],
+    errorKinds: [],
+    createdAfter: undefined,
+    createdBefore: undefined,
+    finishedAfter: undefined,
+    finishedBefore: undefined,
+  };
+}
+
+export const TaskSelector: MessageFns<TaskSelector> = {
+  encode(message: TaskSelector, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.names) {
+      writer.uint32(10).string(v!);
+    }
+    for (const v of message.queues) {
+      writer.uint32(18).string(v!);
+    }
+    if (message.rootId !== "") {
+      writer.uint32(26).string(message.rootId);
+    }
+    if (message.states.length !== 0) {
+      writer.uint32(34).fork();
+      for (const v of message.states) {
+        writer.int32(v);
+      }
+      writer.join();
+    }
+    for (const v of message.errorKinds) {
+      writer.uint32(42).string(v!);
+    }
+    if (message.createdAfter !== undefined) {
+      Timestamp.encode(toTimestamp(message.createdAfter), writer.uint32(50).fork()).join();
+    }
+    if (message.createdBefore !== undefined) {
+      Timestamp.encode(toTimestamp(message.createdBefore), writer.uint32(58).fork()).join();
+    }
+    if (message.finishedAfter !== undefined) {
+      Timestamp.encode(toTimestamp(message.finishedAfter), writer.uint32(66).fork()).join();
+    }
+    if (message.finishedBefore !== undefined) {
+      Timestamp.encode(toTimestamp(message.finishedBefore), writer.uint32(74).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TaskSelector {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTaskSelector();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.names.push(reader.string());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.queues.push(reader.string());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.rootId = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag === 32) {
+              message.states.push(reader.int32() as any);
+
+              continue;
+            }
+
+            if (tag === 34) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.states.push(reader.int32() as any);
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.errorKinds.push(reader.string());
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.createdAfter = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.createdBefore = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.finishedAfter = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.finishedBefore = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<TaskSelector>, I>>(base?: I): TaskSelector {
+    return TaskSelector.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<TaskSelector>, I>>(object: I): TaskSelector {
+    const message = createBaseTaskSelector();
+    message.names = object.names?.map((e) => e) || [];
+    message.queues = object.queues?.map((e) => e) || [];
+    message.rootId = object.rootId ?? "";
+    message.states = object.states?.map((e) => e) || [];
+    message.errorKinds = object.errorKinds?.map((e) => e) || [];
+    message.createdAfter = object.createdAfter ?? undefined;
+    message.createdBefore = object.createdBefore ?? undefined;
+    message.finishedAfter = object.finishedAfter ?? undefined;
+    message.finishedBefore = object.finishedBefore ?? undefined;
+    return message;
+  },
+};
+
+function createBaseRetryTasksRequest(): RetryTasksRequest {
+  return { selector: undefined, dryRun: false };
+}
+
+export const RetryTasksRequest: MessageFns<RetryTasksRequest> = {
+  encode(message: RetryTasksRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.selector !== undefined) {
+      TaskSelector.encode(message.selector, writer.uint32(10).fork()).join();
+    }
+    if (message.dryRun !== false) {
+      writer.uint32(16).bool(message.dryRun);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RetryTasksRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRetryTasksRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.selector = TaskSelector.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.dryRun = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<RetryTasksRequest>, I>>(base?: I): RetryTasksRequest {
+    return RetryTasksRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RetryTasksRequest>, I>>(object: I): RetryTasksRequest {
+    const message = createBaseRetryTasksRequest();
+    message.selector = (object.selector !== undefined && object.selector !== null)
+      ? TaskSelector.fromPartial(object.selector)
+      : undefined;
+    message.dryRun = object.dryRun ?? false;
+    return message;
+  },
+};
+
+function createBaseRetryTasksResponse(): RetryTasksResponse {
+  return { matched: 0, retried: 0 };
+}
+
+export const RetryTasksResponse: MessageFns<RetryTasksResponse> = {
+  encode(message: RetryTasksResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.matched !== 0) {
+      writer.uint32(8).uint64(message.matched);
+    }
+    if (message.retried !== 0) {
+      writer.uint32(16).uint64(message.retried);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RetryTasksResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRetryTasksResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.matched = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.retried = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<RetryTasksResponse>, I>>(base?: I): RetryTasksResponse {
+    return RetryTasksResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RetryTasksResponse>, I>>(object: I): RetryTasksResponse {
+    const message = createBaseRetryTasksResponse();
+    message.matched = object.matched ?? 0;
+    message.retried = object.retried ?? 0;
+    return message;
+  },
+};
+
+function createBaseCancelTasksRequest(): CancelTasksRequest {
+  return { selector: undefined, dryRun: false, terminate: false };
+}
+
+export const CancelTasksRequest: MessageFns<CancelTasksRequest> = {
+  encode(message: CancelTasksRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.selector !== undefined) {
+      TaskSelector.encode(message.selector, writer.uint32(10).fork()).join();
+    }
+    if (message.dryRun !== false) {
+      writer.uint32(16).bool(message.dryRun);
+    }
+    if (message.terminate !== false) {
+      writer.uint32(24).bool(message.terminate);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CancelTasksRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCancelTasksRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.selector = TaskSelector.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.dryRun = reader.bool();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.terminate = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<CancelTasksRequest>, I>>(base?: I): CancelTasksRequest {
+    return CancelTasksRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CancelTasksRequest>, I>>(object: I): CancelTasksRequest {
+    const message = createBaseCancelTasksRequest();
+    message.selector = (object.selector !== undefined && object.selector !== null)
+      ? TaskSelector.fromPartial(object.selector)
+      : undefined;
+    message.dryRun = object.dryRun ?? false;
+    message.terminate = object.terminate ?? false;
+    return message;
+  },
+};
+
+function createBaseCancelTasksResponse(): CancelTasksResponse {
+  return { matched: 0, cancelled: 0 };
+}
+
+export const CancelTasksResponse: MessageFns<CancelTasksResponse> = {
+  encode(message: CancelTasksResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.matched !== 0) {
+      writer.uint32(8).uint64(message.matched);
+    }
+    if (message.cancelled !== 0) {
+      writer.uint32(16).uint64(message.cancelled);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CancelTasksResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCancelTasksResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.matched = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.cancelled = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<CancelTasksResponse>, I>>(base?: I): CancelTasksResponse {
+    return CancelTasksResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CancelTasksResponse>, I>>(object: I): CancelTasksResponse {
+    const message = createBaseCancelTasksResponse();
+    message.matched = object.matched ?? 0;
+    message.cancelled = object.cancelled ?? 0;
+    return message;
+  },
+};
+
 function createBaseRequeueTaskRequest(): RequeueTaskRequest {
   return { taskId: "", attempt: 0, reason: "" };
 }
@@ -3636,6 +4425,30 @@ export const TaskServiceService = {
     responseDeserialize: (value: Buffer): PurgeQueueResponse => PurgeQueueResponse.decode(value),
   },
   /**
+   * Pauses a queue: no worker gets a new lease from it, on any coordinator, until it is
+   * resumed; tasks already leased or running finish. The pause is stored, so it outlives
+   * restarts. Pausing a paused queue changes nothing. INVALID_ARGUMENT for an unknown queue.
+   */
+  pauseQueue: {
+    path: "/celeritas.v1.TaskService/PauseQueue" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: PauseQueueRequest): Buffer => Buffer.from(PauseQueueRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): PauseQueueRequest => PauseQueueRequest.decode(value),
+    responseSerialize: (value: PauseQueueResponse): Buffer => Buffer.from(PauseQueueResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): PauseQueueResponse => PauseQueueResponse.decode(value),
+  },
+  /** Resumes a paused queue: its pending tasks are leased again at once. */
+  resumeQueue: {
+    path: "/celeritas.v1.TaskService/ResumeQueue" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ResumeQueueRequest): Buffer => Buffer.from(ResumeQueueRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ResumeQueueRequest => ResumeQueueRequest.decode(value),
+    responseSerialize: (value: ResumeQueueResponse): Buffer => Buffer.from(ResumeQueueResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ResumeQueueResponse => ResumeQueueResponse.decode(value),
+  },
+  /**
    * Streams the events of a task tree (a root task and all its descendants), starting after
    * `from_sequence`, until the whole tree has finished. Answers FAILED_PRECONDITION for a task
    * that is not a root (the message names the root to follow).
@@ -3699,6 +4512,37 @@ export const TaskServiceService = {
     responseSerialize: (value: FailTaskResponse): Buffer => Buffer.from(FailTaskResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): FailTaskResponse => FailTaskResponse.decode(value),
   },
+  /**
+   * Puts failed tasks that match a selector back on their queues (a fresh set of retries each;
+   * their failed attempts stay in their history), or with `dry_run` only counts them. Tasks
+   * that fail after the call began are not included. Answers INVALID_ARGUMENT for an empty
+   * selector or one naming states other than FAILED, and NOT_FOUND when nothing matches.
+   */
+  retryTasks: {
+    path: "/celeritas.v1.TaskService/RetryTasks" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RetryTasksRequest): Buffer => Buffer.from(RetryTasksRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RetryTasksRequest => RetryTasksRequest.decode(value),
+    responseSerialize: (value: RetryTasksResponse): Buffer => Buffer.from(RetryTasksResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RetryTasksResponse => RetryTasksResponse.decode(value),
+  },
+  /**
+   * Cancels the unfinished tasks that match a selector, each as `CancelTask` would (running
+   * ones are told to stop, their unfinished descendants cancelled), or with `dry_run` only
+   * counts them. Tasks submitted after the call began are not included. Answers
+   * INVALID_ARGUMENT for an empty selector or one naming finished states, and NOT_FOUND when
+   * nothing matches.
+   */
+  cancelTasks: {
+    path: "/celeritas.v1.TaskService/CancelTasks" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: CancelTasksRequest): Buffer => Buffer.from(CancelTasksRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CancelTasksRequest => CancelTasksRequest.decode(value),
+    responseSerialize: (value: CancelTasksResponse): Buffer => Buffer.from(CancelTasksResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): CancelTasksResponse => CancelTasksResponse.decode(value),
+  },
 } as const;
 
 export interface TaskServiceServer extends UntypedServiceImplementation {
@@ -3718,6 +4562,14 @@ export interface TaskServiceServer extends UntypedServiceImplementation {
    * or running are not touched.
    */
   purgeQueue: handleUnaryCall<PurgeQueueRequest, PurgeQueueResponse>;
+  /**
+   * Pauses a queue: no worker gets a new lease from it, on any coordinator, until it is
+   * resumed; tasks already leased or running finish. The pause is stored, so it outlives
+   * restarts. Pausing a paused queue changes nothing. INVALID_ARGUMENT for an unknown queue.
+   */
+  pauseQueue: handleUnaryCall<PauseQueueRequest, PauseQueueResponse>;
+  /** Resumes a paused queue: its pending tasks are leased again at once. */
+  resumeQueue: handleUnaryCall<ResumeQueueRequest, ResumeQueueResponse>;
   /**
    * Streams the events of a task tree (a root task and all its descendants), starting after
    * `from_sequence`, until the whole tree has finished. Answers FAILED_PRECONDITION for a task
@@ -3740,6 +4592,21 @@ export interface TaskServiceServer extends UntypedServiceImplementation {
    * for good, recording why. Answers FAILED_PRECONDITION like `RequeueTask`.
    */
   failTask: handleUnaryCall<FailTaskRequest, FailTaskResponse>;
+  /**
+   * Puts failed tasks that match a selector back on their queues (a fresh set of retries each;
+   * their failed attempts stay in their history), or with `dry_run` only counts them. Tasks
+   * that fail after the call began are not included. Answers INVALID_ARGUMENT for an empty
+   * selector or one naming states other than FAILED, and NOT_FOUND when nothing matches.
+   */
+  retryTasks: handleUnaryCall<RetryTasksRequest, RetryTasksResponse>;
+  /**
+   * Cancels the unfinished tasks that match a selector, each as `CancelTask` would (running
+   * ones are told to stop, their unfinished descendants cancelled), or with `dry_run` only
+   * counts them. Tasks submitted after the call began are not included. Answers
+   * INVALID_ARGUMENT for an empty selector or one naming finished states, and NOT_FOUND when
+   * nothing matches.
+   */
+  cancelTasks: handleUnaryCall<CancelTasksRequest, CancelTasksResponse>;
 }
 
 export interface TaskServiceClient extends Client {
@@ -3830,6 +4697,42 @@ export interface TaskServiceClient extends Client {
     callback: (error: ServiceError | null, response: PurgeQueueResponse) => void,
   ): ClientUnaryCall;
   /**
+   * Pauses a queue: no worker gets a new lease from it, on any coordinator, until it is
+   * resumed; tasks already leased or running finish. The pause is stored, so it outlives
+   * restarts. Pausing a paused queue changes nothing. INVALID_ARGUMENT for an unknown queue.
+   */
+  pauseQueue(
+    request: PauseQueueRequest,
+    callback: (error: ServiceError | null, response: PauseQueueResponse) => void,
+  ): ClientUnaryCall;
+  pauseQueue(
+    request: PauseQueueRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: PauseQueueResponse) => void,
+  ): ClientUnaryCall;
+  pauseQueue(
+    request: PauseQueueRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: PauseQueueResponse) => void,
+  ): ClientUnaryCall;
+  /** Resumes a paused queue: its pending tasks are leased again at once. */
+  resumeQueue(
+    request: ResumeQueueRequest,
+    callback: (error: ServiceError | null, response: ResumeQueueResponse) => void,
+  ): ClientUnaryCall;
+  resumeQueue(
+    request: ResumeQueueRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ResumeQueueResponse) => void,
+  ): ClientUnaryCall;
+  resumeQueue(
+    request: ResumeQueueRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ResumeQueueResponse) => void,
+  ): ClientUnaryCall;
+  /**
    * Streams the events of a task tree (a root task and all its descendants), starting after
    * `from_sequence`, until the whole tree has finished. Answers FAILED_PRECONDITION for a task
    * that is not a root (the message names the root to follow).
@@ -3914,6 +4817,49 @@ export interface TaskServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: FailTaskResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Puts failed tasks that match a selector back on their queues (a fresh set of retries each;
+   * their failed attempts stay in their history), or with `dry_run` only counts them. Tasks
+   * that fail after the call began are not included. Answers INVALID_ARGUMENT for an empty
+   * selector or one naming states other than FAILED, and NOT_FOUND when nothing matches.
+   */
+  retryTasks(
+    request: RetryTasksRequest,
+    callback: (error: ServiceError | null, response: RetryTasksResponse) => void,
+  ): ClientUnaryCall;
+  retryTasks(
+    request: RetryTasksRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RetryTasksResponse) => void,
+  ): ClientUnaryCall;
+  retryTasks(
+    request: RetryTasksRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RetryTasksResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Cancels the unfinished tasks that match a selector, each as `CancelTask` would (running
+   * ones are told to stop, their unfinished descendants cancelled), or with `dry_run` only
+   * counts them. Tasks submitted after the call began are not included. Answers
+   * INVALID_ARGUMENT for an empty selector or one naming finished states, and NOT_FOUND when
+   * nothing matches.
+   */
+  cancelTasks(
+    request: CancelTasksRequest,
+    callback: (error: ServiceError | null, response: CancelTasksResponse) => void,
+  ): ClientUnaryCall;
+  cancelTasks(
+    request: CancelTasksRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: CancelTasksResponse) => void,
+  ): ClientUnaryCall;
+  cancelTasks(
+    request: CancelTasksRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: CancelTasksResponse) => void,
   ): ClientUnaryCall;
 }
 
