@@ -40,7 +40,11 @@ pub fn builtin_registry(
     canvas::register(&mut registry);
     email::register(
         &mut registry,
-        Arc::new(email::EmailTasks::new(&config.smtp, api.clone())?),
+        Arc::new(email::EmailTasks::new(
+            &config.smtp,
+            config.rate_limits()?,
+            api.clone(),
+        )?),
         Arc::new(email::Upkeep::new(api.clone(), &config.campaigns)),
     );
     contacts::register(

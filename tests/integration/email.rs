@@ -26,20 +26,22 @@ fn peer(script: &str) -> PathBuf {
 
 /// One message as the server received it.
 #[derive(Debug, serde::Deserialize)]
-struct Received {
-    to: Vec<String>,
+pub(crate) struct Received {
+    pub(crate) to: Vec<String>,
     data: String,
+    /// When its DATA was accepted, in seconds since the epoch.
+    pub(crate) at: f64,
 }
 
 /// `tests/peers/smtp_server.py` on a free loopback port.
-struct SmtpServer {
+pub(crate) struct SmtpServer {
     _process: Child,
     port: u16,
     log: PathBuf,
 }
 
 impl SmtpServer {
-    async fn start(logs: &Path, extra: &[&str]) -> Self {
+    pub(crate) async fn start(logs: &Path, extra: &[&str]) -> Self {
         let port = free_port();
         let log = logs.join("smtp-received.jsonl");
         let mut arguments = vec![port.to_string(), log.display().to_string()];
@@ -52,7 +54,7 @@ impl SmtpServer {
         }
     }
 
-    fn messages(&self) -> Vec<Received> {
+    pub(crate) fn messages(&self) -> Vec<Received> {
         let Ok(text) = std::fs::read_to_string(&self.log) else {
             return Vec::new();
         };
@@ -77,7 +79,7 @@ impl SmtpServer {
 }
 
 /// Writes the `celeritas.toml` that processes started in `logs` read: one relay, the server.
-fn configure(logs: &Path, server: &SmtpServer, extra: &str) {
+pub(crate) fn configure(logs: &Path, server: &SmtpServer, extra: &str) {
     std::fs::write(
         logs.join("celeritas.toml"),
         format!(
@@ -101,14 +103,14 @@ fn content(campaign: &str) -> Value {
     })
 }
 
-fn campaign(campaign: &str, recipients: Vec<Value>, batch_size: usize) -> Value {
+pub(crate) fn campaign(campaign: &str, recipients: Vec<Value>, batch_size: usize) -> Value {
     let mut args = content(campaign);
     args["recipients"] = Value::Array(recipients);
     args["batch_size"] = json!(batch_size);
     args
 }
 
-fn recipient(email: &str, name: &str) -> Value {
+pub(crate) fn recipient(email: &str, name: &str) -> Value {
     json!({"email": email, "vars": {"name": name}})
 }
 

@@ -1,4 +1,5 @@
-//! Flow control: queues paused and resumed across coordinators and restarts.
+//! Flow control: queues paused and resumed across coordinators and restarts, bulk retry and
+//! cancel, and rate limits measured at a real SMTP server.
 
 use std::time::Duration;
 
@@ -6,6 +7,7 @@ use celeritas::domain::{ErrorKind, QueueName, TaskId, TaskState};
 use celeritas::grpc::client::{ClientError, CoordinatorClient};
 use serde_json::json;
 
+use crate::email::{SmtpServer, campaign, configure, recipient};
 use crate::support::{
     CoordinatorLaunch, TestDatabase, WorkerProcess, free_port, log_dir, spec, wait_for_state,
     wait_until,
@@ -320,4 +322,107 @@ async fn failed_tasks_are_retried_and_waiting_ones_cancelled_in_bulk_after_a_dry
     );
     client.resume_queue(&import).await.unwrap();
     assert!(worker.terminate().await.success());
+}
+
+/// Messages per second over a series of moments: (count − 1) over the time from the first to
+/// the last.
+fn rate_of(moments: &[f64]) -> f64 {
+    let (first, last) = (moments[0], moments[moments.len() - 1]);
+    (moments.len() - 1) as f64 / (last - first)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_domains_rate_limit_holds_across_every_worker_and_coordinator() {
+    let database = TestDatabase::create().await;
+    let logs = log_dir("flow-rate-limit");
+    let server = SmtpServer::start(&logs, &[]).await;
+    configure(
+        &logs,
+        &server,
+        "[rate_limits]\n\"domain:limited.test\" = \"50/s\"\n",
+    );
+    let launch = |name: &str| CoordinatorLaunch::new(&database.url, &logs).name(name);
+    let first = launch("first").start().await;
+    let second = launch("second").start().await;
+    let workers = [
+        WorkerProcess::start(&first, &logs, "mailer-1", &["-c", "8"]),
+        WorkerProcess::start(&first, &logs, "mailer-2", &["-c", "8"]),
+        WorkerProcess::start(&second, &logs, "mailer-3", &["-c", "8"]),
+    ];
+    let mut client = first.client().await;
+    wait_until("three workers", Duration::from_secs(30), || {
+        let mut client = client.clone();
+        async move {
+            client
+                .workers()
+                .await
+                .unwrap()
+                .iter()
+                .filter(|worker| worker.connected)
+                .count()
+                == 3
+        }
+    })
+    .await;
+
+    // 1,000 recipients of the limited domain and 1,000 of another, interleaved.
+    let recipients: Vec<_> = (0..2_000)
+        .map(|n| {
+            let domain = if n % 2 == 0 {
+                "limited.test"
+            } else {
+                "free.test"
+            };
+            recipient(&format!("user{n}@{domain}"), "Reader")
+        })
+        .collect();
+    let args = campaign("limited", recipients, 100);
+    let campaign = client
+        .submit(&spec("send_campaign", args, None))
+        .await
+        .unwrap();
+    wait_until(
+        "every message to arrive",
+        Duration::from_secs(120),
+        || async { server.messages().len() >= 2_000 },
+    )
+    .await;
+    wait_for_state(&mut client, campaign.id, TaskState::Succeeded).await;
+
+    let messages = server.messages();
+    assert_eq!(messages.len(), 2_000, "each recipient once");
+    let moments = |domain: &str| {
+        let mut moments: Vec<f64> = messages
+            .iter()
+            .filter(|message| message.to[0].ends_with(domain))
+            .map(|message| message.at)
+            .collect();
+        moments.sort_by(f64::total_cmp);
+        moments
+    };
+    let limited = moments("@limited.test");
+    let free = moments("@free.test");
+    assert_eq!((limited.len(), free.len()), (1_000, 1_000));
+    let rate = rate_of(&limited);
+    eprintln!(
+        "limited.test: {rate:.1}/s over {:.1} s; free.test: {:.1}/s",
+        limited[limited.len() - 1] - limited[0],
+        rate_of(&free)
+    );
+    assert!(
+        (45.0..=55.0).contains(&rate),
+        "the limited domain got {rate:.1} messages/s over {:.1} s; its limit is 50/s",
+        limited[limited.len() - 1] - limited[0]
+    );
+    // The other domain is not held to the limit: it is done while the limited one has most of
+    // its 20 s still to go.
+    let free_span = free[free.len() - 1] - free[0];
+    let limited_span = limited[limited.len() - 1] - limited[0];
+    assert!(
+        free_span < limited_span / 2.0,
+        "the unlimited domain took {free_span:.1} s, the limited one {limited_span:.1} s"
+    );
+    for worker in workers {
+        assert!(worker.terminate().await.success());
+    }
 }

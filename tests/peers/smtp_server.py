@@ -8,7 +8,7 @@ whose text holds a NUL byte (a relay's reply is foreign text); those starting wi
 their first N RCPTs (default 1), then are accepted; those starting with `stall` get no answer to
 their first RCPT for S seconds (default 600: a relay that hangs), then are accepted. Every accepted
 message is appended to LOG as one JSON line: {"from": ..., "to": [...], "data": "<the message as
-received>"}; every QUIT appends {"quit": true} to LOG.quits. With --tls it speaks STARTTLS (and
+received>", "at": <seconds since the epoch, when its DATA was accepted>}; every QUIT appends {"quit": true} to LOG.quits. With --tls it speaks STARTTLS (and
 requires it before MAIL) or TLS from the first byte, with the given certificate. Prints `ready`
 once it listens; runs until SIGTERM.
 """
@@ -20,6 +20,7 @@ import json
 import signal
 import ssl
 import threading
+import time
 
 from aiosmtpd.controller import Controller
 
@@ -63,6 +64,7 @@ class Scripted:
                 "from": envelope.mail_from,
                 "to": envelope.rcpt_tos,
                 "data": envelope.original_content.decode("utf-8", "replace"),
+                "at": time.time(),
             }
         )
         with self.lock:

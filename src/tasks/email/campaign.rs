@@ -5,8 +5,13 @@
 //! with the SMTP reply). A 5xx fails that recipient for good; a 4xx defers it, and the batch is
 //! retried later for its deferred recipients only: a retried batch skips everyone already
 //! delivered or failed, so nobody is mailed twice.
+//!
+//! Every batch carries the rate key of its relay (`relay:NAME`, `relay:default`) costing its
+//! recipients. The recipients of a domain whose `domain:NAME` key a configured limit covers go
+//! in batches of their own, of at most a fifth of a second's worth of that limit, which carry
+//! that key too: the coordinator then leases them only as fast as the limit allows.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,7 +22,9 @@ use super::EmailTasks;
 use super::audience::{Audience, RecipientsFrom};
 use super::content::{Content, ContentArgs, Recipient};
 use super::relay::{Delivery, Relay};
-use crate::domain::{JsonText, RecordEntry, StartAt, TaskName, TaskSpec, ValidationError};
+use crate::domain::{
+    JsonText, RateKeys, RateLimits, RecordEntry, StartAt, TaskName, TaskSpec, ValidationError,
+};
 use crate::worker::{TaskContext, TaskError};
 use lettre::message::dkim::DkimConfig;
 
@@ -152,6 +159,9 @@ pub async fn send_campaign(
         name: TaskName::parse("name", "send_email_batch").map_err(invalid)?,
         batch_size,
         rate: args.rate,
+        rate_limits: &email.rate_limits,
+        relay_key: format!("relay:{}", content.relay.as_deref().unwrap_or("default")),
+        by_domain: BTreeMap::new(),
         pending: Vec::new(),
         specs: Vec::new(),
         recipients: 0,
@@ -204,7 +214,13 @@ pub async fn send_campaign(
                 }
                 fan_out.add(page).await?;
             }
-            if fan_out.recipients == 0 && fan_out.pending.is_empty() {
+            if fan_out.recipients == 0
+                && fan_out.pending.is_empty()
+                && fan_out
+                    .by_domain
+                    .values()
+                    .all(|(_, group)| group.is_empty())
+            {
                 return Err(invalid(ValidationError::new(
                     "recipients_from",
                     format!(
@@ -246,7 +262,13 @@ struct FanOut<'a> {
     name: TaskName,
     batch_size: usize,
     rate: Option<f64>,
-    /// Recipients not yet in a batch.
+    rate_limits: &'a RateLimits,
+    /// The rate key of the campaign's relay.
+    relay_key: String,
+    /// Recipients of rate-limited domains not yet in a batch, by `domain:NAME` key, with the
+    /// size their batches are cut at.
+    by_domain: BTreeMap<String, (usize, Vec<Recipient>)>,
+    /// Other recipients not yet in a batch.
     pending: Vec<Recipient>,
     /// Batches not yet submitted.
     specs: Vec<TaskSpec>,
@@ -258,16 +280,43 @@ struct FanOut<'a> {
 
 impl FanOut<'_> {
     async fn add(&mut self, recipients: Vec<Recipient>) -> Result<(), TaskError> {
-        self.pending.extend(recipients);
-        while self.pending.len() >= self.batch_size {
-            let rest = self.pending.split_off(self.batch_size);
-            let batch = std::mem::replace(&mut self.pending, rest);
-            self.cut(batch).await?;
+        for recipient in recipients {
+            let domain_key = recipient
+                .email
+                .rsplit_once('@')
+                .map(|(_, domain)| format!("domain:{}", domain.trim().to_lowercase()));
+            let limit = domain_key
+                .as_ref()
+                .and_then(|key| Some((key, self.rate_limits.rate_for(key)?)));
+            let Some((key, rate)) = limit else {
+                self.pending.push(recipient);
+                if self.pending.len() >= self.batch_size {
+                    let batch = std::mem::take(&mut self.pending);
+                    self.cut(batch, None).await?;
+                }
+                continue;
+            };
+            let size = ((rate.value() / 5.0).ceil() as usize).clamp(1, self.batch_size);
+            let (size, group) = self
+                .by_domain
+                .entry(key.clone())
+                .or_insert_with(|| (size, Vec::new()));
+            group.push(recipient);
+            if group.len() >= *size {
+                let batch = std::mem::take(group);
+                let key = key.clone();
+                self.cut(batch, Some(key)).await?;
+            }
         }
         Ok(())
     }
 
-    async fn cut(&mut self, batch: Vec<Recipient>) -> Result<(), TaskError> {
+    /// Makes a batch of `batch`, whose recipients are all of the limited `domain_key` if given.
+    async fn cut(
+        &mut self,
+        batch: Vec<Recipient>,
+        domain_key: Option<String>,
+    ) -> Result<(), TaskError> {
         let index = self.batches;
         let batch_args = BatchArgs {
             content: self.content_args.clone(),
@@ -277,6 +326,13 @@ impl FanOut<'_> {
         let batch_args = serde_json::to_value(&batch_args)
             .map_err(|error| TaskError::permanent("internal", error.to_string()))?;
         let mut spec = TaskSpec::new(self.name.clone(), JsonText::from_value(&batch_args));
+        let cost = u32::try_from(count).unwrap_or(u32::MAX);
+        let mut rate_keys = RateKeys::default();
+        rate_keys.add(self.relay_key.clone(), cost);
+        if let Some(key) = domain_key {
+            rate_keys.add(key, cost);
+        }
+        spec.rate_keys = rate_keys;
         // A retried campaign submits each batch once.
         spec.idempotency_key = Some(format!("{}:batch:{index}", self.context.task_id));
         // A campaign rate spaces the batches out in time.
@@ -315,9 +371,14 @@ impl FanOut<'_> {
 
     /// Cuts the last batch and submits what is left; answers the recipients and batches.
     async fn finish(mut self) -> Result<(usize, usize), TaskError> {
+        for (key, (_, group)) in std::mem::take(&mut self.by_domain) {
+            if !group.is_empty() {
+                self.cut(group, Some(key)).await?;
+            }
+        }
         if !self.pending.is_empty() {
             let batch = std::mem::take(&mut self.pending);
-            self.cut(batch).await?;
+            self.cut(batch, None).await?;
         }
         self.submit().await?;
         self.context

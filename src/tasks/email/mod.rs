@@ -51,6 +51,9 @@ pub struct EmailTasks {
     retry_deferred_after: Duration,
     /// The coordinator's API, where a campaign reads an import's contacts.
     api: crate::tasks::api::CoordinatorApi,
+    /// The configured rate limits: a campaign puts the recipients of a limited domain in
+    /// batches of their own, small enough to keep the limit smooth.
+    rate_limits: crate::domain::RateLimits,
 }
 
 impl EmailTasks {
@@ -58,6 +61,7 @@ impl EmailTasks {
     /// through `api`.
     pub fn new(
         settings: &SmtpSettings,
+        rate_limits: crate::domain::RateLimits,
         api: crate::tasks::api::CoordinatorApi,
     ) -> Result<Self, ValidationError> {
         let dkim = settings
@@ -99,6 +103,7 @@ impl EmailTasks {
             dkim,
             retry_deferred_after: settings.retry_deferred_after,
             api,
+            rate_limits,
         })
     }
 

@@ -35,7 +35,14 @@ TASK_STATE_EXPIRED: TaskState
 TASK_STATE_WAITING: TaskState
 
 class TaskSpec(_message.Message):
-    __slots__ = ("name", "args_json", "queue", "priority", "countdown", "eta", "expires_at", "expires_in", "max_retries", "idempotency_key", "soft_time_limit", "hard_time_limit", "parent_id")
+    __slots__ = ("name", "args_json", "queue", "priority", "countdown", "eta", "expires_at", "expires_in", "max_retries", "idempotency_key", "soft_time_limit", "hard_time_limit", "parent_id", "rate_keys")
+    class RateKeysEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     ARGS_JSON_FIELD_NUMBER: _ClassVar[int]
     QUEUE_FIELD_NUMBER: _ClassVar[int]
@@ -49,6 +56,7 @@ class TaskSpec(_message.Message):
     SOFT_TIME_LIMIT_FIELD_NUMBER: _ClassVar[int]
     HARD_TIME_LIMIT_FIELD_NUMBER: _ClassVar[int]
     PARENT_ID_FIELD_NUMBER: _ClassVar[int]
+    RATE_KEYS_FIELD_NUMBER: _ClassVar[int]
     name: str
     args_json: str
     queue: str
@@ -62,7 +70,8 @@ class TaskSpec(_message.Message):
     soft_time_limit: _duration_pb2.Duration
     hard_time_limit: _duration_pb2.Duration
     parent_id: str
-    def __init__(self, name: _Optional[str] = ..., args_json: _Optional[str] = ..., queue: _Optional[str] = ..., priority: _Optional[int] = ..., countdown: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., eta: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_in: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_retries: _Optional[int] = ..., idempotency_key: _Optional[str] = ..., soft_time_limit: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., hard_time_limit: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., parent_id: _Optional[str] = ...) -> None: ...
+    rate_keys: _containers.ScalarMap[str, int]
+    def __init__(self, name: _Optional[str] = ..., args_json: _Optional[str] = ..., queue: _Optional[str] = ..., priority: _Optional[int] = ..., countdown: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., eta: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_in: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_retries: _Optional[int] = ..., idempotency_key: _Optional[str] = ..., soft_time_limit: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., hard_time_limit: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., parent_id: _Optional[str] = ..., rate_keys: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class TaskError(_message.Message):
     __slots__ = ("kind", "message")

@@ -206,8 +206,9 @@ class TaskServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RetryTasks(self, request, context):
-        """Puts failed tasks that match a selector back on their queues (a fresh set of retries each;
-        their failed attempts stay in their history), or with `dry_run` only counts them. Tasks
+        """Puts failed tasks that match a selector back on their queues, each counted as one more
+        retry (`Task.retries`; a task that fails again is retried by itself only while it has
+        retries left) with its failed attempts kept, or with `dry_run` only counts them. Tasks
         that fail after the call began are not included. Answers INVALID_ARGUMENT for an empty
         selector or one naming states other than FAILED, and NOT_FOUND when nothing matches.
         """

@@ -133,6 +133,18 @@ export interface TaskSpec {
     | undefined;
   /** The task that submitted this one, if any; the new task joins that task's tree. */
   parentId: string;
+  /**
+   * Rate keys (`domain:gmail.com`, `customer:42`) and what a run costs each (0 means 1): a
+   * task is leased only while every key a configured rate limit covers has room, cluster-wide,
+   * and its lease takes its costs. At most 64 keys of up to 200 bytes, without `*`; a task of
+   * a name with `[tasks.<name>] rate_limit` also carries `task:<name>` at cost 1.
+   */
+  rateKeys: { [key: string]: number };
+}
+
+export interface TaskSpec_RateKeysEntry {
+  key: string;
+  value: number;
 }
 
 /** Why an attempt failed. */
@@ -542,7 +554,7 @@ export interface TaskSelector {
    * takes when none is given.
    */
   states: TaskState[];
-  /** Only tasks whose last failure is of one of these kinds (`Task.error_kind`). */
+  /** Only tasks whose last failure is of one of these kinds (`Task.error.kind`). */
   errorKinds: string[];
   /** Only tasks submitted at or after this moment. */
   createdAfter:
@@ -645,6 +657,7 @@ function createBaseTaskSpec(): TaskSpec {
     softTimeLimit: undefined,
     hardTimeLimit: undefined,
     parentId: "",
+    rateKeys: {},
   };
 }
 
@@ -689,6 +702,9 @@ export const TaskSpec: MessageFns<TaskSpec> = {
     if (message.parentId !== "") {
       writer.uint32(106).string(message.parentId);
     }
+    globalThis.Object.entries(message.rateKeys).forEach(([key, value]: [string, number]) => {
+      TaskSpec_RateKeysEntry.encode({ key: key as any, value }, writer.uint32(114).fork()).join();
+    });
     return writer;
   },
 
@@ -809,6 +825,17 @@ export const TaskSpec: MessageFns<TaskSpec> = {
             message.parentId = reader.string();
             continue;
           }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            const entry14 = TaskSpec_RateKeysEntry.decode(reader, reader.uint32());
+            if (entry14.value !== undefined) {
+              message.rateKeys[entry14.key] = entry14.value;
+            }
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -847,6 +874,82 @@ export const TaskSpec: MessageFns<TaskSpec> = {
       ? Duration.fromPartial(object.hardTimeLimit)
       : undefined;
     message.parentId = object.parentId ?? "";
+    message.rateKeys = (globalThis.Object.entries(object.rateKeys ?? {}) as [string, number][]).reduce(
+      (acc: { [key: string]: number }, [key, value]: [string, number]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.Number(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    return message;
+  },
+};
+
+function createBaseTaskSpec_RateKeysEntry(): TaskSpec_RateKeysEntry {
+  return { key: "", value: 0 };
+}
+
+export const TaskSpec_RateKeysEntry: MessageFns<TaskSpec_RateKeysEntry> = {
+  encode(message: TaskSpec_RateKeysEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== 0) {
+      writer.uint32(16).uint32(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TaskSpec_RateKeysEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTaskSpec_RateKeysEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.value = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<TaskSpec_RateKeysEntry>, I>>(base?: I): TaskSpec_RateKeysEntry {
+    return TaskSpec_RateKeysEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<TaskSpec_RateKeysEntry>, I>>(object: I): TaskSpec_RateKeysEntry {
+    const message = createBaseTaskSpec_RateKeysEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? 0;
     return message;
   },
 };
@@ -4513,8 +4616,9 @@ export const TaskServiceService = {
     responseDeserialize: (value: Buffer): FailTaskResponse => FailTaskResponse.decode(value),
   },
   /**
-   * Puts failed tasks that match a selector back on their queues (a fresh set of retries each;
-   * their failed attempts stay in their history), or with `dry_run` only counts them. Tasks
+   * Puts failed tasks that match a selector back on their queues, each counted as one more
+   * retry (`Task.retries`; a task that fails again is retried by itself only while it has
+   * retries left) with its failed attempts kept, or with `dry_run` only counts them. Tasks
    * that fail after the call began are not included. Answers INVALID_ARGUMENT for an empty
    * selector or one naming states other than FAILED, and NOT_FOUND when nothing matches.
    */
@@ -4593,8 +4697,9 @@ export interface TaskServiceServer extends UntypedServiceImplementation {
    */
   failTask: handleUnaryCall<FailTaskRequest, FailTaskResponse>;
   /**
-   * Puts failed tasks that match a selector back on their queues (a fresh set of retries each;
-   * their failed attempts stay in their history), or with `dry_run` only counts them. Tasks
+   * Puts failed tasks that match a selector back on their queues, each counted as one more
+   * retry (`Task.retries`; a task that fails again is retried by itself only while it has
+   * retries left) with its failed attempts kept, or with `dry_run` only counts them. Tasks
    * that fail after the call began are not included. Answers INVALID_ARGUMENT for an empty
    * selector or one naming states other than FAILED, and NOT_FOUND when nothing matches.
    */
@@ -4819,8 +4924,9 @@ export interface TaskServiceClient extends Client {
     callback: (error: ServiceError | null, response: FailTaskResponse) => void,
   ): ClientUnaryCall;
   /**
-   * Puts failed tasks that match a selector back on their queues (a fresh set of retries each;
-   * their failed attempts stay in their history), or with `dry_run` only counts them. Tasks
+   * Puts failed tasks that match a selector back on their queues, each counted as one more
+   * retry (`Task.retries`; a task that fails again is retried by itself only while it has
+   * retries left) with its failed attempts kept, or with `dry_run` only counts them. Tasks
    * that fail after the call began are not included. Answers INVALID_ARGUMENT for an empty
    * selector or one naming states other than FAILED, and NOT_FOUND when nothing matches.
    */
