@@ -149,3 +149,31 @@ fn dns_and_validation_sections_read_from_the_file_and_are_checked() {
     let error = Config::from_toml("[dns]\nattempts = 0\n").unwrap_err();
     assert!(error.to_string().contains("dns.attempts"), "{error}");
 }
+
+#[test]
+fn rate_limits_read_as_celery_writes_them_and_a_bad_one_is_named() {
+    let config = Config::from_toml(
+        "[rate_limits]\n\"domain:gmail.com\" = \"20/s\"\n\n[tasks.nightly_report]\nrate_limit = \"60/m\"\n",
+    )
+    .unwrap();
+    let limits = config.rate_limits().unwrap();
+    let rate = |key: &str| limits.rate_for(key).map(|rate| rate.value());
+    assert_eq!(rate("domain:gmail.com"), Some(20.0));
+    assert_eq!(rate("task:nightly_report"), Some(1.0));
+    assert_eq!(rate("domain:mail.ru"), None);
+
+    let error = Config::from_toml("[rate_limits]\n\"domain:x\" = \"ten per second\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("rate_limits.\"domain:x\"") && error.contains("ten per second"),
+        "{error}"
+    );
+    let error = Config::from_toml("[tasks.noop]\nrate_limit = \"0/s\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("tasks.noop.rate_limit") && error.contains("more than zero"),
+        "{error}"
+    );
+}

@@ -426,3 +426,51 @@ async fn a_domains_rate_limit_holds_across_every_worker_and_coordinator() {
         assert!(worker.terminate().await.success());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_rate_keys_are_refused_naming_the_field() {
+    use celeritas::grpc::pb;
+    let database = TestDatabase::create().await;
+    let logs = log_dir("flow-bad-rate-keys");
+    let coordinator = CoordinatorLaunch::new(&database.url, &logs).start().await;
+    let mut tasks = pb::task_service_client::TaskServiceClient::new(
+        crate::validation::channel(&coordinator).await,
+    );
+    let submit = |rate_keys: Vec<(&str, u32)>| pb::SubmitTaskRequest {
+        task: Some(pb::TaskSpec {
+            name: "noop".to_owned(),
+            args_json: "{}".to_owned(),
+            rate_keys: rate_keys
+                .into_iter()
+                .map(|(key, cost)| (key.to_owned(), cost))
+                .collect(),
+            ..Default::default()
+        }),
+    };
+    let too_many: Vec<(String, u32)> = (0..65).map(|n| (format!("k{n}"), 1)).collect();
+    let too_many: Vec<(&str, u32)> = too_many.iter().map(|(k, c)| (k.as_str(), *c)).collect();
+    for (keys, says) in [
+        (vec![("domain:*", 1)], "no control characters and no `*`"),
+        (vec![("", 1)], "1 to 200 bytes"),
+        (vec![("customer:1", 2_000_000)], "is more than"),
+        (too_many, "at most 64"),
+    ] {
+        let status = tasks.submit_task(submit(keys)).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(
+            status.message().contains("rate_keys") && status.message().contains(says),
+            "{}",
+            status.message()
+        );
+    }
+    // Good keys are taken, and nothing was written for the refused ones.
+    tasks
+        .submit_task(submit(vec![("customer:1", 0)]))
+        .await
+        .unwrap();
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks")
+        .fetch_one(&database.pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 1);
+}
