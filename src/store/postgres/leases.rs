@@ -46,12 +46,12 @@ impl Leases for PostgresStore {
         let sql = format!(
             "WITH candidates AS ( \
                  SELECT picked.id, wanted.queue_priority \
-                 FROM unnest($1::text[], $2::int4[]) AS wanted(queue, queue_priority) \
+                 FROM ( \
+                     SELECT * FROM unnest($1::text[], $2::int4[]) AS asked(queue, queue_priority) \
+                     WHERE NOT EXISTS ( \
+                         SELECT 1 FROM paused_queues paused WHERE paused.queue = asked.queue) \
+                 ) AS wanted \
                  CROSS JOIN unnest($8::text[]) AS registered(name) \
-                 CROSS JOIN LATERAL ( \
-                     SELECT 1 WHERE NOT EXISTS ( \
-                         SELECT 1 FROM paused_queues paused WHERE paused.queue = wanted.queue) \
-                 ) AS open_queue \
                  CROSS JOIN LATERAL ( \
                      SELECT p.id, p.priority, p.seq FROM tasks p \
                      WHERE p.state = 'pending' AND NOT p.rate_limited \
