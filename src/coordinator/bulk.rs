@@ -7,8 +7,17 @@
 //! stop and their descendants are cancelled exactly as `CancelTask` does.
 
 use super::{Coordinator, CoordinatorError};
-use crate::domain::{BulkOutcome, TaskSelector, TaskState, ValidationError};
+use crate::domain::{BulkOutcome, TaskRecord, TaskSelector, TaskState, ValidationError};
 use crate::store::TaskFilter;
+
+/// What a bulk operation does to each page of the tasks it selected.
+#[derive(Debug, Clone, Copy)]
+enum Action {
+    /// Put failed tasks back on their queues.
+    Retry,
+    /// Cancel unfinished tasks; `terminate` aborts running ones.
+    Cancel { terminate: bool },
+}
 
 /// How many tasks one page of a bulk operation reads.
 const BULK_PAGE: u32 = 500;
@@ -34,33 +43,14 @@ impl Coordinator {
         let now = self.clock.now();
         let mut filter = self.bulk_filter(selector, vec![TaskState::Failed])?;
         filter.finished = filter.finished.ending_by(now);
-        let matched = self.matched(&filter, dry_run).await?;
-        if dry_run {
-            return Ok(BulkOutcome {
-                matched,
-                changed: 0,
-            });
-        }
-        let mut changed = 0;
-        while changed < matched {
-            let page = self.store.list_tasks(&filter).await?;
-            if page.is_empty() {
-                break;
-            }
-            let ids: Vec<_> = page.iter().map(|task| task.id).collect();
-            let roots = self.store.retry_failed(&ids, self.clock.now()).await?;
-            changed += roots.len() as u64;
-            for root in roots {
-                self.dirty_trees.mark(root);
-            }
-            for id in ids {
-                self.waiters.wake(id);
-            }
-            self.signal.wake();
-            self.announce();
-        }
-        tracing::info!(matched, retried = changed, "retried failed tasks in bulk");
-        Ok(BulkOutcome { matched, changed })
+        let outcome = self.work_through(&filter, dry_run, Action::Retry).await?;
+        tracing::info!(
+            matched = outcome.matched,
+            retried = outcome.changed,
+            dry_run,
+            "retried failed tasks in bulk"
+        );
+        Ok(outcome)
     }
 
     /// Cancels the unfinished tasks `selector` matches, or only counts them.
@@ -84,32 +74,16 @@ impl Coordinator {
         let now = self.clock.now();
         let mut filter = self.bulk_filter(selector, unfinished)?;
         filter.created = filter.created.ending_by(now);
-        let matched = self.matched(&filter, dry_run).await?;
-        if dry_run {
-            return Ok(BulkOutcome {
-                matched,
-                changed: 0,
-            });
-        }
-        let mut changed = 0;
-        while changed < matched {
-            let page = self.store.list_tasks(&filter).await?;
-            if page.is_empty() {
-                break;
-            }
-            for task in page {
-                match self.cancel(task.id, terminate).await {
-                    Ok(cancellation) if cancellation.task.state == TaskState::Cancelled => {
-                        changed += 1;
-                    }
-                    // It finished (or went) meanwhile: nothing to cancel.
-                    Ok(_) | Err(CoordinatorError::NotFound(_)) => {}
-                    Err(error) => return Err(error),
-                }
-            }
-        }
-        tracing::info!(matched, cancelled = changed, "cancelled tasks in bulk");
-        Ok(BulkOutcome { matched, changed })
+        let outcome = self
+            .work_through(&filter, dry_run, Action::Cancel { terminate })
+            .await?;
+        tracing::info!(
+            matched = outcome.matched,
+            cancelled = outcome.changed,
+            dry_run,
+            "cancelled tasks in bulk"
+        );
+        Ok(outcome)
     }
 
     /// The store's filter for a selector; `states` when it names none. An empty selector, or a
@@ -147,15 +121,74 @@ impl Coordinator {
         })
     }
 
-    /// How many tasks match; NOT_FOUND when none does and the call would act.
-    async fn matched(&self, filter: &TaskFilter, dry_run: bool) -> Result<u64, CoordinatorError> {
+    /// Counts what `filter` matches (NOT_FOUND when nothing does and the call would act), then,
+    /// unless `dry_run`, does `action` page after page until it has changed that many, the
+    /// pages run out, or a page changes nothing (whatever is left does not move).
+    async fn work_through(
+        &self,
+        filter: &TaskFilter,
+        dry_run: bool,
+        action: Action,
+    ) -> Result<BulkOutcome, CoordinatorError> {
         let matched = self.store.count_tasks(filter).await?;
-        if matched == 0 && !dry_run {
+        if dry_run {
+            return Ok(BulkOutcome {
+                matched,
+                changed: 0,
+            });
+        }
+        if matched == 0 {
             return Err(CoordinatorError::NotFound(ValidationError::new(
                 "selector",
                 "matches no task",
             )));
         }
-        Ok(matched)
+        let mut changed = 0;
+        while changed < matched {
+            let page = self.store.list_tasks(filter).await?;
+            if page.is_empty() {
+                break;
+            }
+            let done = self.act(action, page).await?;
+            if done == 0 {
+                break;
+            }
+            changed += done;
+        }
+        Ok(BulkOutcome { matched, changed })
+    }
+
+    /// Does `action` to one page of tasks; answers how many it changed.
+    async fn act(&self, action: Action, page: Vec<TaskRecord>) -> Result<u64, CoordinatorError> {
+        match action {
+            Action::Retry => {
+                let ids: Vec<_> = page.iter().map(|task| task.id).collect();
+                let roots = self.store.retry_failed(&ids, self.clock.now()).await?;
+                let retried = roots.len() as u64;
+                for root in roots {
+                    self.dirty_trees.mark(root);
+                }
+                for id in ids {
+                    self.waiters.wake(id);
+                }
+                self.signal.wake();
+                self.announce();
+                Ok(retried)
+            }
+            Action::Cancel { terminate } => {
+                let mut cancelled = 0;
+                for task in page {
+                    match self.cancel(task.id, terminate).await {
+                        Ok(cancellation) if cancellation.task.state == TaskState::Cancelled => {
+                            cancelled += 1;
+                        }
+                        // It finished (or went) meanwhile: nothing to cancel.
+                        Ok(_) | Err(CoordinatorError::NotFound(_)) => {}
+                        Err(error) => return Err(error),
+                    }
+                }
+                Ok(cancelled)
+            }
+        }
     }
 }

@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::email::{SmtpServer, campaign, configure, recipient};
 use crate::support::{
     CoordinatorLaunch, TestDatabase, WorkerProcess, free_port, log_dir, spec, wait_for_state,
-    wait_until,
+    wait_for_workers, wait_until,
 };
 
 /// Runs `celeritas ARGS --coordinator URL`, answering its stdout or panicking with its stderr.
@@ -109,21 +109,9 @@ async fn a_paused_queue_holds_its_tasks_across_coordinators_and_a_restart() {
     first.stop_with("TERM").await;
     let first = launch("first-again").listen(&address).start().await;
     let mut client = first.client().await;
-    wait_until(
-        "the first worker to come back",
-        Duration::from_secs(30),
-        || {
-            let mut client = client.clone();
-            async move {
-                client
-                    .workers()
-                    .await
-                    .unwrap()
-                    .iter()
-                    .any(|worker| worker.id == "on-first" && worker.connected)
-            }
-        },
-    )
+    wait_for_workers(&client, "the first worker to come back", |ids| {
+        ids.iter().any(|id| id == "on-first")
+    })
     .await;
     round_trip_beside(&mut client).await;
     assert_eq!(count_in(&mut client, &held, TaskState::Pending).await, 20);
@@ -350,20 +338,7 @@ async fn a_domains_rate_limit_holds_across_every_worker_and_coordinator() {
         WorkerProcess::start(&second, &logs, "mailer-3", &["-c", "8"]),
     ];
     let mut client = first.client().await;
-    wait_until("three workers", Duration::from_secs(30), || {
-        let mut client = client.clone();
-        async move {
-            client
-                .workers()
-                .await
-                .unwrap()
-                .iter()
-                .filter(|worker| worker.connected)
-                .count()
-                == 3
-        }
-    })
-    .await;
+    wait_for_workers(&client, "three workers", |ids| ids.len() == 3).await;
 
     // 1,000 recipients of the limited domain and 1,000 of another, interleaved.
     let recipients: Vec<_> = (0..2_000)

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use crate::health::python;
 use crate::support::{
     CoordinatorLaunch, CoordinatorProcess, TemporaryPostgres, TestDatabase, WorkerProcess,
-    free_port, log_dir, scrape_metrics, spec, wait_for_state, wait_until,
+    free_port, log_dir, scrape_metrics, spec, wait_for_state, wait_for_workers, wait_until,
 };
 
 /// A certificate authority the test runs, writing PEM files into one directory.
@@ -679,16 +679,8 @@ async fn a_revoked_token_stops_working_on_every_coordinator() {
     );
     let mailer_token = String::from_utf8(created.stdout).unwrap().trim().to_owned();
     let mailer = WorkerProcess::start(&first, &logs, "mailer", &["--token", &mailer_token]);
-    wait_until("the mailer to connect", Duration::from_secs(30), || {
-        let mut client = clients[0].clone();
-        async move {
-            client
-                .workers()
-                .await
-                .unwrap()
-                .iter()
-                .any(|worker| worker.id == "mailer" && worker.connected)
-        }
+    wait_for_workers(&clients[0], "the mailer to connect", |ids| {
+        ids.iter().any(|id| id == "mailer")
     })
     .await;
     let revoked = celeritas(&database.url, &["tokens", "revoke", "mailer"], "");

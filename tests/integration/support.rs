@@ -536,6 +536,31 @@ pub async fn wait_for_state(client: &mut CoordinatorClient, id: TaskId, state: T
     .await;
 }
 
+/// Waits (up to 30 s) until `client`'s coordinator sees `ready` hold of the connected workers'
+/// ids.
+pub async fn wait_for_workers(
+    client: &CoordinatorClient,
+    what: &str,
+    ready: impl Fn(&[String]) -> bool,
+) {
+    wait_until(what, Duration::from_secs(30), || {
+        let mut client = client.clone();
+        let ready = &ready;
+        async move {
+            let connected: Vec<String> = client
+                .workers()
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|worker| worker.connected)
+                .map(|worker| worker.id)
+                .collect();
+            ready(&connected)
+        }
+    })
+    .await;
+}
+
 /// How many tasks of the database are in `state`.
 pub async fn count_in_state(pool: &PgPool, state: &str) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM tasks WHERE state = $1")
