@@ -109,6 +109,7 @@ export function taskSpecToPb(name: string, args: unknown, options: SubmitOptions
     softTimeLimit: durationToPb(options.softTimeLimit),
     hardTimeLimit: durationToPb(options.hardTimeLimit),
     parentId: options.parentId ?? "",
+    rateKeys: options.rateKeys ?? {},
   });
 }
 

@@ -46,6 +46,13 @@ export interface SubmitOptions {
   hardTimeLimit?: number;
   /** The task that submits this one; the new task joins its tree. */
   parentId?: string;
+  /**
+   * Rate keys (`"customer:42"`, `"domain:gmail.com"`) and what a run costs each (0 means 1). A
+   * key that a `[rate_limits]` pattern of the coordinator's configuration covers is leased no
+   * faster than that limit, cluster-wide. Keys with `*`, empty or over 200 bytes, more than 64
+   * keys or a cost over 1,000,000 throw `InvalidArgumentError` naming `rate_keys`.
+   */
+  rateKeys?: Record<string, number>;
 }
 
 /**

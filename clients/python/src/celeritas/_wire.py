@@ -12,7 +12,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import IO, Any, cast
 
@@ -166,7 +166,29 @@ def task_spec_pb(spec: models.TaskSpec, field_prefix: str) -> tasks_pb2.TaskSpec
         message.hard_time_limit.CopyFrom(
             duration_pb(spec.hard_time_limit, f"{field_prefix}.hard_time_limit")
         )
+    if spec.rate_keys:
+        message.rate_keys.update(rate_keys_pb(spec.rate_keys, f"{field_prefix}.rate_keys"))
     return message
+
+
+_MAX_UINT32 = 2**32 - 1
+
+
+def rate_keys_pb(rate_keys: Mapping[str, int], field_name: str) -> dict[str, int]:
+    """Rate keys and their costs as the map the server takes. Only what the wire cannot carry
+    is refused here; the server validates keys and costs and names ``rate_keys``."""
+    if not isinstance(rate_keys, Mapping):
+        raise TypeError(f"{field_name}: expected a mapping of rate key to cost, got {rate_keys!r}")
+    costs: dict[str, int] = {}
+    for key, cost in rate_keys.items():
+        if not isinstance(key, str):
+            raise TypeError(f"{field_name}: a rate key must be a str, got {key!r}")
+        if isinstance(cost, bool) or not isinstance(cost, int):
+            raise TypeError(f"{field_name}[{key!r}]: a cost must be an int, got {cost!r}")
+        if not 0 <= cost <= _MAX_UINT32:
+            raise ValueError(f"{field_name}[{key!r}]: a cost must be from 0 to {_MAX_UINT32}, got {cost}")
+        costs[key] = cost
+    return costs
 
 
 def submit_task_request(spec: models.TaskSpec) -> tasks_pb2.SubmitTaskRequest:
@@ -466,6 +488,7 @@ def task_spec(message: tasks_pb2.TaskSpec) -> models.TaskSpec:
         idempotency_key=optional_text(message.idempotency_key),
         soft_time_limit=timedelta_of(message, "soft_time_limit"),
         hard_time_limit=timedelta_of(message, "hard_time_limit"),
+        rate_keys=dict(message.rate_keys) or None,
     )
 
 

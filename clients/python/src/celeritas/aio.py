@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from datetime import datetime
 from typing import IO, Any
 
@@ -125,6 +125,7 @@ class AsyncClient:
         idempotency_key: str | None = None,
         soft_time_limit: Seconds | None = None,
         hard_time_limit: Seconds | None = None,
+        rate_keys: Mapping[str, int] | None = None,
     ) -> SubmittedTask:
         """Submits one task; see :meth:`celeritas.Client.submit`."""
         spec = TaskSpec(
@@ -139,6 +140,7 @@ class AsyncClient:
             idempotency_key=idempotency_key,
             soft_time_limit=soft_time_limit,
             hard_time_limit=hard_time_limit,
+            rate_keys=rate_keys,
         )
         request = _wire.submit_task_request(spec)
         return _wire.submitted_task(await self._call(self._tasks.SubmitTask, request))

@@ -22,7 +22,7 @@ import json
 import os
 import threading
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -165,9 +165,11 @@ class Task:
         idempotency_key: str | None = None,
         soft_time_limit: Seconds | None = None,
         time_limit: Seconds | None = None,
+        rate_keys: Mapping[str, int] | None = None,
     ) -> TaskHandle | EagerResult:
         """Submits the task with options, as Celery's ``apply_async`` (``countdown``, ``eta``,
-        ``queue``, ``expires``...); options not given come from the task's declaration."""
+        ``queue``, ``expires``, ``rate_keys``...); options not given come from the task's
+        declaration."""
         arguments = self.arguments(args, kwargs)
         if self.app.task_always_eager:
             return self.app.run_eagerly(self, arguments)
@@ -185,6 +187,7 @@ class Task:
             idempotency_key=idempotency_key,
             soft_time_limit=soft_time_limit if soft_time_limit is not None else spec.soft_time_limit,
             hard_time_limit=time_limit if time_limit is not None else spec.hard_time_limit,
+            rate_keys=rate_keys,
         )
         return TaskHandle(client, submitted.task_id, created=submitted.created)
 

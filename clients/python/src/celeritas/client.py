@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import IO, Any, TypeVar
 
@@ -139,6 +139,7 @@ class Client:
         idempotency_key: str | None = None,
         soft_time_limit: Seconds | None = None,
         hard_time_limit: Seconds | None = None,
+        rate_keys: Mapping[str, int] | None = None,
     ) -> SubmittedTask:
         """Submits one task and returns its id once it is durably stored.
 
@@ -151,6 +152,12 @@ class Client:
         Without an ``idempotency_key`` the client generates one, so that its own retries after
         a lost answer cannot create the task twice. Give your own to make *your* retries safe
         too: a second submission with the same key returns the first task (``created=False``).
+
+        ``rate_keys`` maps rate keys (``{"customer:42": 1, "domain:gmail.com": 1}``) to what a
+        run costs each (0 means 1). While a ``[rate_limits]`` pattern of the coordinator's
+        configuration covers a key, the task is leased only when that key has room,
+        cluster-wide. Keys with ``*``, empty or over 200 bytes, more than 64 keys or a cost over
+        1,000,000 raise :class:`celeritas.InvalidArgument` naming ``rate_keys``.
         """
         spec = TaskSpec(
             name=name,
@@ -164,6 +171,7 @@ class Client:
             idempotency_key=idempotency_key,
             soft_time_limit=soft_time_limit,
             hard_time_limit=hard_time_limit,
+            rate_keys=rate_keys,
         )
         request = _wire.submit_task_request(spec)
         return _wire.submitted_task(self._call(self._tasks.SubmitTask, request))

@@ -9,6 +9,7 @@ of ``proto/celeritas/v1``; the proto's comments are the authority on what a fiel
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -105,7 +106,9 @@ class TaskSpec:
     Durations (``countdown``, ``expires`` as a duration, the time limits) are seconds or
     ``timedelta``; moments (``eta``, ``expires`` as a moment) are timezone-aware ``datetime``.
     When ``idempotency_key`` is None the client generates one, so that retrying the submission
-    after a lost answer cannot create the task twice.
+    after a lost answer cannot create the task twice. ``rate_keys`` maps each rate key the task
+    carries (``"customer:42"``) to what one run costs (0 means 1); see
+    :meth:`celeritas.Client.submit`.
     """
 
     name: str
@@ -119,6 +122,7 @@ class TaskSpec:
     idempotency_key: str | None = None
     soft_time_limit: Seconds | None = None
     hard_time_limit: Seconds | None = None
+    rate_keys: Mapping[str, int] | None = None
 
 
 @dataclass(frozen=True)
