@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 
 use super::{CoordinatorAddress, parse_duration};
 use crate::domain::{
-    ExpiresAt, JsonText, Priority, QueueName, StartAt, TaskId, TaskName, TaskRecord, TaskSpec,
-    TaskState, parse_idempotency_key, parse_max_retries,
+    ExpiresAt, GroupKey, JsonText, Priority, QueueName, StartAt, TaskId, TaskName, TaskRecord,
+    TaskSpec, TaskState, parse_idempotency_key, parse_max_concurrency, parse_max_retries,
 };
 use crate::grpc::CoordinatorClient;
 
@@ -51,6 +51,12 @@ pub struct SubmitArgs {
     /// The hard time limit.
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub time_limit: Option<Duration>,
+    /// Its fairness group (a tenant, a campaign): groups take turns within a queue.
+    #[arg(long, value_name = "KEY")]
+    pub group_key: Option<String>,
+    /// At most this many tasks of its name and group leased or running at once.
+    #[arg(long, value_name = "N")]
+    pub max_concurrency: Option<u32>,
     /// Wait for this task alone to finish (not the children it submits), print its result, and
     /// exit non-zero unless it succeeded. A root that fans out (`send_campaign`, `fan_out`)
     /// finishes when its children are submitted; use --wait-tree to wait for them.
@@ -137,6 +143,15 @@ pub struct QueueArgs {
     pub coordinator: CoordinatorAddress,
 }
 
+/// `celeritas pause-tree` and `resume-tree`.
+#[derive(Debug, Args)]
+pub struct TreeArgs {
+    /// The tree's root task id (a campaign's `send_campaign`).
+    pub root: String,
+    #[command(flatten)]
+    pub coordinator: CoordinatorAddress,
+}
+
 /// `celeritas health`.
 #[derive(Debug, Args)]
 pub struct HealthArgs {
@@ -190,6 +205,15 @@ impl SubmitArgs {
         };
         spec.soft_time_limit = self.soft_time_limit;
         spec.hard_time_limit = self.time_limit;
+        spec.group_key = self
+            .group_key
+            .as_deref()
+            .map(|key| GroupKey::parse("--group-key", key))
+            .transpose()?;
+        spec.max_concurrency = self
+            .max_concurrency
+            .map(|limit| parse_max_concurrency("--max-concurrency", limit))
+            .transpose()?;
         Ok(spec)
     }
 }
@@ -369,6 +393,26 @@ pub async fn pause_queue(args: QueueArgs, pause: bool) -> anyhow::Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
+/// Pauses (or resumes) a task tree.
+pub async fn pause_tree(args: TreeArgs, pause: bool) -> anyhow::Result<ExitCode> {
+    let root = TaskId::parse("ROOT", &args.root)?;
+    let mut client = args.coordinator.connect().await?;
+    let message = if pause {
+        match client.pause_tree(root).await? {
+            (true, stopping) => format!(
+                "paused: its waiting tasks are held; {stopping} running tasks asked to stop"
+            ),
+            (false, _) => "was paused already".to_owned(),
+        }
+    } else if client.resume_tree(root).await? {
+        "resumed".to_owned()
+    } else {
+        "was not paused".to_owned()
+    };
+    outln!("tree {root} {message}");
+    Ok(ExitCode::SUCCESS)
+}
+
 pub async fn health(args: HealthArgs) -> anyhow::Result<ExitCode> {
     let serving =
         crate::grpc::client::check_health(&args.coordinator.target()?, &args.service).await?;
@@ -466,6 +510,27 @@ fn describe(task: &TaskRecord, full: bool) -> String {
         format!("finished:  {}", moment(task.finished_at)),
         format!("args:      {}", shortened(task.args.as_str(), full)),
     ];
+    if let Some(paused_at) = task.tree_paused_at {
+        lines.push(format!(
+            "paused:    its tree since {} (resume-tree {})",
+            paused_at.to_rfc3339(),
+            task.root_id
+        ));
+    }
+    if let Some(group) = &task.group_key {
+        lines.push(format!("group:     {group}"));
+    }
+    if let Some(limit) = task.max_concurrency {
+        lines.push(format!("at most:   {limit} of its name and group at once"));
+    }
+    if !task.rate_keys.is_empty() {
+        let keys: Vec<String> = task
+            .rate_keys
+            .iter()
+            .map(|(key, cost)| format!("{key} ({cost})"))
+            .collect();
+        lines.push(format!("rate keys: {}", keys.join(", ")));
+    }
     if let Some(result) = &task.result {
         lines.push(format!("result:    {}", shortened(result.as_str(), full)));
     }

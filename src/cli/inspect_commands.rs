@@ -33,6 +33,8 @@ pub enum InspectCommand {
     Registered,
     /// Each queue's depth by state.
     Queues,
+    /// Each rate-limited key: its configured rate and the rate it runs at now.
+    RateLimits,
 }
 
 /// `celeritas inspect`.
@@ -60,6 +62,7 @@ pub async fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
             workers(client, args.command, args.json).await?
         }
         InspectCommand::Queues => queues(client, args.json).await?,
+        InspectCommand::RateLimits => rate_limits(client, args.json).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -268,6 +271,43 @@ fn unserved_text(unserved: &std::collections::BTreeMap<String, u64>) -> String {
         .map(|(name, count)| format!("{name} ({count})"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// `inspect rate_limits`: what each limited key runs at, slowed down by pushback or not.
+async fn rate_limits(client: &mut CoordinatorClient, json_out: bool) -> anyhow::Result<()> {
+    let keys = client.rate_limits().await?;
+    if json_out {
+        let keys: Vec<Value> = keys
+            .iter()
+            .map(|key| {
+                json!({
+                    "key": key.key,
+                    "configured_per_second": key.configured,
+                    "effective_per_second": key.effective,
+                    "tokens": key.tokens,
+                    "slowed_at": key.slowed_at.map(|at| at.to_rfc3339()),
+                })
+            })
+            .collect();
+        outln!("{}", Value::Array(keys));
+        return Ok(());
+    }
+    print_table(
+        &["KEY", "CONFIGURED/S", "NOW/S", "TOKENS", "SLOWED AT"],
+        keys.iter()
+            .map(|key| {
+                vec![
+                    key.key.clone(),
+                    format!("{:.2}", key.configured),
+                    format!("{:.2}", key.effective),
+                    format!("{:.1}", key.tokens),
+                    key.slowed_at
+                        .map_or_else(|| "-".to_owned(), |at| at.to_rfc3339()),
+                ]
+            })
+            .collect(),
+    );
+    Ok(())
 }
 
 /// `inspect queues`: each queue's depth by state, and what waits for a worker that has it.

@@ -82,6 +82,10 @@ pub enum Command {
     PauseQueue(client_commands::QueueArgs),
     /// Resumes a paused queue.
     ResumeQueue(client_commands::QueueArgs),
+    /// Pauses a task tree (a campaign): waiting tasks are held, running ones stop and wait.
+    PauseTree(client_commands::TreeArgs),
+    /// Resumes a paused task tree where it left off.
+    ResumeTree(client_commands::TreeArgs),
     /// Ends a stuck task's attempt and puts it back on its queue (a failed attempt, retried).
     Requeue(client_commands::InterveneArgs),
     /// Ends a stuck task's attempt and fails the task.
@@ -265,6 +269,8 @@ pub async fn run_with_tasks(cli: Cli, register: TaskRegistration) -> anyhow::Res
         Command::Purge(args) => client_commands::purge(args).await,
         Command::PauseQueue(args) => client_commands::pause_queue(args, true).await,
         Command::ResumeQueue(args) => client_commands::pause_queue(args, false).await,
+        Command::PauseTree(args) => client_commands::pause_tree(args, true).await,
+        Command::ResumeTree(args) => client_commands::pause_tree(args, false).await,
         Command::Requeue(args) => client_commands::intervene(args, false).await,
         Command::Fail(args) => client_commands::intervene(args, true).await,
         Command::RetryTasks(args) => bulk_commands::retry_tasks(args).await,

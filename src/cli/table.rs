@@ -81,6 +81,10 @@ pub(super) fn task_json(task: &TaskRecord) -> Value {
         "started_at": task.started_at.map(|at| at.to_rfc3339()),
         "run_at": task.run_at.to_rfc3339(),
         "progress": task.progress.as_ref().map(|progress| json!({"done": progress.done, "total": progress.total, "message": progress.message})),
+        "group_key": task.group_key.as_ref().map(ToString::to_string),
+        "max_concurrency": task.max_concurrency,
+        "rate_keys": task.rate_keys.iter().map(|(key, cost)| (key.to_owned(), json!(cost))).collect::<serde_json::Map<String, Value>>(),
+        "tree_paused_at": task.tree_paused_at.map(|at| at.to_rfc3339()),
     })
 }
 

@@ -82,6 +82,7 @@ impl Default for CoordinatorSettings {
             max_args_bytes: 1024 * 1024,
             max_message_bytes: 64 * 1024 * 1024,
             heartbeat_interval: Duration::from_secs(5),
+            rate_recovery: crate::domain::DEFAULT_RATE_RECOVERY,
             poll_interval: Duration::from_secs(1),
             lease_ttl: Duration::from_secs(30),
             lease_grace: Duration::from_secs(15),

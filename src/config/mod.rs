@@ -106,6 +106,10 @@ pub struct CoordinatorSettings {
     /// How often workers send heartbeats.
     #[serde(with = "humantime_serde")]
     pub heartbeat_interval: Duration,
+    /// How long a rate key slowed down by pushback (an SMTP 421 from a domain) takes to climb
+    /// from its floor back to its whole configured rate.
+    #[serde(with = "humantime_serde")]
+    pub rate_recovery: Duration,
     /// How often the dispatcher looks for work when nothing woke it (a backstop only).
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
@@ -207,6 +211,9 @@ pub struct TaskSettings {
     /// How fast tasks of this name are leased, cluster-wide (`"100/s"`, Celery's syntax): the
     /// limit of the key `task:<name>` every such task carries.
     pub rate_limit: Option<String>,
+    /// At most this many tasks of this name and one group (of this name, for tasks without a
+    /// group) leased or running at once, cluster-wide, unless a task sets its own.
+    pub max_concurrency: Option<u32>,
 }
 
 /// Why the configuration could not be loaded.

@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 
 use super::Config;
-use crate::domain::{QueueName, RetryPolicy, TaskName, TimeLimits, ValidationError};
+use crate::domain::{
+    QueueName, RetryPolicy, TaskName, TimeLimits, ValidationError, parse_max_concurrency,
+};
 
 impl Config {
     /// The configured schedules, parsed (their next tick unset).
@@ -70,7 +72,7 @@ impl Config {
                 limits = limits.with(format!("task:{name}"), rate);
             }
         }
-        Ok(limits)
+        Ok(limits.recovering_over(self.coordinator.rate_recovery))
     }
 
     /// The parsed queues, routes and per-task policies the coordinator decides with.
@@ -109,6 +111,7 @@ impl Config {
                 base: defaults.retry_backoff,
                 cap: defaults.retry_backoff_max,
             },
+            max_concurrency: None,
         };
         let mut policies = HashMap::new();
         for (task, settings) in &self.tasks {
@@ -127,6 +130,10 @@ impl Config {
                         .retry_backoff_max
                         .unwrap_or(defaults.retry_backoff_max),
                 },
+                max_concurrency: settings
+                    .max_concurrency
+                    .map(|limit| parse_max_concurrency(&format!("{prefix}max_concurrency"), limit))
+                    .transpose()?,
             };
             policies.insert(name, policy);
         }
@@ -149,6 +156,8 @@ pub struct TaskPolicy {
     pub max_retries: u32,
     /// How long it waits between retries.
     pub retry: RetryPolicy,
+    /// How many of its tasks of one group may be leased or running at once.
+    pub max_concurrency: Option<u32>,
 }
 
 /// The queues, routes and task policies, parsed.

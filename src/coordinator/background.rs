@@ -115,6 +115,9 @@ pub fn spawn_listener(
                                     .tell_holder_to_cancel(token, terminate, "cancelled on request")
                                     .await;
                             }
+                            Ok(Announcement::Pause { token }) => {
+                                sessions.tell_holder_to_pause(token).await;
+                            }
                             Err(error) => {
                                 tracing::debug!(%error, "listening for work announcements failed");
                                 break;

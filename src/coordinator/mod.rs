@@ -20,8 +20,10 @@ mod intervene;
 mod leases;
 mod progress;
 mod queues;
+mod rate_limits;
 pub mod sessions;
 mod submit;
+mod tree_pause;
 mod trees;
 pub mod waiters;
 pub mod worker_stream;
@@ -31,6 +33,7 @@ pub use files::{DownloadChunks, UploadHeader, UploadPart, UploadParts};
 pub use inspect::{MAX_LISTED, MAX_LISTED_WITH_PAYLOADS};
 pub use intervene::{Intervention, MAX_REASON_CHARS};
 pub use queues::QueuePause;
+pub use tree_pause::TreePaused;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};

@@ -11,6 +11,7 @@ use crate::domain::{
     Caller, ExpiresAt, Inserted, NewTask, QueueName, Role, StartAt, TaskId, TaskSpec, TimeLimits,
     ValidationError,
 };
+use crate::store::Parentage;
 
 impl Coordinator {
     /// Validates and writes tasks in one transaction: all are accepted or none. `field` names the
@@ -185,7 +186,7 @@ impl Coordinator {
         &self,
         spec: TaskSpec,
         now: DateTime<Utc>,
-        roots: &HashMap<TaskId, TaskId>,
+        roots: &HashMap<TaskId, Parentage>,
     ) -> Result<NewTask, CoordinatorError> {
         let queue = self.queue_for(&spec).await?;
         let policy = self.routing.policy(&spec.name);
@@ -223,21 +224,28 @@ impl Coordinator {
             return Err(ValidationError::new(field, message).into());
         }
         let id = TaskId::generate();
-        let root_id = match spec.parent_id {
-            None => id,
-            Some(parent) => *roots.get(&parent).ok_or_else(|| {
-                CoordinatorError::NotFound(ValidationError::new(
-                    "parent_id",
-                    format!("no task {parent}"),
-                ))
-            })?,
+        let (root_id, parent_group) = match spec.parent_id {
+            None => (id, None),
+            Some(parent) => {
+                let parentage = roots.get(&parent).ok_or_else(|| {
+                    CoordinatorError::NotFound(ValidationError::new(
+                        "parent_id",
+                        format!("no task {parent}"),
+                    ))
+                })?;
+                (parentage.root_id, parentage.group_key.clone())
+            }
         };
+        let group_key = spec.group_key.or(parent_group);
+        let max_concurrency = spec.max_concurrency.or(policy.max_concurrency);
         let mut rate_keys = spec.rate_keys;
         let name_key = format!("task:{}", spec.name.as_str());
         if self.rate_limits.rate_for(&name_key).is_some() {
             rate_keys.add(name_key, 1);
         }
-        let rate_limited = self.rate_limits.limits_any(&rate_keys);
+        let governed = self.rate_limits.limits_any(&rate_keys)
+            || group_key.is_some()
+            || max_concurrency.is_some();
         Ok(NewTask {
             id,
             name: spec.name,
@@ -255,7 +263,10 @@ impl Coordinator {
             waits_for: None,
             submitted_by: None,
             rate_keys,
-            rate_limited,
+            governed,
+            group_key,
+            max_concurrency,
+            fair_position: None,
         })
     }
 

@@ -72,3 +72,18 @@ pub struct QueueDepth {
     /// Since when the queue is paused, if it is: its tasks are not leased until resumed.
     pub paused_at: Option<DateTime<Utc>>,
 }
+
+/// A limited key as inspection shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyRate {
+    /// The key.
+    pub key: String,
+    /// Its configured rate, per second.
+    pub configured: f64,
+    /// The rate it runs at now, per second (lower after pushback).
+    pub effective: f64,
+    /// Tokens left in its bucket now (negative after a costly lease).
+    pub tokens: f64,
+    /// When pushback last slowed it.
+    pub slowed_at: Option<DateTime<Utc>>,
+}

@@ -6,6 +6,7 @@
 mod auth;
 mod error_kind;
 mod file;
+mod flow;
 mod ids;
 mod inspect;
 mod json;
@@ -30,8 +31,9 @@ pub use file::{
     ContentType, DEFAULT_CONTENT_TYPE, FileChunk, FileId, FileInfo, FileName, MAX_FILE_CHUNK_BYTES,
     MAX_FILE_NAME_BYTES, NewFile, hex_digest,
 };
+pub use flow::{GroupKey, MAX_CONCURRENCY_LIMIT, MAX_GROUP_KEY_BYTES, parse_max_concurrency};
 pub use ids::{TaskId, WorkerId};
-pub use inspect::{PingResult, QueueDepth, WorkerInfo};
+pub use inspect::{KeyRate, PingResult, QueueDepth, WorkerInfo};
 pub use json::{JsonText, MAX_JSON_DEPTH};
 pub use lease::LeaseToken;
 pub use names::{BUILTIN_TASK_NAMES, QueueName, TaskName};
@@ -41,7 +43,10 @@ pub use protocol::{
     ProgressReport, Refusal, RequestError, WorkerMessage,
 };
 pub use query::{BulkOutcome, RecordsPage, RecordsRequest, TaskQuery, TaskSelector, TimeRange};
-pub use rate::{MAX_RATE_KEYS, Rate, RateKeys, RateLimits};
+pub use rate::{
+    DEFAULT_RATE_RECOVERY, MAX_RATE_KEYS, Rate, RateKeys, RateLimits, SLOWEST_FACTOR,
+    parse_rate_key, recovered_factor, slowed_factor,
+};
 pub use record::{
     MAX_RECORD_DATA_BYTES, MAX_RECORD_KEY_BYTES, RecordEntry, StoredRecord, WorkerStats,
     parse_short_name,

@@ -150,6 +150,13 @@ pub enum WorkerMessage {
         /// The records.
         records: Vec<RecordEntry>,
     },
+    /// A running task met pushback on a rate key: its rate is lowered cluster-wide.
+    SlowDown {
+        /// The reporting task's lease.
+        token: LeaseToken,
+        /// The rate key.
+        key: String,
+    },
     /// A running task asks which keys its tree has records for.
     QueryRecords {
         /// Matches the answer.

@@ -17,6 +17,23 @@ pub const MAX_RATE_KEY_BYTES: usize = 200;
 /// The largest cost one key of one task may have.
 pub const MAX_RATE_COST: u32 = 1_000_000;
 
+/// Checks a rate key: 1 to 200 bytes, no control characters, no `*`.
+pub fn parse_rate_key(field: &str, key: &str) -> Result<String, ValidationError> {
+    if key.is_empty() || key.len() > MAX_RATE_KEY_BYTES {
+        return Err(ValidationError::new(
+            field,
+            format!("a key must be 1 to {MAX_RATE_KEY_BYTES} bytes"),
+        ));
+    }
+    if key.chars().any(|c| c.is_control() || c == '*') {
+        return Err(ValidationError::new(
+            field,
+            "a key holds no control characters and no `*`",
+        ));
+    }
+    Ok(key.to_owned())
+}
+
 /// A rate: so many per second (given as Celery writes it).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Rate {
@@ -89,18 +106,7 @@ impl RateKeys {
         let mut parsed = BTreeMap::new();
         for (key, cost) in keys {
             let at = format!("{field}[{key:?}]");
-            if key.is_empty() || key.len() > MAX_RATE_KEY_BYTES {
-                return Err(ValidationError::new(
-                    at,
-                    format!("a key must be 1 to {MAX_RATE_KEY_BYTES} bytes"),
-                ));
-            }
-            if key.chars().any(|c| c.is_control() || c == '*') {
-                return Err(ValidationError::new(
-                    at,
-                    "a key holds no control characters and no `*`",
-                ));
-            }
+            parse_rate_key(&at, key)?;
             if *cost > MAX_RATE_COST {
                 return Err(ValidationError::new(
                     at,
@@ -140,6 +146,30 @@ impl RateKeys {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RateLimits {
     limits: Vec<(String, Rate)>,
+    /// How long a key slowed to its floor takes to climb back to its full rate.
+    recovery: Option<std::time::Duration>,
+}
+
+/// How long a key slowed down takes to recover, unless configured.
+pub const DEFAULT_RATE_RECOVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The lowest share of its rate a slowed-down key keeps, in thousandths (1/64).
+pub const SLOWEST_FACTOR: i64 = 16;
+
+/// The share of its rate, in thousandths, a key runs at `elapsed` after it was slowed to
+/// `factor`: climbing linearly back to the whole of it over `recovery`.
+pub fn recovered_factor(
+    factor: i64,
+    elapsed: std::time::Duration,
+    recovery: std::time::Duration,
+) -> i64 {
+    let climbed = (elapsed.as_secs_f64() / recovery.as_secs_f64().max(1e-3) * 1000.0) as i64;
+    factor.saturating_add(climbed).clamp(SLOWEST_FACTOR, 1000)
+}
+
+/// The share a key keeps after pushback at `current`: half of it, no lower than the floor.
+pub fn slowed_factor(current: i64) -> i64 {
+    (current / 2).max(SLOWEST_FACTOR)
 }
 
 impl RateLimits {
@@ -159,9 +189,23 @@ impl RateLimits {
             }
             parsed.push((pattern.to_owned(), Rate::parse(&at, rate)?));
         }
-        let mut limits = Self { limits: parsed };
+        let mut limits = Self {
+            limits: parsed,
+            recovery: None,
+        };
         limits.order();
         Ok(limits)
+    }
+
+    /// The same limits, recovering from pushback over `recovery`.
+    pub fn recovering_over(mut self, recovery: std::time::Duration) -> Self {
+        self.recovery = Some(recovery);
+        self
+    }
+
+    /// How long a key slowed to its floor takes to climb back.
+    pub fn recovery(&self) -> std::time::Duration {
+        self.recovery.unwrap_or(DEFAULT_RATE_RECOVERY)
     }
 
     /// Adds a limit (a `[tasks.<name>] rate_limit` as `task:<name>`); it replaces one of the
@@ -223,6 +267,26 @@ fn matches(pattern: &str, text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pushback_halves_a_rate_down_to_a_floor_and_time_brings_it_back() {
+        assert_eq!(slowed_factor(1000), 500);
+        assert_eq!(slowed_factor(20), SLOWEST_FACTOR);
+        let minute = std::time::Duration::from_secs(60);
+        assert_eq!(
+            recovered_factor(500, std::time::Duration::ZERO, minute),
+            500
+        );
+        assert_eq!(
+            recovered_factor(500, std::time::Duration::from_secs(15), minute),
+            750
+        );
+        assert_eq!(
+            recovered_factor(16, std::time::Duration::from_secs(3600), minute),
+            1000,
+            "never above the whole rate"
+        );
+    }
 
     #[test]
     fn rates_read_as_celery_writes_them_and_refuse_the_rest() {

@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::{JsonText, Priority, QueueName, RateKeys, TaskId, TaskName, ValidationError};
+use super::{GroupKey, JsonText, Priority, QueueName, RateKeys, TaskId, TaskName, ValidationError};
 
 /// The most tasks one batch submission may carry.
 pub const MAX_BATCH_SUBMIT: usize = 10_000;
@@ -64,6 +64,10 @@ pub struct TaskSpec {
     pub parent_id: Option<TaskId>,
     /// The rate keys it is limited by, with its cost for each.
     pub rate_keys: RateKeys,
+    /// Its fairness group; a child without one takes its parent's.
+    pub group_key: Option<GroupKey>,
+    /// At most this many tasks of its name and group run at once.
+    pub max_concurrency: Option<u32>,
 }
 
 impl TaskSpec {
@@ -82,6 +86,8 @@ impl TaskSpec {
             hard_time_limit: None,
             parent_id: None,
             rate_keys: RateKeys::default(),
+            group_key: None,
+            max_concurrency: None,
         }
     }
 }

@@ -191,9 +191,16 @@ pub struct NewTask {
     pub submitted_by: Option<String>,
     /// Its rate keys and costs.
     pub rate_keys: super::RateKeys,
-    /// Whether a configured limit covers one of its keys: it is leased by the rate-limited
-    /// claim, which takes its costs from the keys' buckets.
-    pub rate_limited: bool,
+    /// Whether the governed claim leases it: a configured limit covers one of its keys (the
+    /// claim takes its costs from their buckets), it has a group or a concurrency limit, or its
+    /// tree is paused (the store decides that last one).
+    pub governed: bool,
+    /// Its fairness group.
+    pub group_key: Option<super::GroupKey>,
+    /// At most this many tasks of its name and group run at once.
+    pub max_concurrency: Option<u32>,
+    /// Its place in its queue's fair order, for a governed task; the store assigns it.
+    pub fair_position: Option<i64>,
 }
 
 /// The outcome of inserting one task.
@@ -317,6 +324,14 @@ pub struct TaskRecord {
     pub progress: Option<super::ProgressReport>,
     /// The credential that submitted it through the API, when the coordinator knows callers.
     pub submitted_by: Option<String>,
+    /// Its rate keys and costs.
+    pub rate_keys: super::RateKeys,
+    /// Its fairness group.
+    pub group_key: Option<super::GroupKey>,
+    /// Its concurrency limit.
+    pub max_concurrency: Option<u32>,
+    /// When its tree was paused, while it is.
+    pub tree_paused_at: Option<DateTime<Utc>>,
 }
 
 #[cfg(test)]

@@ -6,8 +6,8 @@ use std::time::Duration;
 use tonic::{Request, Response, Status};
 
 use super::convert::{
-    ping_to_pb, queue_depth_to_pb, task_to_pb, tasks_by_worker_to_pb, worker_queues_to_pb,
-    worker_stats_to_pb,
+    key_rate_to_pb, ping_to_pb, queue_depth_to_pb, task_to_pb, tasks_by_worker_to_pb,
+    worker_queues_to_pb, worker_stats_to_pb,
 };
 use super::pb;
 use super::status::invalid;
@@ -205,6 +205,16 @@ impl pb::inspect_service_server::InspectService for InspectApi {
     }
 
     #[tracing::instrument(skip_all, fields(rpc = "Queues"))]
+    async fn rate_limits(
+        &self,
+        _request: Request<pb::RateLimitsRequest>,
+    ) -> Result<Response<pb::RateLimitsResponse>, Status> {
+        let keys = self.coordinator.key_rates().await?;
+        Ok(Response::new(pb::RateLimitsResponse {
+            keys: keys.into_iter().map(key_rate_to_pb).collect(),
+        }))
+    }
+
     async fn queues(
         &self,
         _request: Request<pb::QueuesRequest>,

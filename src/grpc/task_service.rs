@@ -220,6 +220,32 @@ impl pb::task_service_server::TaskService for TaskApi {
         }))
     }
 
+    #[tracing::instrument(skip_all, fields(rpc = "PauseTree"))]
+    async fn pause_tree(
+        &self,
+        request: Request<pb::PauseTreeRequest>,
+    ) -> Result<Response<pb::PauseTreeResponse>, Status> {
+        let caller = caller_of(&request);
+        let root = TaskId::parse("task_id", &request.into_inner().task_id).map_err(invalid)?;
+        let pause = self.coordinator.pause_tree(&caller, root).await?;
+        Ok(Response::new(pb::PauseTreeResponse {
+            changed: pause.changed,
+            paused_at: Some(timestamp_to_pb(pause.paused_at)),
+            stopping: pause.stopping,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "ResumeTree"))]
+    async fn resume_tree(
+        &self,
+        request: Request<pb::ResumeTreeRequest>,
+    ) -> Result<Response<pb::ResumeTreeResponse>, Status> {
+        let caller = caller_of(&request);
+        let root = TaskId::parse("task_id", &request.into_inner().task_id).map_err(invalid)?;
+        let changed = self.coordinator.resume_tree(&caller, root).await?;
+        Ok(Response::new(pb::ResumeTreeResponse { changed }))
+    }
+
     type StreamProgressStream =
         Pin<Box<dyn Stream<Item = Result<pb::StreamProgressResponse, Status>> + Send>>;
 

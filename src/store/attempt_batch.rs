@@ -19,6 +19,12 @@ pub enum Resolution {
         /// When to run again.
         run_at: DateTime<Utc>,
     },
+    /// It stopped because its tree was paused: it waits again, parked with its tree, with no
+    /// retry counted and no failure kept.
+    Requeued {
+        /// When it may run again (once its tree is resumed).
+        run_at: DateTime<Utc>,
+    },
     /// It failed for good.
     Failed {
         /// The failure's kind.

@@ -20,9 +20,10 @@ use super::row::Columns;
 use super::statements::Statements;
 use super::{
     Adopted, Announcement, AnnouncementListener, AttemptBatch, Cancelled, Claim, Claimed,
-    Interruption, PausedQueue, Promoted, QueueCounts, Reaped, RecordQuery, Store, StoreError,
-    StoredToken, TaskFilter, TreeUpdate, WorkerRegistration, files, leases, limited, queues,
-    records, schedules, tasks, tokens, trees, workers,
+    Interruption, Parentage, PausedQueue, Promoted, QueueCounts, RateBucket, Reaped, RecordQuery,
+    Store, StoreError, StoredToken, TaskFilter, TreePause, TreeResume, TreeUpdate,
+    WorkerRegistration, fairness, files, governed, leases, paused_trees, queues, records,
+    schedules, tasks, tokens, trees, workers,
 };
 use crate::domain::{
     FileChunk, FileId, FileInfo, Inserted, LeaseToken, NewFile, NewTask, QueueName, Schedule,
@@ -39,6 +40,13 @@ pub(crate) struct TaskSql {
     /// Makes at most `$2` scheduled tasks due by `$1` pending, earliest first, skipping rows
     /// another writer holds.
     pub promote_due: &'static str,
+    /// Parks the pending tasks of tree `$1` (state `scheduled`, run time `PARKED_FOR` later).
+    pub park_tree: &'static str,
+    /// Brings back the parked tasks of tree `$1`: scheduled at `$2` or later, `PARKED_FOR`
+    /// earlier.
+    pub unpark_tree: &'static str,
+    /// Parks the pending tasks, and the scheduled ones due by `$1`, whose tree is paused.
+    pub park_due: &'static str,
 }
 
 /// The tree statements whose SQL differs between databases.
@@ -72,11 +80,21 @@ pub(crate) struct LeaseSql {
     pub renew: &'static str,
     /// Makes the leases held through session `$1` expire by `$2`.
     pub expire_session: &'static str,
-    /// Up to `$3` pending rate-limited tasks of queue `$1` (unless it is paused) and name `$2`,
-    /// in service order (`id, priority, seq, expires_at, rate_keys` as JSON text), locked
-    /// against other claims where the database locks rows.
-    pub limited_candidates: &'static str,
-    /// The rate bucket of key `$1` (`tokens, updated_at`), locked for the claim.
+    /// Up to `$3` pending governed tasks of queue `$1` (unless it is paused) and name `$2`,
+    /// in fair order (`id, priority, seq, fair_position, expires_at, rate_keys` as JSON text,
+    /// `group_key, max_concurrency`), locked against other claims where the database locks
+    /// rows.
+    pub governed_candidates: &'static str,
+    /// Takes the transaction's lock on concurrency key `$1` (answers `locked`).
+    pub concurrency_lock: &'static str,
+    /// The fair group of queue `$1` and key `$2` (`finish`), locked for the insert.
+    pub fair_group_for_update: &'static str,
+    /// Task `$1` (`id, root_id, state`), locked against inserts into its tree.
+    pub lock_root: &'static str,
+    /// Task `$1`, locked so that it cannot be paused until the transaction ends.
+    pub lock_root_shared: &'static str,
+    /// The rate bucket of key `$1` (`tokens, updated_at, factor, slowed_at`), locked for the
+    /// claim.
     pub bucket_for_update: &'static str,
     /// Leases task `$1` to worker `$2` through session `$3` at `$4` until `$5`, answering
     /// the columns `row::lease_of` reads.
@@ -139,8 +157,6 @@ pub(crate) trait Tasks: Database {
         transaction: &mut Self::Transaction,
         tasks: &[NewTask],
     ) -> Result<Vec<Inserted>, StoreError>;
-
-    async fn roots(&self, ids: &[TaskId]) -> Result<HashMap<TaskId, TaskId>, StoreError>;
 
     async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<TaskRecord>, StoreError>;
 
@@ -207,22 +223,34 @@ impl<B: Backend> Store for B {
     }
 
     async fn insert_tasks(&self, tasks: &[NewTask]) -> Result<Vec<Inserted>, StoreError> {
-        Tasks::insert_tasks(self, tasks).await
+        // Only governed tasks and children need the insert's decisions (`fairness`).
+        if !tasks
+            .iter()
+            .any(|task| task.governed || task.parent_id.is_some())
+        {
+            return Tasks::insert_tasks(self, tasks).await;
+        }
+        let mut transaction = self.begin().await?;
+        let prepared = fairness::prepare::<Self>(&mut transaction, tasks).await?;
+        let inserted = Self::insert_tasks_in(&mut transaction, &prepared).await?;
+        Self::commit(transaction).await?;
+        Ok(inserted)
     }
 
     async fn task(&self, id: TaskId) -> Result<Option<TaskRecord>, StoreError> {
         tasks::task(self, id).await
     }
 
-    async fn roots(&self, ids: &[TaskId]) -> Result<HashMap<TaskId, TaskId>, StoreError> {
-        Tasks::roots(self, ids).await
+    async fn roots(&self, ids: &[TaskId]) -> Result<HashMap<TaskId, Parentage>, StoreError> {
+        tasks::roots(self, ids).await
     }
 
     async fn claim(&self, claim: &Claim) -> Result<Claimed, StoreError> {
         let mut claimed = Leases::claim(self, claim).await?;
         let room = claim.limit.saturating_sub(claimed.consumed());
-        if room > 0 && !claim.rate_limits.is_empty() {
-            let limited = limited::claim_limited(self, claim, room).await?;
+        if room > 0 && claimed.governed_waiting != Some(false) {
+            let limited =
+                governed::claim_governed(self, claim, room, claimed.governed_waiting).await?;
             claimed.tasks.extend(limited.tasks);
             claimed.expired += limited.expired;
             claimed.limited_until = limited.limited_until;
@@ -427,6 +455,32 @@ impl<B: Backend> Store for B {
 
     async fn paused_queues(&self) -> Result<Vec<PausedQueue>, StoreError> {
         queues::paused_queues(self).await
+    }
+
+    async fn slow_down(
+        &self,
+        key: &str,
+        configured: crate::domain::Rate,
+        recovery: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<crate::domain::Rate, StoreError> {
+        governed::slow_down(self, key, configured, recovery, now).await
+    }
+
+    async fn rate_buckets(&self) -> Result<Vec<RateBucket>, StoreError> {
+        governed::rate_buckets(self).await
+    }
+
+    async fn pause_tree(&self, root: TaskId, now: DateTime<Utc>) -> Result<TreePause, StoreError> {
+        paused_trees::pause_tree(self, root, now).await
+    }
+
+    async fn resume_tree(
+        &self,
+        root: TaskId,
+        now: DateTime<Utc>,
+    ) -> Result<TreeResume, StoreError> {
+        paused_trees::resume_tree(self, root, now).await
     }
 
     async fn register_worker(&self, worker: &WorkerRegistration) -> Result<(), StoreError> {

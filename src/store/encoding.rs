@@ -254,6 +254,12 @@ pub fn resolution_columns(resolution: &Resolution) -> ResolutionColumns<'_> {
             error: Some((kind, message)),
             run_at: Some(*run_at),
         },
+        Resolution::Requeued { run_at } => ResolutionColumns {
+            state: TaskState::Scheduled,
+            result: None,
+            error: None,
+            run_at: Some(*run_at),
+        },
         Resolution::Failed { kind, message } => ResolutionColumns {
             state: TaskState::Failed,
             result: None,

@@ -7,9 +7,11 @@
 mod attempt_batch;
 mod backend;
 mod encoding;
+mod fairness;
 mod files;
+mod governed;
 mod leases;
-mod limited;
+mod paused_trees;
 mod postgres;
 mod queues;
 mod records;
@@ -37,6 +39,7 @@ use crate::domain::{
 };
 
 pub use attempt_batch::{AttemptBatch, Completion, ProgressWrite, RecordWrite, Resolution, Start};
+pub use paused_trees::{TreePause, TreeResume};
 pub use postgres::PostgresStore;
 pub use queues::PausedQueue;
 pub use sqlite::{OpenError, SqliteStore};
@@ -108,6 +111,9 @@ pub struct Claimed {
     /// When rate-limited tasks this claim passed over because their keys' buckets were empty
     /// may be leased: the earliest moment one of those buckets has tokens again.
     pub limited_until: Option<DateTime<Utc>>,
+    /// Whether governed tasks wait anywhere, when the plain claim learnt it on the way (so the
+    /// governed claim needs no probe of its own).
+    pub governed_waiting: Option<bool>,
 }
 
 impl Claimed {
@@ -153,6 +159,34 @@ pub struct Adopted {
     /// Of those, running attempts counted as lost.
     pub lost: u64,
 }
+
+/// A rate key's bucket as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateBucket {
+    /// The key.
+    pub key: String,
+    /// Tokens (thousandths) as of `updated_at`.
+    pub tokens: i64,
+    /// When it was last written.
+    pub updated_at: DateTime<Utc>,
+    /// The share of its rate it ran at when last slowed (thousandths).
+    pub factor: i64,
+    /// When pushback last slowed it.
+    pub slowed_at: Option<DateTime<Utc>>,
+}
+
+/// Where a parent puts its children: its tree, and its fairness group, which they inherit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parentage {
+    /// The root of the parent's tree.
+    pub root_id: TaskId,
+    /// The parent's group.
+    pub group_key: Option<crate::domain::GroupKey>,
+}
+
+/// How far a paused tree's waiting tasks are parked: a thousand years of 365.25 days, added to
+/// their run time while the tree is paused and taken off when it resumes.
+pub const PARKED_FOR: chrono::TimeDelta = chrono::TimeDelta::days(365_250);
 
 /// The message of the failure a running attempt gets when its worker comes back without it.
 pub const LOST_ON_RECONNECT: &str =
@@ -291,8 +325,9 @@ pub trait Store: Send + Sync + 'static {
     /// One task, if it exists.
     async fn task(&self, id: TaskId) -> Result<Option<TaskRecord>, StoreError>;
 
-    /// The roots of the trees of the given tasks; tasks that do not exist are missing.
-    async fn roots(&self, ids: &[TaskId]) -> Result<HashMap<TaskId, TaskId>, StoreError>;
+    /// The roots of the trees of the given tasks, and their groups; tasks that do not exist
+    /// are missing.
+    async fn roots(&self, ids: &[TaskId]) -> Result<HashMap<TaskId, Parentage>, StoreError>;
 
     /// Leases up to `claim.limit` pending tasks from the worker's queues: higher queue priority
     /// first, then higher task priority, then oldest. Tasks found expired on the way are marked
@@ -481,6 +516,29 @@ pub trait Store: Send + Sync + 'static {
     /// The paused queues, by name.
     async fn paused_queues(&self) -> Result<Vec<PausedQueue>, StoreError>;
 
+    /// Slows rate key `key` (limited at `configured`) after pushback: its share of the rate
+    /// halves (at most once a second, down to 1/64), then climbs back over `recovery`. Answers
+    /// the rate it runs at afterwards.
+    async fn slow_down(
+        &self,
+        key: &str,
+        configured: crate::domain::Rate,
+        recovery: std::time::Duration,
+        now: DateTime<Utc>,
+    ) -> Result<crate::domain::Rate, StoreError>;
+
+    /// The rate buckets, by key: what `inspect rate_limits` shows.
+    async fn rate_buckets(&self) -> Result<Vec<RateBucket>, StoreError>;
+
+    /// Pauses the tree rooted at `root`: its waiting tasks are parked until it is resumed,
+    /// children it gains meanwhile too; answers its running tasks, which the caller asks to
+    /// stop.
+    async fn pause_tree(&self, root: TaskId, now: DateTime<Utc>) -> Result<TreePause, StoreError>;
+
+    /// Resumes a paused tree: its parked tasks wait for their own run times again.
+    async fn resume_tree(&self, root: TaskId, now: DateTime<Utc>)
+    -> Result<TreeResume, StoreError>;
+
     /// Records a worker's hello.
     async fn register_worker(&self, worker: &WorkerRegistration) -> Result<(), StoreError>;
 
@@ -571,6 +629,11 @@ pub enum Announcement {
         token: LeaseToken,
         /// Abort instead of asking the task to stop.
         terminate: bool,
+    },
+    /// A leased task's tree was paused: whoever holds the worker's stream asks it to stop.
+    Pause {
+        /// The lease.
+        token: LeaseToken,
     },
 }
 

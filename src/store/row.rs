@@ -11,7 +11,7 @@ use super::encoding::{
     schedule_task_from_json, timing_of, worker_stats_from_json,
 };
 use crate::domain::{
-    JsonText, Lease, LeaseToken, Observed, Priority, QueueName, RecordEntry, Schedule,
+    GroupKey, JsonText, Lease, LeaseToken, Observed, Priority, QueueName, RecordEntry, Schedule,
     ScheduleSource, StoredRecord, TaskId, TaskName, TaskRecord, TaskState, TimeLimits, TreeEvent,
     WorkerId, WorkerInfo, event_from_json,
 };
@@ -134,7 +134,12 @@ pub(crate) fn task_record(row: &impl Columns) -> Result<TaskRecord, sqlx::Error>
         retries: lease.retries,
         max_retries: lease.max_retries,
         created_at: row.moment("created_at")?,
-        run_at: lease.run_at,
+        // A paused tree's parked task shows the run time it will have again on resume.
+        run_at: if lease.run_at - super::PARKED_FOR / 2 > row.moment("created_at")? {
+            lease.run_at - super::PARKED_FOR
+        } else {
+            lease.run_at
+        },
         started_at: row.optional_moment("started_at")?,
         finished_at: row.optional_moment("finished_at")?,
         expires_at: lease.expires_at,
@@ -151,6 +156,14 @@ pub(crate) fn task_record(row: &impl Columns) -> Result<TaskRecord, sqlx::Error>
             row.optional_text("progress_message")?,
         ),
         submitted_by: row.optional_text("submitted_by")?,
+        rate_keys: super::encoding::rate_keys_from_json(row.optional_text("rate_keys")?.as_deref()),
+        group_key: row
+            .optional_text("group_key")?
+            .and_then(|key| GroupKey::parse("group_key", &key).ok()),
+        max_concurrency: row
+            .optional_integer("max_concurrency")?
+            .and_then(|limit| u32::try_from(limit).ok()),
+        tree_paused_at: None,
     })
 }
 

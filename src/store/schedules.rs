@@ -115,7 +115,9 @@ pub(super) async fn fire_schedule<B: Tasks>(
         return Ok(false);
     }
     if let Some(task) = task {
-        B::insert_tasks_in(&mut transaction, std::slice::from_ref(task)).await?;
+        let prepared =
+            super::fairness::prepare::<B>(&mut transaction, std::slice::from_ref(task)).await?;
+        B::insert_tasks_in(&mut transaction, &prepared).await?;
     }
     B::commit(transaction).await?;
     Ok(true)

@@ -1,13 +1,15 @@
 //! Task reads and the queue-wide writes both databases run the same way.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 
 use super::backend::Database;
 use super::encoding::count;
 use super::row::{Columns, decoded, task_record};
 use super::statements::Statements;
-use super::{Cancelled, Promoted, QueueCounts, StoreError};
-use crate::domain::{LeaseToken, QueueName, TaskId, TaskRecord, TaskState};
+use super::{Cancelled, Parentage, Promoted, QueueCounts, StoreError};
+use crate::domain::{GroupKey, LeaseToken, QueueName, TaskId, TaskRecord, TaskState};
 
 pub(super) async fn task<B: Database>(
     backend: &B,
@@ -18,10 +20,43 @@ pub(super) async fn task<B: Database>(
         .await?
         .fetch_optional(B::TASKS.task, &[id.into()])
         .await?;
-    row.as_ref()
+    let Some(mut task) = row
+        .as_ref()
         .map(task_record)
         .transpose()
-        .map_err(StoreError::Internal)
+        .map_err(StoreError::Internal)?
+    else {
+        return Ok(None);
+    };
+    task.tree_paused_at = super::paused_trees::paused_at(backend, task.root_id).await?;
+    Ok(Some(task))
+}
+
+pub(super) async fn roots<B: Database>(
+    backend: &B,
+    ids: &[TaskId],
+) -> Result<HashMap<TaskId, Parentage>, StoreError> {
+    let mut connection = backend.connection().await?;
+    let mut roots = HashMap::with_capacity(ids.len());
+    for id in ids {
+        let row = connection
+            .fetch_optional(
+                "SELECT root_id, group_key FROM tasks WHERE id = $1",
+                &[(*id).into()],
+            )
+            .await?;
+        if let Some(row) = row {
+            let parentage = Parentage {
+                root_id: row.task_id("root_id").map_err(StoreError::Internal)?,
+                group_key: row
+                    .optional_text("group_key")
+                    .map_err(StoreError::Internal)?
+                    .and_then(|key| GroupKey::parse("group_key", &key).ok()),
+            };
+            roots.insert(*id, parentage);
+        }
+    }
+    Ok(roots)
 }
 
 pub(super) async fn tasks_in_state<B: Database>(
@@ -46,6 +81,8 @@ pub(super) async fn promote_due<B: Database>(
     limit: u32,
 ) -> Result<Promoted, StoreError> {
     let mut connection = backend.connection().await?;
+    // A paused tree's due tasks are parked, not promoted (see `paused_trees`).
+    connection.execute(B::TASKS.park_due, &[now.into()]).await?;
     let count = connection
         .execute(B::TASKS.promote_due, &[now.into(), i64::from(limit).into()])
         .await?;

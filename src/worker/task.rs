@@ -27,6 +27,8 @@ pub(super) enum ContextRequest {
     Progress(ProgressReport),
     /// Emit records.
     Records(Vec<RecordEntry>),
+    /// Report pushback on a rate key.
+    SlowDown(String),
     /// Submit children, and perhaps a callback.
     SubmitChildren {
         children: Vec<TaskSpec>,
@@ -225,6 +227,15 @@ impl TaskContext {
             .send((self.lease, ContextRequest::Progress(report)))
             .await
             .map_err(|_| worker_gone())
+    }
+
+    /// Reports pushback on one of the task's rate keys (an SMTP 421 from a domain's mail
+    /// server): the key's rate is lowered cluster-wide and recovers over time. Never waits; a
+    /// report that finds no room is dropped (the next pushback says it again).
+    pub fn slow_down(&self, key: impl Into<String>) {
+        let _ = self
+            .requests
+            .try_send((self.lease, ContextRequest::SlowDown(key.into())));
     }
 
     /// Emits records: durable per-item outcomes, unique per root task, kind and key (writing a

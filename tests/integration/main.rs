@@ -5,6 +5,7 @@
 //! under `target/tmp/logs/`.
 
 mod bench;
+mod campaign_flow;
 mod cli;
 mod contacts;
 mod email;

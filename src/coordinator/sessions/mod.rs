@@ -58,6 +58,9 @@ pub struct HeldLease {
     pub in_tree: bool,
     /// Why records the attempt emitted were refused, if they were: its result then fails.
     pub refused_records: Option<String>,
+    /// Whether it was asked to stop because its tree was paused: a retryable failure then
+    /// waits again, no retry counted.
+    pub pausing: bool,
 }
 
 impl HeldLease {
@@ -75,6 +78,7 @@ impl HeldLease {
             run_at: lease.run_at,
             in_tree: lease.root_id != lease.token.task_id,
             refused_records: None,
+            pausing: false,
         }
     }
 }
@@ -534,6 +538,36 @@ impl Sessions {
             reason: reason.to_owned(),
         };
         holder.send(cancel).await
+    }
+
+    /// Asks the worker holding `token` here, if any, to stop its task because its tree was
+    /// paused; false when no session here holds it.
+    pub async fn tell_holder_to_pause(&self, token: LeaseToken) -> bool {
+        let holder = self
+            .by_worker
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .values()
+            .find(|session| {
+                let mut state = session.state();
+                match state.leases.get_mut(&token) {
+                    Some(lease) => {
+                        lease.pausing = true;
+                        true
+                    }
+                    None => false,
+                }
+            })
+            .cloned();
+        let Some(holder) = holder else {
+            return false;
+        };
+        let stop = CoordinatorMessage::Cancel {
+            token,
+            terminate: false,
+            reason: "its tree was paused; it continues when the tree is resumed".to_owned(),
+        };
+        holder.send(stop).await
     }
 
     /// Whether a connected worker runs this task name.

@@ -46,6 +46,12 @@ pub(super) async fn handle(
         WorkerMessage::EmitRecords { token, records } => {
             emit_records(coordinator, session, token, records, pending).await
         }
+        WorkerMessage::SlowDown { token, key } => {
+            if session.lease(&token).is_some() {
+                coordinator.slow_down(&key).await;
+            }
+            Ok(())
+        }
         WorkerMessage::SubmitChildren {
             request_id,
             token,
@@ -266,7 +272,9 @@ async fn result(
         at: coordinator.clock.now(),
     };
     record_outcome(&lease, &completion);
-    if let Resolution::Retry { run_at, .. } = &completion.resolution {
+    if let Resolution::Retry { run_at, .. } | Resolution::Requeued { run_at } =
+        &completion.resolution
+    {
         coordinator.signal.wake_at(*run_at);
     }
     let answer = coordinator

@@ -382,6 +382,7 @@ fn message_kind(message: &WorkerMessage) -> &'static str {
         WorkerMessage::Heartbeat(_) => "heartbeat",
         WorkerMessage::SubmitChildren { .. } => "submit_children",
         WorkerMessage::EmitRecords { .. } => "emit_records",
+        WorkerMessage::SlowDown { .. } => "slow_down",
         WorkerMessage::QueryRecords { .. } => "query_records",
         WorkerMessage::Release(_) => "release",
         WorkerMessage::ControlReply { .. } => "control_reply",

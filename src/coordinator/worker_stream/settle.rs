@@ -135,6 +135,7 @@ pub(super) fn record_outcome(lease: &HeldLease, completion: &Completion) {
                 .increment(1);
             "retried"
         }
+        Resolution::Requeued { .. } => "paused",
         Resolution::Failed { .. } => "failed",
     };
     metrics::counter!("celeritas_tasks_finished_total", "queue" => queue, "outcome" => outcome)
@@ -148,10 +149,16 @@ pub(super) fn record_outcome(lease: &HeldLease, completion: &Completion) {
 
 impl Coordinator {
     /// Decides what becomes of a task whose attempt ended: retried with backoff while it may be,
-    /// failed otherwise.
+    /// failed otherwise; one that stopped because its tree was paused waits again, with no
+    /// retry counted.
     pub(super) fn resolve(&self, lease: &HeldLease, outcome: Outcome) -> Resolution {
         match outcome {
             Outcome::Succeeded(result) => Resolution::Succeeded(result),
+            Outcome::Failed(Failure {
+                retryable: true, ..
+            }) if lease.pausing => Resolution::Requeued {
+                run_at: self.clock.now(),
+            },
             Outcome::Failed(Failure {
                 kind,
                 message,

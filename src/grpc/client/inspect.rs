@@ -3,10 +3,10 @@
 use std::time::Duration;
 
 use super::{ClientError, CoordinatorClient};
-use crate::domain::{PingResult, QueueDepth, QueueName, Schedule, TaskRecord, WorkerInfo};
+use crate::domain::{KeyRate, PingResult, QueueDepth, QueueName, Schedule, TaskRecord, WorkerInfo};
 use crate::grpc::convert::{
-    duration_to_pb, ping_from_pb, queue_depth_from_pb, schedule_from_stored_pb, task_from_pb,
-    worker_stats_from_pb,
+    duration_to_pb, key_rate_from_pb, ping_from_pb, queue_depth_from_pb, schedule_from_stored_pb,
+    task_from_pb, worker_stats_from_pb,
 };
 use crate::grpc::pb;
 
@@ -152,6 +152,20 @@ impl CoordinatorClient {
             .queues
             .into_iter()
             .map(queue_depth_from_pb)
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// Each rate-limited key used so far, with the rate it runs at now.
+    pub async fn rate_limits(&mut self) -> Result<Vec<KeyRate>, ClientError> {
+        let response = self
+            .inspect
+            .rate_limits(pb::RateLimitsRequest {})
+            .await?
+            .into_inner();
+        Ok(response
+            .keys
+            .into_iter()
+            .map(key_rate_from_pb)
             .collect::<Result<_, _>>()?)
     }
 }

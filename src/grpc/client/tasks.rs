@@ -251,6 +251,31 @@ impl CoordinatorClient {
         Ok(response.changed)
     }
 
+    /// Pauses the tree rooted at `root`: whether it was not paused before, and how many running
+    /// tasks were asked to stop.
+    pub async fn pause_tree(&mut self, root: TaskId) -> Result<(bool, u64), ClientError> {
+        let response = self
+            .tasks
+            .pause_tree(pb::PauseTreeRequest {
+                task_id: root.to_string(),
+            })
+            .await?
+            .into_inner();
+        Ok((response.changed, response.stopping))
+    }
+
+    /// Resumes a paused tree; true when it was paused.
+    pub async fn resume_tree(&mut self, root: TaskId) -> Result<bool, ClientError> {
+        let response = self
+            .tasks
+            .resume_tree(pb::ResumeTreeRequest {
+                task_id: root.to_string(),
+            })
+            .await?
+            .into_inner();
+        Ok(response.changed)
+    }
+
     /// The events of a task tree after `from`, until it finishes.
     pub async fn stream_progress(
         &mut self,

@@ -8,7 +8,8 @@ use chrono::{DateTime, Utc};
 use super::primitives::{duration_from_pb, duration_to_pb, timestamp_from_pb, timestamp_to_pb};
 use super::tasks::task_to_pb;
 use crate::domain::{
-    PingResult, QueueDepth, QueueName, TaskRecord, ValidationError, WorkerInfo, WorkerStats,
+    KeyRate, PingResult, QueueDepth, QueueName, TaskRecord, ValidationError, WorkerInfo,
+    WorkerStats,
 };
 use crate::grpc::pb;
 
@@ -150,4 +151,29 @@ pub fn worker_stats_from_pb(entry: pb::WorkerStatsEntry, now: DateTime<Utc>) -> 
         }),
         connected: entry.connected,
     }
+}
+
+/// A rate-limited key as inspection shows it.
+pub fn key_rate_to_pb(rate: KeyRate) -> pb::KeyRate {
+    pb::KeyRate {
+        key: rate.key,
+        configured_per_second: rate.configured,
+        effective_per_second: rate.effective,
+        tokens: rate.tokens,
+        slowed_at: rate.slowed_at.map(timestamp_to_pb),
+    }
+}
+
+/// A rate-limited key as a client reads it.
+pub fn key_rate_from_pb(rate: pb::KeyRate) -> Result<KeyRate, ValidationError> {
+    Ok(KeyRate {
+        key: rate.key,
+        configured: rate.configured_per_second,
+        effective: rate.effective_per_second,
+        tokens: rate.tokens,
+        slowed_at: rate
+            .slowed_at
+            .map(|at| timestamp_from_pb("slowed_at", at))
+            .transpose()?,
+    })
 }

@@ -7,9 +7,9 @@ use super::primitives::{
 };
 use super::progress::progress_to_pb;
 use crate::domain::{
-    AttemptFailure, ExpiresAt, JsonText, Priority, ProgressReport, QueueName, RateKeys, StartAt,
-    TaskId, TaskName, TaskRecord, TaskSelector, TaskSpec, TimeRange, ValidationError, WorkerId,
-    parse_idempotency_key, parse_max_retries, parse_short_name,
+    AttemptFailure, ExpiresAt, GroupKey, JsonText, Priority, ProgressReport, QueueName, RateKeys,
+    StartAt, TaskId, TaskName, TaskRecord, TaskSelector, TaskSpec, TimeRange, ValidationError,
+    WorkerId, parse_idempotency_key, parse_max_concurrency, parse_max_retries, parse_short_name,
 };
 use crate::grpc::pb;
 
@@ -68,6 +68,13 @@ pub fn task_spec_from_pb(
             .transpose()?,
         parent_id: optional_task_id("parent_id", &spec.parent_id)?,
         rate_keys: RateKeys::parse("rate_keys", &spec.rate_keys.into_iter().collect())?,
+        group_key: (!spec.group_key.is_empty())
+            .then(|| GroupKey::parse("group_key", &spec.group_key))
+            .transpose()?,
+        max_concurrency: spec
+            .max_concurrency
+            .map(|limit| parse_max_concurrency("max_concurrency", limit))
+            .transpose()?,
     })
 }
 
@@ -102,6 +109,12 @@ pub fn task_spec_to_pb(spec: &TaskSpec) -> pb::TaskSpec {
             .iter()
             .map(|(key, cost)| (key.to_owned(), cost))
             .collect(),
+        group_key: spec
+            .group_key
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        max_concurrency: spec.max_concurrency,
     }
 }
 
@@ -145,6 +158,17 @@ pub fn task_to_pb(task: TaskRecord) -> pb::Task {
             })
             .collect(),
         progress: task.progress.as_ref().map(progress_to_pb),
+        rate_keys: task
+            .rate_keys
+            .iter()
+            .map(|(key, cost)| (key.to_owned(), cost))
+            .collect(),
+        group_key: task
+            .group_key
+            .map(|key| key.to_string())
+            .unwrap_or_default(),
+        max_concurrency: task.max_concurrency,
+        tree_paused_at: task.tree_paused_at.map(timestamp_to_pb),
     }
 }
 
@@ -157,6 +181,12 @@ pub fn task_from_pb(task: pb::Task) -> Result<TaskRecord, ValidationError> {
     };
     Ok(TaskRecord {
         submitted_by: None,
+        rate_keys: RateKeys::parse("task.rate_keys", &task.rate_keys.into_iter().collect())?,
+        group_key: (!task.group_key.is_empty())
+            .then(|| GroupKey::parse("task.group_key", &task.group_key))
+            .transpose()?,
+        max_concurrency: task.max_concurrency,
+        tree_paused_at: moment("task.tree_paused_at", task.tree_paused_at)?,
         id: TaskId::parse("task.id", &task.id)?,
         name: TaskName::parse("task.name", &task.name)?,
         queue: QueueName::parse("task.queue", &task.queue)?,

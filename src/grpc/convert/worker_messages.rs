@@ -124,6 +124,11 @@ pub fn worker_message_from_pb(request: pb::ConnectRequest) -> Result<WorkerMessa
                     .map_err(refused)?,
             }
         }
+        Message::SlowDown(slow) => WorkerMessage::SlowDown {
+            token: lease_token_from_pb("slow_down.lease", slow.lease)?,
+            // Checked where it is used: a bad key is ignored there, the stream goes on.
+            key: slow.key,
+        },
         Message::EmitRecords(emit) => {
             let token = lease_token_from_pb("emit_records.lease", emit.lease)?;
             WorkerMessage::EmitRecords {
@@ -310,6 +315,10 @@ pub fn worker_message_to_pb(message: WorkerMessage) -> pb::ConnectRequest {
             lease: Some(lease_token_to_pb(token)),
             children: children.iter().map(task_spec_to_pb).collect(),
             callback: callback.as_ref().map(task_spec_to_pb),
+        }),
+        WorkerMessage::SlowDown { token, key } => Message::SlowDown(pb::SlowDown {
+            lease: Some(lease_token_to_pb(token)),
+            key,
         }),
         WorkerMessage::EmitRecords { token, records } => Message::EmitRecords(pb::EmitRecords {
             lease: Some(lease_token_to_pb(token)),

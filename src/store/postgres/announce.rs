@@ -34,7 +34,8 @@ impl Announcements for PostgresStore {
     }
 }
 
-/// `work <coordinator>` or `cancel <task id> <attempt> <terminate: 0|1>`.
+/// `work <coordinator>`, `cancel <task id> <attempt> <terminate: 0|1>` or
+/// `pause <task id> <attempt>`.
 fn encode_announcement(announcement: &Announcement) -> String {
     match announcement {
         Announcement::Work { from } => format!("work {from}"),
@@ -46,6 +47,7 @@ fn encode_announcement(announcement: &Announcement) -> String {
                 u8::from(*terminate)
             )
         }
+        Announcement::Pause { token } => format!("pause {} {}", token.task_id, token.attempt),
     }
 }
 
@@ -62,6 +64,13 @@ fn decode_announcement(payload: &str) -> Option<Announcement> {
             Some(Announcement::Cancel {
                 token: LeaseToken::parse("announcement", task_id, attempt).ok()?,
                 terminate,
+            })
+        }
+        "pause" => {
+            let task_id = parts.next()?;
+            let attempt = parts.next()?.parse().ok()?;
+            Some(Announcement::Pause {
+                token: LeaseToken::parse("announcement", task_id, attempt).ok()?,
             })
         }
         _ => None,

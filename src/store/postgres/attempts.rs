@@ -241,7 +241,8 @@ async fn record_completions(
              error_kind = u.error_kind, \
              error_message = u.error_message, \
              run_at = COALESCE(u.run_at, t.run_at), \
-             retries = t.retries + CASE WHEN u.state = 'scheduled' THEN 1 ELSE 0 END, \
+             retries = t.retries + CASE WHEN u.state = 'scheduled' AND u.error_kind IS NOT NULL \
+                 THEN 1 ELSE 0 END, \
              finished_at = CASE WHEN u.state = 'scheduled' THEN NULL ELSE u.at END, \
              started_at = COALESCE(t.started_at, u.started_at), \
              lease_expires_at = NULL \

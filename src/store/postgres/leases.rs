@@ -54,7 +54,7 @@ impl Leases for PostgresStore {
                  CROSS JOIN unnest($8::text[]) AS registered(name) \
                  CROSS JOIN LATERAL ( \
                      SELECT p.id, p.priority, p.seq FROM tasks p \
-                     WHERE p.state = 'pending' AND NOT p.rate_limited \
+                     WHERE p.state = 'pending' AND NOT p.governed \
                          AND p.queue = wanted.queue AND p.name = registered.name \
                      ORDER BY p.priority DESC, p.seq \
                      LIMIT $3 \
@@ -72,7 +72,9 @@ impl Leases for PostgresStore {
                  leased_at = $4, \
                  lease_expires_at = CASE WHEN t.expires_at <= $4 THEN NULL ELSE $6 END \
              FROM candidates c WHERE t.id = c.id \
-             RETURNING c.queue_priority, t.seq, t.state, {CLAIMED_COLUMNS}"
+             RETURNING c.queue_priority, t.seq, t.state, {CLAIMED_COLUMNS}, \
+                 EXISTS (SELECT 1 FROM tasks g WHERE g.state = 'pending' AND g.governed) \
+                     AS governed_waiting"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(&queue_names)
@@ -87,6 +89,13 @@ impl Leases for PostgresStore {
             .await
             .map_err(classify)?;
         let mut claimed = Claimed::default();
+        // Asked once per statement (an uncorrelated subquery), on any row.
+        if let Some(row) = rows.first() {
+            claimed.governed_waiting = Some(
+                row.try_get("governed_waiting")
+                    .map_err(StoreError::Internal)?,
+            );
+        }
         let mut ordered = Vec::with_capacity(rows.len());
         for row in &rows {
             let state: String = row.try_get("state").map_err(StoreError::Internal)?;
@@ -119,8 +128,13 @@ impl Leases for PostgresStore {
             "WITH u AS (SELECT * FROM unnest($1::uuid[], $2::int4[]) AS u(id, attempt)), \
                  locked AS MATERIALIZED (SELECT id FROM tasks WHERE id IN (SELECT id FROM u) \
                      ORDER BY id FOR UPDATE) \
-             UPDATE tasks t SET state = 'pending', session_id = NULL, leased_at = NULL, \
-                 lease_expires_at = NULL, started_at = NULL \
+             UPDATE tasks t SET session_id = NULL, leased_at = NULL, \
+                 lease_expires_at = NULL, started_at = NULL, \
+                 state = CASE WHEN EXISTS (SELECT 1 FROM paused_trees p \
+                     WHERE p.root_id = t.root_id) THEN 'scheduled' ELSE 'pending' END, \
+                 run_at = CASE WHEN EXISTS (SELECT 1 FROM paused_trees p \
+                     WHERE p.root_id = t.root_id) THEN t.run_at + interval '8766000 hours' \
+                     ELSE t.run_at END \
              FROM u JOIN locked ON locked.id = u.id \
              WHERE t.id = u.id AND t.attempt = u.attempt AND t.session_id = $3 \
                  AND t.state IN ('leased', 'running')",

@@ -25,7 +25,8 @@ macro_rules! task_columns {
          t.expires_at, t.parent_id, t.root_id, t.state, t.result::text AS result, \
          t.error_kind, t.error_message, t.created_at, t.run_at, t.started_at, \
          t.finished_at, t.worker_id, t.idempotency_key, t.failures::text AS failures, \
-         t.progress_done, t.progress_total, t.progress_message, t.submitted_by"
+         t.progress_done, t.progress_total, t.progress_message, t.submitted_by, \
+         t.rate_keys::text AS rate_keys, t.group_key, t.max_concurrency"
     };
 }
 

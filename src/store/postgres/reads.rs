@@ -15,6 +15,15 @@ pub(super) const TASKS: TaskSql = TaskSql {
              SELECT id FROM tasks WHERE state = 'scheduled' AND run_at <= $1 \
              ORDER BY run_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
          UPDATE tasks t SET state = 'pending' FROM due WHERE t.id = due.id",
+    park_tree: "UPDATE tasks SET state = 'scheduled', \
+             run_at = run_at + interval '8766000 hours' \
+         WHERE (id = $1 OR (root_id = $1 AND parent_id IS NOT NULL)) AND state = 'pending'",
+    unpark_tree: "UPDATE tasks SET run_at = run_at - interval '8766000 hours' \
+         WHERE (id = $1 OR (root_id = $1 AND parent_id IS NOT NULL)) \
+             AND state = 'scheduled' AND run_at >= $2",
+    park_due: "UPDATE tasks SET state = 'scheduled', run_at = run_at + interval '8766000 hours' \
+         WHERE state IN ('pending', 'scheduled') AND run_at <= $1 \
+             AND root_id IN (SELECT root_id FROM paused_trees)",
 };
 
 pub(super) const TREES: TreeSql = TreeSql {
@@ -80,13 +89,19 @@ pub(super) const LEASES: LeaseSql = LeaseSql {
              ORDER BY id FOR UPDATE) \
          UPDATE tasks t SET lease_expires_at = LEAST(t.lease_expires_at, $2) \
          FROM held WHERE t.id = held.id AND t.session_id = $1",
-    limited_candidates: "SELECT id, priority, seq, expires_at, rate_keys::text AS rate_keys \
+    governed_candidates: "SELECT id, priority, seq, fair_position, expires_at, \
+             rate_keys::text AS rate_keys, group_key, max_concurrency \
          FROM tasks \
-         WHERE state = 'pending' AND rate_limited AND queue = $1 AND name = $2 \
+         WHERE state = 'pending' AND governed AND queue = $1 AND name = $2 \
              AND NOT EXISTS (SELECT 1 FROM paused_queues WHERE queue = $1) \
-         ORDER BY priority DESC, seq LIMIT $3 \
+         ORDER BY priority DESC, fair_position, seq LIMIT $3 \
          FOR UPDATE SKIP LOCKED",
-    bucket_for_update: "SELECT tokens, updated_at FROM rate_buckets WHERE key = $1 FOR UPDATE",
+    concurrency_lock: "SELECT pg_advisory_xact_lock(hashtextextended($1, 7)) IS NULL AS locked",
+    fair_group_for_update: "SELECT finish FROM fair_groups WHERE queue = $1 AND group_key = $2 \
+         FOR UPDATE",
+    lock_root: "SELECT id, root_id, state FROM tasks WHERE id = $1 FOR UPDATE",
+    lock_root_shared: "SELECT id FROM tasks WHERE id = $1 FOR KEY SHARE",
+    bucket_for_update: "SELECT tokens, updated_at, factor, slowed_at FROM rate_buckets WHERE key = $1 FOR UPDATE",
     lease_one: "UPDATE tasks t SET state = 'leased', attempt = t.attempt + 1, worker_id = $2, \
              session_id = $3, leased_at = $4, lease_expires_at = $5 \
          WHERE t.id = $1 AND t.state = 'pending' \

@@ -28,20 +28,6 @@ impl Tasks for PostgresStore {
         insert_tasks_on(transaction, tasks).await
     }
 
-    async fn roots(&self, ids: &[TaskId]) -> Result<HashMap<TaskId, TaskId>, StoreError> {
-        let ids: Vec<Uuid> = ids.iter().map(TaskId::as_uuid).collect();
-        let rows: Vec<(Uuid, Uuid)> =
-            sqlx::query_as("SELECT id, root_id FROM tasks WHERE id = ANY($1::uuid[])")
-                .bind(&ids)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(classify)?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, root)| (id.into(), root.into()))
-            .collect())
-    }
-
     async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<TaskRecord>, StoreError> {
         // Without payloads, args and result are not even read: a campaign's batches are large.
         let columns = if filter.with_payloads {
@@ -147,10 +133,16 @@ async fn insert_tasks_on(
     let mut waits_for = Vec::with_capacity(tasks.len());
     let mut submitters = Vec::with_capacity(tasks.len());
     let mut rate_keys = Vec::with_capacity(tasks.len());
-    let mut rate_limited = Vec::with_capacity(tasks.len());
+    let mut governed = Vec::with_capacity(tasks.len());
+    let mut groups = Vec::with_capacity(tasks.len());
+    let mut concurrency = Vec::with_capacity(tasks.len());
+    let mut positions = Vec::with_capacity(tasks.len());
     for task in tasks {
         rate_keys.push(rate_keys_to_json(&task.rate_keys));
-        rate_limited.push(task.rate_limited);
+        governed.push(task.governed);
+        groups.push(task.group_key.as_ref().map(|key| key.as_str()));
+        concurrency.push(task.max_concurrency.map(|limit| limit as i32));
+        positions.push(task.fair_position);
         submitters.push(task.submitted_by.as_deref());
         waits_for.push(task.waits_for.map(|id| id.as_uuid()));
         ids.push(task.id.as_uuid());
@@ -172,17 +164,20 @@ async fn insert_tasks_on(
     let inserted: HashSet<Uuid> = sqlx::query_scalar(
         "INSERT INTO tasks (id, name, queue, priority, state, args, max_retries, \
              soft_time_limit_ms, hard_time_limit_ms, idempotency_key, parent_id, root_id, \
-             created_at, run_at, expires_at, waits_for, submitted_by, rate_keys, rate_limited) \
+             created_at, run_at, expires_at, waits_for, submitted_by, rate_keys, governed, \
+             group_key, max_concurrency, fair_position) \
          SELECT id, name, queue, priority, state, args::jsonb, max_retries, soft, hard, \
              idempotency_key, parent_id, root_id, created_at, run_at, expires_at, waits_for, \
-             submitted_by, rate_keys::jsonb, rate_limited \
+             submitted_by, rate_keys::jsonb, governed, group_key, max_concurrency, \
+             fair_position \
          FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int2[], $5::text[], $6::text[], \
              $7::int4[], $8::int8[], $9::int8[], $10::text[], $11::uuid[], $12::uuid[], \
              $13::timestamptz[], $14::timestamptz[], $15::timestamptz[], $16::uuid[], \
-             $17::text[], $18::text[], $19::bool[]) \
+             $17::text[], $18::text[], $19::bool[], $20::text[], $21::int4[], $22::int8[]) \
            AS new(id, name, queue, priority, state, args, max_retries, soft, hard, \
              idempotency_key, parent_id, root_id, created_at, run_at, expires_at, \
-             waits_for, submitted_by, rate_keys, rate_limited) \
+             waits_for, submitted_by, rate_keys, governed, group_key, max_concurrency, \
+             fair_position) \
          ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
          RETURNING id",
     )
@@ -204,7 +199,10 @@ async fn insert_tasks_on(
     .bind(&waits_for)
     .bind(&submitters)
     .bind(&rate_keys)
-    .bind(&rate_limited)
+    .bind(&governed)
+    .bind(&groups)
+    .bind(&concurrency)
+    .bind(&positions)
     .fetch_all(&mut *connection)
     .await
     .map_err(classify)?

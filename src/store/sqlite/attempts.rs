@@ -109,7 +109,7 @@ async fn complete(
         .bind(error.map(|(kind, _)| kind))
         .bind(error.map(|(_, message)| message))
         .bind(run_at)
-        .bind(i64::from(retrying))
+        .bind(i64::from(retrying && error.is_some()))
         .bind((!retrying).then_some(at))
         .bind(completion.started_at.map(micros));
     if let Some((kind, message)) = error {

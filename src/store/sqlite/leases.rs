@@ -79,7 +79,7 @@ impl Leases for SqliteStore {
         for ((queue, queue_priority), name) in pairs {
             let rows = sqlx::query(
                 "SELECT seq, id, priority, expires_at FROM tasks \
-                 WHERE state = 'pending' AND NOT rate_limited AND queue = ? AND name = ? \
+                 WHERE state = 'pending' AND NOT governed AND queue = ? AND name = ? \
                  ORDER BY priority DESC, seq LIMIT ?",
             )
             .bind(queue.as_str())

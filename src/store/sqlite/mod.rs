@@ -146,7 +146,12 @@ const APPEND_FAILURE: &str = "json_insert(failures, '$[#]', json_object('attempt
      'worker_id', worker_id, 'kind', ?, 'message', ?, 'at', ?))";
 
 /// Sets the lease columns of a task that goes back to pending.
-const REQUEUE: &str = "state = 'pending', session_id = NULL, leased_at = NULL, lease_expires_at = NULL, started_at = NULL";
+const REQUEUE: &str = "state = CASE WHEN EXISTS (SELECT 1 FROM paused_trees \
+         WHERE paused_trees.root_id = tasks.root_id) THEN 'scheduled' ELSE 'pending' END, \
+     run_at = CASE WHEN EXISTS (SELECT 1 FROM paused_trees \
+         WHERE paused_trees.root_id = tasks.root_id) THEN run_at + 31557600000000000 \
+         ELSE run_at END, \
+     session_id = NULL, leased_at = NULL, lease_expires_at = NULL, started_at = NULL";
 
 impl Columns for SqliteRow {
     fn optional_text(&self, column: &str) -> Result<Option<String>, sqlx::Error> {

@@ -10,6 +10,14 @@ pub(super) const TASKS: TaskSql = TaskSql {
     promote_due: "UPDATE tasks SET state = 'pending' WHERE seq IN ( \
              SELECT seq FROM tasks WHERE state = 'scheduled' AND run_at <= $1 \
              ORDER BY run_at LIMIT $2)",
+    park_tree: "UPDATE tasks SET state = 'scheduled', run_at = run_at + 31557600000000000 \
+         WHERE (id = $1 OR (root_id = $1 AND parent_id IS NOT NULL)) AND state = 'pending'",
+    unpark_tree: "UPDATE tasks SET run_at = run_at - 31557600000000000 \
+         WHERE (id = $1 OR (root_id = $1 AND parent_id IS NOT NULL)) \
+             AND state = 'scheduled' AND run_at >= $2",
+    park_due: "UPDATE tasks SET state = 'scheduled', run_at = run_at + 31557600000000000 \
+         WHERE state IN ('pending', 'scheduled') AND run_at <= $1 \
+             AND root_id IN (SELECT root_id FROM paused_trees)",
 };
 
 pub(super) const TREES: TreeSql = TreeSql {
@@ -60,11 +68,16 @@ pub(super) const LEASES: LeaseSql = LeaseSql {
              AND state IN ('leased', 'running')",
     expire_session: "UPDATE tasks SET lease_expires_at = min(lease_expires_at, $2) \
          WHERE session_id = $1 AND state IN ('leased', 'running')",
-    limited_candidates: "SELECT id, priority, seq, expires_at, rate_keys FROM tasks \
-         WHERE state = 'pending' AND rate_limited AND queue = $1 AND name = $2 \
+    governed_candidates: "SELECT id, priority, seq, fair_position, expires_at, rate_keys, \
+             group_key, max_concurrency FROM tasks \
+         WHERE state = 'pending' AND governed AND queue = $1 AND name = $2 \
              AND NOT EXISTS (SELECT 1 FROM paused_queues WHERE queue = $1) \
-         ORDER BY priority DESC, seq LIMIT $3",
-    bucket_for_update: "SELECT tokens, updated_at FROM rate_buckets WHERE key = $1",
+         ORDER BY priority DESC, fair_position, seq LIMIT $3",
+    concurrency_lock: "SELECT $1 IS NULL AS locked",
+    fair_group_for_update: "SELECT finish FROM fair_groups WHERE queue = $1 AND group_key = $2",
+    lock_root: "SELECT id, root_id, state FROM tasks WHERE id = $1",
+    lock_root_shared: "SELECT id FROM tasks WHERE id = $1",
+    bucket_for_update: "SELECT tokens, updated_at, factor, slowed_at FROM rate_buckets WHERE key = $1",
     lease_one: "UPDATE tasks SET state = 'leased', attempt = attempt + 1, worker_id = $2, \
              session_id = $3, leased_at = $4, lease_expires_at = $5 \
          WHERE id = $1 AND state = 'pending' \

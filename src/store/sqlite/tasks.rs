@@ -1,7 +1,6 @@
 //! Tasks on SQLite: inserted one by one in a transaction, listed with the filters as JSON arrays,
 //! cancelled with their descendants.
 
-use std::collections::HashMap;
 use std::str::FromStr;
 
 use async_trait::async_trait;
@@ -30,23 +29,6 @@ impl Tasks for SqliteStore {
         tasks: &[NewTask],
     ) -> Result<Vec<Inserted>, StoreError> {
         insert_each(transaction, tasks).await
-    }
-
-    async fn roots(&self, ids: &[TaskId]) -> Result<HashMap<TaskId, TaskId>, StoreError> {
-        let mut roots = HashMap::new();
-        for id in ids {
-            let root: Option<String> = sqlx::query_scalar("SELECT root_id FROM tasks WHERE id = ?")
-                .bind(id.to_string())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(classify)?;
-            if let Some(root) = root {
-                let root = Uuid::from_str(&root)
-                    .map_err(|_| StoreError::Internal(decode_error("root_id", &root)))?;
-                roots.insert(*id, root.into());
-            }
-        }
-        Ok(roots)
     }
 
     async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<TaskRecord>, StoreError> {
@@ -144,8 +126,8 @@ async fn insert_each(
             "INSERT INTO tasks (id, name, queue, priority, state, args, max_retries, \
                  soft_time_limit_ms, hard_time_limit_ms, idempotency_key, parent_id, root_id, \
                  created_at, run_at, expires_at, waits_for, submitted_by, rate_keys, \
-                 rate_limited) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 governed, group_key, max_concurrency, fair_position) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
              ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
         )
         .bind(task.id.to_string())
@@ -166,7 +148,10 @@ async fn insert_each(
         .bind(task.waits_for.map(|id| id.to_string()))
         .bind(task.submitted_by.as_deref())
         .bind(rate_keys_to_json(&task.rate_keys))
-        .bind(task.rate_limited)
+        .bind(task.governed)
+        .bind(task.group_key.as_ref().map(|key| key.as_str()))
+        .bind(task.max_concurrency.map(i64::from))
+        .bind(task.fair_position)
         .execute(&mut *transaction)
         .await
         .map_err(classify)?

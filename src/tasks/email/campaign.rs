@@ -6,12 +6,10 @@
 //! retried later for its deferred recipients only: a retried batch skips everyone already
 //! delivered or failed, so nobody is mailed twice.
 //!
-//! Every batch carries the rate key of its relay (`relay:NAME`, `relay:default`) costing its
-//! recipients. The recipients of a domain whose `domain:NAME` key a configured limit covers go
-//! in batches of their own, of at most a fifth of a second's worth of that limit, which carry
-//! that key too: the coordinator then leases them only as fast as the limit allows.
+//! How the batches are cut and keyed is `fan_out.rs`. A server that pushes back (421, 450,
+//! 451, 452) has its domain's rate key slowed down, cluster-wide.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,10 +19,9 @@ use serde_json::{Value, json};
 use super::EmailTasks;
 use super::audience::{Audience, RecipientsFrom};
 use super::content::{Content, ContentArgs, Recipient};
+use super::fan_out::FanOut;
 use super::relay::{Delivery, Relay};
-use crate::domain::{
-    JsonText, RateKeys, RateLimits, RecordEntry, StartAt, TaskName, TaskSpec, ValidationError,
-};
+use crate::domain::{RecordEntry, ValidationError};
 use crate::worker::{TaskContext, TaskError};
 use lettre::message::dkim::DkimConfig;
 
@@ -33,9 +30,6 @@ pub const DELIVERY: &str = "delivery";
 /// Recipients per batch unless the campaign says otherwise, and the most.
 const DEFAULT_BATCH_SIZE: usize = 100;
 const MAX_BATCH_SIZE: usize = 1_000;
-/// Children submitted per message, and the most recipients they may hold together.
-const SUBMIT_CHUNK: usize = 500;
-const SUBMIT_RECIPIENTS: usize = 20_000;
 /// A batch reports its progress at most this often (and always at its end); the tree's
 /// stream is throttled anyway, and a report per recipient cost a stream message each.
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
@@ -91,9 +85,9 @@ impl CampaignArgs {
 
 #[derive(Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
-struct BatchArgs {
-    content: ContentArgs,
-    recipients: Vec<Recipient>,
+pub(super) struct BatchArgs {
+    pub(super) content: ContentArgs,
+    pub(super) recipients: Vec<Recipient>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -153,20 +147,14 @@ pub async fn send_campaign(
             "must be a positive number",
         )));
     }
-    let mut fan_out = FanOut {
-        context: &context,
-        content_args: &content_args,
-        name: TaskName::parse("name", "send_email_batch").map_err(invalid)?,
+    let mut fan_out = FanOut::new(
+        &context,
+        &content_args,
         batch_size,
-        rate: args.rate,
-        rate_limits: &email.rate_limits,
-        relay_key: format!("relay:{}", content.relay.as_deref().unwrap_or("default")),
-        by_domain: BTreeMap::new(),
-        pending: Vec::new(),
-        specs: Vec::new(),
-        recipients: 0,
-        batches: 0,
-    };
+        args.rate,
+        &email.rate_limits,
+        format!("relay:{}", content.relay.as_deref().unwrap_or("default")),
+    )?;
     match (args.recipients, args.recipients_from) {
         (Some(_), Some(_)) => {
             return Err(invalid(ValidationError::new(
@@ -214,13 +202,7 @@ pub async fn send_campaign(
                 }
                 fan_out.add(page).await?;
             }
-            if fan_out.recipients == 0
-                && fan_out.pending.is_empty()
-                && fan_out
-                    .by_domain
-                    .values()
-                    .all(|(_, group)| group.is_empty())
-            {
+            if fan_out.is_empty() {
                 return Err(invalid(ValidationError::new(
                     "recipients_from",
                     format!(
@@ -254,144 +236,6 @@ fn check_variables(content: &Content, recipient: &Recipient, field: &str) -> Res
     )))
 }
 
-/// A campaign's batches as its recipients arrive: cut at `batch_size`, numbered in order (the
-/// idempotency keys a retried campaign submits them under again), submitted a chunk at a time.
-struct FanOut<'a> {
-    context: &'a TaskContext,
-    content_args: &'a ContentArgs,
-    name: TaskName,
-    batch_size: usize,
-    rate: Option<f64>,
-    rate_limits: &'a RateLimits,
-    /// The rate key of the campaign's relay.
-    relay_key: String,
-    /// Recipients of rate-limited domains not yet in a batch, by `domain:NAME` key, with the
-    /// size their batches are cut at.
-    by_domain: BTreeMap<String, (usize, Vec<Recipient>)>,
-    /// Other recipients not yet in a batch.
-    pending: Vec<Recipient>,
-    /// Batches not yet submitted.
-    specs: Vec<TaskSpec>,
-    /// Recipients in batches so far.
-    recipients: usize,
-    /// Batches cut so far.
-    batches: usize,
-}
-
-impl FanOut<'_> {
-    async fn add(&mut self, recipients: Vec<Recipient>) -> Result<(), TaskError> {
-        for recipient in recipients {
-            let domain_key = recipient
-                .email
-                .rsplit_once('@')
-                .map(|(_, domain)| format!("domain:{}", domain.trim().to_lowercase()));
-            let limit = domain_key
-                .as_ref()
-                .and_then(|key| Some((key, self.rate_limits.rate_for(key)?)));
-            let Some((key, rate)) = limit else {
-                self.pending.push(recipient);
-                if self.pending.len() >= self.batch_size {
-                    let batch = std::mem::take(&mut self.pending);
-                    self.cut(batch, None).await?;
-                }
-                continue;
-            };
-            let size = ((rate.value() / 5.0).ceil() as usize).clamp(1, self.batch_size);
-            let (size, group) = self
-                .by_domain
-                .entry(key.clone())
-                .or_insert_with(|| (size, Vec::new()));
-            group.push(recipient);
-            if group.len() >= *size {
-                let batch = std::mem::take(group);
-                let key = key.clone();
-                self.cut(batch, Some(key)).await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Makes a batch of `batch`, whose recipients are all of the limited `domain_key` if given.
-    async fn cut(
-        &mut self,
-        batch: Vec<Recipient>,
-        domain_key: Option<String>,
-    ) -> Result<(), TaskError> {
-        let index = self.batches;
-        let batch_args = BatchArgs {
-            content: self.content_args.clone(),
-            recipients: batch,
-        };
-        let count = batch_args.recipients.len();
-        let batch_args = serde_json::to_value(&batch_args)
-            .map_err(|error| TaskError::permanent("internal", error.to_string()))?;
-        let mut spec = TaskSpec::new(self.name.clone(), JsonText::from_value(&batch_args));
-        let cost = u32::try_from(count).unwrap_or(u32::MAX);
-        let mut rate_keys = RateKeys::default();
-        rate_keys.add(self.relay_key.clone(), cost);
-        if let Some(key) = domain_key {
-            rate_keys.add(key, cost);
-        }
-        spec.rate_keys = rate_keys;
-        // A retried campaign submits each batch once.
-        spec.idempotency_key = Some(format!("{}:batch:{index}", self.context.task_id));
-        // A campaign rate spaces the batches out in time.
-        if let Some(rate) = self.rate {
-            let offset = self.recipients as f64 / rate;
-            if offset > 0.0 {
-                spec.start = StartAt::After(Duration::from_secs_f64(offset));
-            }
-        }
-        self.specs.push(spec);
-        self.batches += 1;
-        self.recipients += count;
-        if self.specs.len() >= SUBMIT_CHUNK
-            || self.specs.len() * self.batch_size >= SUBMIT_RECIPIENTS
-        {
-            self.submit().await?;
-        }
-        Ok(())
-    }
-
-    async fn submit(&mut self) -> Result<(), TaskError> {
-        // The campaign's progress is the tree's: its total so far, and each batch's
-        // recipients done.
-        self.context.progress(
-            0,
-            self.recipients as u64,
-            format!("{} recipients in {} batches", self.recipients, self.batches),
-        );
-        if !self.specs.is_empty() {
-            self.context
-                .submit_children(std::mem::take(&mut self.specs))
-                .await?;
-        }
-        Ok(())
-    }
-
-    /// Cuts the last batch and submits what is left; answers the recipients and batches.
-    async fn finish(mut self) -> Result<(usize, usize), TaskError> {
-        for (key, (_, group)) in std::mem::take(&mut self.by_domain) {
-            if !group.is_empty() {
-                self.cut(group, Some(key)).await?;
-            }
-        }
-        if !self.pending.is_empty() {
-            let batch = std::mem::take(&mut self.pending);
-            self.cut(batch, None).await?;
-        }
-        self.submit().await?;
-        self.context
-            .report_progress(
-                0,
-                self.recipients as u64,
-                format!("{} recipients in {} batches", self.recipients, self.batches),
-            )
-            .await?;
-        Ok((self.recipients, self.batches))
-    }
-}
-
 /// How a batch's recipients fared.
 #[derive(Debug, Default)]
 struct Tally {
@@ -399,6 +243,8 @@ struct Tally {
     failed: usize,
     deferred: Vec<Recipient>,
     skipped: usize,
+    /// The rate key of the domain whose server pushed back on the last message, if it did.
+    pushed_back: Option<String>,
 }
 
 fn record(recipient: &Recipient, status: &str, data: Value) -> Result<RecordEntry, TaskError> {
@@ -437,7 +283,11 @@ async fn deliver(
         .get_raw("Message-ID")
         .unwrap_or_default()
         .to_owned();
-    match relay.send(&address, message).await {
+    let delivery = relay.send(&address, message).await;
+    if matches!(delivery, Delivery::PushedBack(_)) {
+        tally.pushed_back = recipient.domain_key();
+    }
+    match delivery {
         Delivery::Accepted(reply) => {
             tally.delivered += 1;
             record(
@@ -454,7 +304,7 @@ async fn deliver(
                 json!({"smtp": reply, "attempt": attempt}),
             )
         }
-        Delivery::Deferred(reply) => {
+        Delivery::Deferred(reply) | Delivery::PushedBack(reply) => {
             tally.deferred.push(recipient.clone());
             record(
                 recipient,
@@ -514,6 +364,10 @@ async fn send_to(
             // One record per recipient as soon as its outcome is known: after a crash, a
             // recipient recorded as delivered is never mailed again.
             context.record(vec![entry]).await?;
+            // A domain that pushes back is sent to more slowly by every worker.
+            if let Some(key) = tally.pushed_back.take() {
+                context.slow_down(key);
+            }
         }
         let done = index as u64 + 1;
         if index + 1 == recipients.len() {

@@ -77,6 +77,13 @@ impl Recipient {
     pub fn key(&self) -> String {
         self.email.trim().to_lowercase()
     }
+
+    /// The rate key of this recipient's domain (`domain:gmail.com`), if the address has one.
+    pub fn domain_key(&self) -> Option<String> {
+        self.email
+            .rsplit_once('@')
+            .map(|(_, domain)| format!("domain:{}", domain.trim().to_lowercase()))
+    }
 }
 
 /// Checked content, ready to render.

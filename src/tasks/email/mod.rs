@@ -7,6 +7,7 @@
 mod audience;
 mod campaign;
 mod content;
+mod fan_out;
 mod relay;
 mod smtp_pool;
 mod upkeep;

@@ -24,6 +24,9 @@ pub enum Delivery {
     Accepted(String),
     /// Not now (4xx, a timeout, a dropped connection): try again later.
     Deferred(String),
+    /// Not now, because the receiving side is overloaded or limiting us (421, 450, 451, 452):
+    /// try again later, and send to its domain more slowly.
+    PushedBack(String),
     /// Never (5xx).
     Rejected(String),
 }
@@ -43,6 +46,7 @@ impl Delivery {
         match self {
             Delivery::Accepted(reply) => Delivery::Accepted(clean(reply)),
             Delivery::Deferred(reply) => Delivery::Deferred(clean(reply)),
+            Delivery::PushedBack(reply) => Delivery::PushedBack(clean(reply)),
             Delivery::Rejected(reply) => Delivery::Rejected(clean(reply)),
         }
     }
@@ -190,6 +194,7 @@ impl Relay {
                 response.message().collect::<Vec<_>>().join(" ")
             )),
             Ok(Err(error)) if error.is_permanent() => Delivery::Rejected(error.to_string()),
+            Ok(Err(error)) if error.is_pushback() => Delivery::PushedBack(error.to_string()),
             Ok(Err(error)) => Delivery::Deferred(error.to_string()),
         };
         delivery.storable()

@@ -92,6 +92,14 @@ impl SendError {
     pub fn is_permanent(&self) -> bool {
         matches!(self, SendError::Smtp(error) if error.is_permanent())
     }
+
+    /// Whether the relay said it is overloaded or limiting us (421, 450, 451, 452): a reason
+    /// to send to the same place more slowly.
+    pub fn is_pushback(&self) -> bool {
+        matches!(self, SendError::Smtp(error) if error.status().is_some_and(|code| {
+            matches!(code.to_string().as_str(), "421" | "450" | "451" | "452")
+        }))
+    }
 }
 
 /// Where and how to connect, and the connections not in use.

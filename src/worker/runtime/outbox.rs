@@ -16,6 +16,7 @@ impl Runtime {
             ContextRequest::Progress(report) => {
                 self.send_or_drop(WorkerMessage::Progress { token, report })
             }
+            ContextRequest::SlowDown(key) => self.send(WorkerMessage::SlowDown { token, key }),
             ContextRequest::Records(records) => {
                 self.records
                     .entry(token)

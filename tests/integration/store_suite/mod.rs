@@ -88,6 +88,7 @@ mod announcements;
 mod attempts;
 mod credentials;
 mod files;
+mod flow;
 mod leases;
 mod records;
 mod schedules;
@@ -129,7 +130,10 @@ fn task(name: &str, queue_name: &str, priority: u32, now: DateTime<Utc>) -> NewT
         waits_for: None,
         submitted_by: None,
         rate_keys: Default::default(),
-        rate_limited: false,
+        governed: false,
+        group_key: None,
+        max_concurrency: None,
+        fair_position: None,
     }
 }
 

@@ -37,7 +37,8 @@ async fn inserts_read_back_and_idempotency_keys_return_the_first_task(store: Arc
     assert!(store.task(TaskId::generate()).await.unwrap().is_none());
     let roots = store.roots(&[plain.id, TaskId::generate()]).await.unwrap();
     assert_eq!(roots.len(), 1);
-    assert_eq!(roots[&plain.id], plain.id);
+    assert_eq!(roots[&plain.id].root_id, plain.id);
+    assert_eq!(roots[&plain.id].group_key, None);
 }
 
 async fn scheduled_tasks_become_pending_when_due(store: Arc<dyn Store>) {
