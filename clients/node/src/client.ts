@@ -45,6 +45,7 @@ import type {
   TaskSelector,
   TaskState,
   TaskSubmission,
+  TreePause,
 } from "./types";
 
 /** How a `Client` connects and behaves. Every field is optional. */
@@ -208,6 +209,8 @@ export class Client {
       purgeQueue: bind(this.tasks, this.tasks.purgeQueue),
       pauseQueue: bind(this.tasks, this.tasks.pauseQueue),
       resumeQueue: bind(this.tasks, this.tasks.resumeQueue),
+      pauseTree: bind(this.tasks, this.tasks.pauseTree),
+      resumeTree: bind(this.tasks, this.tasks.resumeTree),
       retryTasks: bind(this.tasks, this.tasks.retryTasks),
       cancelTasks: bind(this.tasks, this.tasks.cancelTasks),
       listRecords: bind(this.tasks, this.tasks.listRecords),
@@ -330,6 +333,24 @@ export class Client {
   /** Resumes a paused queue: its pending tasks are leased again at once. Answers false when it was not paused. */
   async resumeQueue(queue: string): Promise<boolean> {
     const response = await this.context.call(this.rpc.resumeQueue, { queue });
+    return response.changed;
+  }
+
+  /**
+   * Pauses the tree rooted at `taskId` (a campaign): its waiting tasks are held, its running ones
+   * are asked to stop (a campaign batch after its current message) and wait again with no retry
+   * counted. The pause is stored, so it outlives restarts; `get` shows it as `treePausedAt`.
+   * Throws `NotFoundError` for an unknown id and `FailedPreconditionError` for a task that is not
+   * a root or a tree whose tasks have all finished.
+   */
+  async pauseTree(taskId: string): Promise<TreePause> {
+    const response = await this.context.call(this.rpc.pauseTree, { taskId });
+    return { changed: response.changed, pausedAt: response.pausedAt, stopping: response.stopping };
+  }
+
+  /** Resumes a paused tree where it left off. Answers false when it was not paused. */
+  async resumeTree(taskId: string): Promise<boolean> {
+    const response = await this.context.call(this.rpc.resumeTree, { taskId });
     return response.changed;
   }
 

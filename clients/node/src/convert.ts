@@ -110,6 +110,8 @@ export function taskSpecToPb(name: string, args: unknown, options: SubmitOptions
     hardTimeLimit: durationToPb(options.hardTimeLimit),
     parentId: options.parentId ?? "",
     rateKeys: options.rateKeys ?? {},
+    groupKey: options.groupKey ?? "",
+    maxConcurrency: options.maxConcurrency,
   });
 }
 
@@ -200,6 +202,10 @@ export function taskFromPb(task: pb.Task | undefined): Task {
     idempotencyKey: nonEmpty(task.idempotencyKey),
     failures: task.failures.map(failureFromPb),
     progress: task.progress === undefined ? undefined : progressFromPb(task.progress),
+    rateKeys: { ...task.rateKeys },
+    groupKey: nonEmpty(task.groupKey),
+    maxConcurrency: task.maxConcurrency,
+    treePausedAt: task.treePausedAt,
   };
 }
 

@@ -60,4 +60,5 @@ export {
   type TaskSelector,
   type TaskState,
   type TaskSubmission,
+  type TreePause,
 } from "./types";

@@ -53,6 +53,18 @@ export interface SubmitOptions {
    * keys or a cost over 1,000,000 throw `InvalidArgumentError` naming `rate_keys`.
    */
   rateKeys?: Record<string, number>;
+  /**
+   * Its fairness group (a tenant, a campaign), up to 200 bytes; its children inherit it. Within
+   * a queue and priority, leases go round the groups with work waiting, so a small campaign
+   * submitted after a large one is not stuck behind it.
+   */
+  groupKey?: string;
+  /**
+   * At most this many tasks of its name and group (of its name, without a group) are leased or
+   * running at once, cluster-wide: 1 to 100,000. Out of range throws `InvalidArgumentError`
+   * naming `max_concurrency`.
+   */
+  maxConcurrency?: number;
 }
 
 /**
@@ -170,6 +182,24 @@ export interface Task {
   failures: AttemptFailure[];
   /** The last progress it reported; undefined when it has reported none. */
   progress?: Progress;
+  /** Its rate keys and costs, `task:<name>` included when its name has a limit. */
+  rateKeys: Record<string, number>;
+  /** Its fairness group, if any. */
+  groupKey?: string;
+  /** Its concurrency limit, if any. */
+  maxConcurrency?: number;
+  /** When its tree was paused (`pauseTree`), while it is. */
+  treePausedAt?: Date;
+}
+
+/** What `pauseTree` did. */
+export interface TreePause {
+  /** False when the tree was paused already. */
+  changed: boolean;
+  /** Since when it is paused. */
+  pausedAt?: Date;
+  /** Running tasks asked to stop and wait (a campaign batch stops after its current message). */
+  stopping: number;
 }
 
 /** Done and total units of work. */

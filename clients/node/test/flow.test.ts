@@ -3,7 +3,7 @@
 
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { Client, InvalidArgumentError, NotFoundError, type QueueDepth } from "../src";
+import { Client, FailedPreconditionError, InvalidArgumentError, NotFoundError, type QueueDepth } from "../src";
 import { DevServer } from "./support/server";
 
 // Names no worker registers: their tasks stay pending (unserved) until cancelled.
@@ -143,6 +143,38 @@ describe("flow control", () => {
     });
   });
 
+  test("a tree is paused and resumed, and its group and limit are kept", async () => {
+    // A tree that stays unfinished: two children no worker runs.
+    const root = (await client.submit("fan_out", { task: unserved, args: [{}, {}], queue: "default" }, { groupKey: "customer:7" })).taskId;
+    // Its root succeeds once it has submitted them: from then on the tree is what it will be.
+    assert.equal((await finished(root)).state, "succeeded");
+    try {
+      const pause = await client.pauseTree(root);
+      assert.equal(pause.changed, true);
+      assert.ok(pause.pausedAt instanceof Date);
+      assert.equal((await client.pauseTree(root)).changed, false, "pausing a paused tree changes nothing");
+      const shown = await client.get(root);
+      assert.equal(shown.treePausedAt?.getTime(), pause.pausedAt.getTime());
+      assert.equal(shown.groupKey, "customer:7");
+      assert.equal(pause.stopping, 0, "nothing of the tree was running");
+      assert.equal(await client.resumeTree(root), true);
+      assert.equal(await client.resumeTree(root), false, "resuming a running tree changes nothing");
+      assert.equal((await client.get(root)).treePausedAt, undefined);
+    } finally {
+      // fan_out's root finished when it submitted the children; they are what is left.
+      await client.cancelTasks({ rootId: root });
+    }
+    await client.get(root, { tree: true, wait: 30_000 });
+    await assert.rejects(client.pauseTree(root), FailedPreconditionError, "a finished tree cannot be paused");
+
+    const limited = (await client.submit("noop", { limited: true }, { groupKey: "g", maxConcurrency: 2 })).taskId;
+    const task = await finished(limited);
+    assert.equal(task.state, "succeeded");
+    assert.equal(task.maxConcurrency, 2);
+    assert.equal(task.groupKey, "g");
+    assert.deepEqual(task.rateKeys, {});
+  });
+
   test("bad flow requests name the field", async () => {
     const invalid = (field: string | RegExp) => (error: unknown) => {
       assert.ok(error instanceof InvalidArgumentError, `not an InvalidArgumentError: ${String(error)}`);
@@ -161,6 +193,9 @@ describe("flow control", () => {
     await assert.rejects(client.retryTasks({ queues: ["mail"] }), invalid(/^selector\.queues/));
     await assert.rejects(client.retryTasks({ names: ["flow.never_submitted"] }), NotFoundError);
     await assert.rejects(client.cancelTasks({ names: ["flow.never_submitted"] }), NotFoundError);
+    await assert.rejects(client.pauseTree("00000000-0000-4000-8000-000000000000"), NotFoundError);
+    await assert.rejects(client.submit("noop", {}, { groupKey: "x".repeat(201) }), invalid("task.group_key"));
+    await assert.rejects(client.submit("noop", {}, { maxConcurrency: 0 }), invalid("task.max_concurrency"));
 
     // Refused before anything is sent.
     await assert.rejects(

@@ -191,3 +191,57 @@ def test_the_async_client_pauses_retries_and_cancels(flow_server: DevServer) -> 
                 await client.cancel_tasks(names=["flow.never_submitted"])
 
     asyncio.run(main())
+
+
+def test_a_tree_is_paused_and_resumed_and_groups_are_kept(flow_client: celeritas.Client) -> None:
+    client = flow_client
+    # A tree that stays unfinished: two children no worker runs.
+    root = client.submit(
+        "fan_out", {"task": UNSERVED, "args": [{}, {}], "queue": "default"}, group_key="customer:7"
+    ).task_id
+    # Its root succeeds once it has submitted them: from then on the tree is what it will be.
+    assert client.wait(root, timeout=30).state is TaskState.SUCCEEDED
+    try:
+        pause = client.pause_tree(root)
+        assert pause.changed is True
+        assert pause.paused_at is not None and pause.paused_at.tzinfo is not None
+        assert client.pause_tree(root).changed is False, "pausing a paused tree changes nothing"
+        shown = client.get(root)
+        assert shown.tree_paused_at == pause.paused_at
+        assert shown.group_key == "customer:7"
+        assert client.resume_tree(root) is True
+        assert client.resume_tree(root) is False
+        assert client.get(root).tree_paused_at is None
+    finally:
+        # fan_out's root finished when it submitted the children; they are what is left.
+        client.cancel_tasks(root_id=root)
+
+    with pytest.raises(celeritas.NotFound) as unknown:
+        client.pause_tree("00000000-0000-4000-8000-000000000000")
+    assert "task_id" in str(unknown.value)
+    with pytest.raises(celeritas.InvalidArgument) as bad_group:
+        client.submit("noop", {}, group_key="x" * 201)
+    assert "group_key" in str(bad_group.value)
+    with pytest.raises(celeritas.InvalidArgument) as bad_limit:
+        client.submit("noop", {}, max_concurrency=0)
+    assert "max_concurrency" in str(bad_limit.value)
+    limited = client.submit("noop", {"limited": True}, group_key="g", max_concurrency=2)
+    assert client.result(limited.task_id, timeout=30) == {"limited": True}
+    assert client.get(limited.task_id).max_concurrency == 2
+
+
+def test_the_async_client_pauses_and_resumes_trees(flow_server: DevServer) -> None:
+    async def scenario() -> None:
+        async with AsyncClient(flow_server.url) as client:
+            root = (
+                await client.submit("fan_out", {"task": UNSERVED, "args": [{}], "queue": "default"})
+            ).task_id
+            await client.wait(root, timeout=30)
+            try:
+                assert (await client.pause_tree(root)).changed is True
+                assert (await client.get(root)).tree_paused_at is not None
+                assert await client.resume_tree(root) is True
+            finally:
+                await client.cancel_tasks(root_id=root)
+
+    asyncio.run(scenario())

@@ -168,6 +168,10 @@ def task_spec_pb(spec: models.TaskSpec, field_prefix: str) -> tasks_pb2.TaskSpec
         )
     if spec.rate_keys:
         message.rate_keys.update(rate_keys_pb(spec.rate_keys, f"{field_prefix}.rate_keys"))
+    if spec.group_key is not None:
+        message.group_key = spec.group_key
+    if spec.max_concurrency is not None:
+        message.max_concurrency = spec.max_concurrency
     return message
 
 
@@ -384,6 +388,20 @@ def task(message: tasks_pb2.Task) -> models.Task:
             for failure in message.failures
         ],
         progress=progress(message.progress) if message.HasField("progress") else None,
+        rate_keys=dict(message.rate_keys),
+        group_key=optional_text(message.group_key),
+        max_concurrency=(
+            message.max_concurrency if message.HasField("max_concurrency") else None
+        ),
+        tree_paused_at=datetime_of(message, "tree_paused_at"),
+    )
+
+
+def tree_pause(message: tasks_pb2.PauseTreeResponse) -> models.TreePause:
+    return models.TreePause(
+        changed=message.changed,
+        paused_at=datetime_of(message, "paused_at"),
+        stopping=message.stopping,
     )
 
 
@@ -489,6 +507,10 @@ def task_spec(message: tasks_pb2.TaskSpec) -> models.TaskSpec:
         soft_time_limit=timedelta_of(message, "soft_time_limit"),
         hard_time_limit=timedelta_of(message, "hard_time_limit"),
         rate_keys=dict(message.rate_keys) or None,
+        group_key=optional_text(message.group_key),
+        max_concurrency=(
+            message.max_concurrency if message.HasField("max_concurrency") else None
+        ),
     )
 
 

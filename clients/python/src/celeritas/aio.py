@@ -41,6 +41,7 @@ from celeritas.models import (
     Task,
     TaskSpec,
     TaskState,
+    TreePause,
     WorkerPing,
     WorkerQueues,
     WorkerStats,
@@ -126,6 +127,8 @@ class AsyncClient:
         soft_time_limit: Seconds | None = None,
         hard_time_limit: Seconds | None = None,
         rate_keys: Mapping[str, int] | None = None,
+        group_key: str | None = None,
+        max_concurrency: int | None = None,
     ) -> SubmittedTask:
         """Submits one task; see :meth:`celeritas.Client.submit`."""
         spec = TaskSpec(
@@ -141,6 +144,8 @@ class AsyncClient:
             soft_time_limit=soft_time_limit,
             hard_time_limit=hard_time_limit,
             rate_keys=rate_keys,
+            group_key=group_key,
+            max_concurrency=max_concurrency,
         )
         request = _wire.submit_task_request(spec)
         return _wire.submitted_task(await self._call(self._tasks.SubmitTask, request))
@@ -222,6 +227,16 @@ class AsyncClient:
         """Resumes a paused queue; see :meth:`celeritas.Client.resume_queue`."""
         request = tasks_pb2.ResumeQueueRequest(queue=queue)
         return bool((await self._call(self._tasks.ResumeQueue, request)).changed)
+
+    async def pause_tree(self, task_id: str) -> TreePause:
+        """Pauses a task tree; see :meth:`celeritas.Client.pause_tree`."""
+        request = tasks_pb2.PauseTreeRequest(task_id=task_id)
+        return _wire.tree_pause(await self._call(self._tasks.PauseTree, request))
+
+    async def resume_tree(self, task_id: str) -> bool:
+        """Resumes a paused tree; see :meth:`celeritas.Client.resume_tree`."""
+        request = tasks_pb2.ResumeTreeRequest(task_id=task_id)
+        return bool((await self._call(self._tasks.ResumeTree, request)).changed)
 
     async def requeue(self, task_id: str, reason: str, attempt: int | None = None) -> Task:
         """Requeues a stuck task; see :meth:`celeritas.Client.requeue`."""

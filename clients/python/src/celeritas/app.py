@@ -166,6 +166,8 @@ class Task:
         soft_time_limit: Seconds | None = None,
         time_limit: Seconds | None = None,
         rate_keys: Mapping[str, int] | None = None,
+        group_key: str | None = None,
+        max_concurrency: int | None = None,
     ) -> TaskHandle | EagerResult:
         """Submits the task with options, as Celery's ``apply_async`` (``countdown``, ``eta``,
         ``queue``, ``expires``, ``rate_keys``...); options not given come from the task's
@@ -188,6 +190,8 @@ class Task:
             soft_time_limit=soft_time_limit if soft_time_limit is not None else spec.soft_time_limit,
             hard_time_limit=time_limit if time_limit is not None else spec.hard_time_limit,
             rate_keys=rate_keys,
+            group_key=group_key,
+            max_concurrency=max_concurrency,
         )
         return TaskHandle(client, submitted.task_id, created=submitted.created)
 

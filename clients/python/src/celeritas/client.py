@@ -38,6 +38,7 @@ from celeritas.models import (
     Task,
     TaskSpec,
     TaskState,
+    TreePause,
     WorkerPing,
     WorkerQueues,
     WorkerStats,
@@ -140,6 +141,8 @@ class Client:
         soft_time_limit: Seconds | None = None,
         hard_time_limit: Seconds | None = None,
         rate_keys: Mapping[str, int] | None = None,
+        group_key: str | None = None,
+        max_concurrency: int | None = None,
     ) -> SubmittedTask:
         """Submits one task and returns its id once it is durably stored.
 
@@ -158,6 +161,10 @@ class Client:
         configuration covers a key, the task is leased only when that key has room,
         cluster-wide. Keys with ``*``, empty or over 200 bytes, more than 64 keys or a cost over
         1,000,000 raise :class:`celeritas.InvalidArgument` naming ``rate_keys``.
+
+        ``group_key`` puts the task in a fairness group (a tenant, a campaign; its children
+        inherit it): within a queue and priority, groups take turns. ``max_concurrency`` lets
+        at most that many tasks of its name and group be leased or running at once.
         """
         spec = TaskSpec(
             name=name,
@@ -172,6 +179,8 @@ class Client:
             soft_time_limit=soft_time_limit,
             hard_time_limit=hard_time_limit,
             rate_keys=rate_keys,
+            group_key=group_key,
+            max_concurrency=max_concurrency,
         )
         request = _wire.submit_task_request(spec)
         return _wire.submitted_task(self._call(self._tasks.SubmitTask, request))
@@ -277,6 +286,19 @@ class Client:
         False when the queue was not paused."""
         request = tasks_pb2.ResumeQueueRequest(queue=queue)
         return bool(self._call(self._tasks.ResumeQueue, request).changed)
+
+    def pause_tree(self, task_id: str) -> TreePause:
+        """Pauses the tree rooted at ``task_id`` (a campaign): its waiting tasks are held, its
+        running ones are asked to stop (a batch after its current message) and wait again with
+        no retry counted. An unknown id raises :class:`celeritas.NotFound`; a task that is not
+        a root, or a tree whose tasks have all finished, :class:`celeritas.FailedPrecondition`."""
+        request = tasks_pb2.PauseTreeRequest(task_id=task_id)
+        return _wire.tree_pause(self._call(self._tasks.PauseTree, request))
+
+    def resume_tree(self, task_id: str) -> bool:
+        """Resumes a paused tree where it left off; False when it was not paused."""
+        request = tasks_pb2.ResumeTreeRequest(task_id=task_id)
+        return bool(self._call(self._tasks.ResumeTree, request).changed)
 
     def requeue(self, task_id: str, reason: str, attempt: int | None = None) -> Task:
         """Ends a leased or running task's attempt (its worker is told to abort it) and puts

@@ -123,6 +123,20 @@ class TaskSpec:
     soft_time_limit: Seconds | None = None
     hard_time_limit: Seconds | None = None
     rate_keys: Mapping[str, int] | None = None
+    group_key: str | None = None
+    max_concurrency: int | None = None
+
+
+@dataclass(frozen=True)
+class TreePause:
+    """What :meth:`celeritas.Client.pause_tree` did."""
+
+    #: False when the tree was paused already.
+    changed: bool
+    #: Since when it is paused.
+    paused_at: datetime | None
+    #: Running tasks asked to stop (a campaign batch stops after its current message).
+    stopping: int
 
 
 @dataclass(frozen=True)
@@ -191,6 +205,14 @@ class Task:
     failures: list[AttemptFailure] = field(default_factory=list)
     #: The last progress the task reported, if any.
     progress: Progress | None = None
+    #: Its rate keys and costs (``task:<name>`` included when its name has a limit).
+    rate_keys: dict[str, int] = field(default_factory=dict)
+    #: Its fairness group, if any.
+    group_key: str | None = None
+    #: At most this many tasks of its name and group run at once, if limited.
+    max_concurrency: int | None = None
+    #: When its tree was paused, while it is (``Client.pause_tree``).
+    tree_paused_at: datetime | None = None
 
     @property
     def is_finished(self) -> bool:

@@ -190,6 +190,30 @@ class RegisteredResponse(_message.Message):
     workers: _containers.RepeatedCompositeFieldContainer[WorkerTaskNames]
     def __init__(self, workers: _Optional[_Iterable[_Union[WorkerTaskNames, _Mapping]]] = ...) -> None: ...
 
+class RateLimitsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class RateLimitsResponse(_message.Message):
+    __slots__ = ("keys",)
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    keys: _containers.RepeatedCompositeFieldContainer[KeyRate]
+    def __init__(self, keys: _Optional[_Iterable[_Union[KeyRate, _Mapping]]] = ...) -> None: ...
+
+class KeyRate(_message.Message):
+    __slots__ = ("key", "configured_per_second", "effective_per_second", "tokens", "slowed_at")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    CONFIGURED_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    SLOWED_AT_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    configured_per_second: float
+    effective_per_second: float
+    tokens: float
+    slowed_at: _timestamp_pb2.Timestamp
+    def __init__(self, key: _Optional[str] = ..., configured_per_second: _Optional[float] = ..., effective_per_second: _Optional[float] = ..., tokens: _Optional[float] = ..., slowed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
 class QueuesRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -75,6 +75,11 @@ class InspectServiceStub:
                 request_serializer=celeritas_dot_v1_dot_inspect__pb2.QueuesRequest.SerializeToString,
                 response_deserializer=celeritas_dot_v1_dot_inspect__pb2.QueuesResponse.FromString,
                 _registered_method=True)
+        self.RateLimits = channel.unary_unary(
+                '/celeritas.v1.InspectService/RateLimits',
+                request_serializer=celeritas_dot_v1_dot_inspect__pb2.RateLimitsRequest.SerializeToString,
+                response_deserializer=celeritas_dot_v1_dot_inspect__pb2.RateLimitsResponse.FromString,
+                _registered_method=True)
         self.CloseIdleConnections = channel.unary_unary(
                 '/celeritas.v1.InspectService/CloseIdleConnections',
                 request_serializer=celeritas_dot_v1_dot_inspect__pb2.CloseIdleConnectionsRequest.SerializeToString,
@@ -142,6 +147,14 @@ class InspectServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RateLimits(self, request, context):
+        """Each rate-limited key that has been used: its configured rate, the rate it runs at now
+        (lower after pushback such as an SMTP 421, climbing back over time) and its tokens.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CloseIdleConnections(self, request, context):
         """Tells every worker connected to this coordinator that consumes a queue to close the idle
         connections of its SMTP relay pools (Celery's broadcast control), and collects the answers.
@@ -192,6 +205,11 @@ def add_InspectServiceServicer_to_server(servicer, server):
                     servicer.Queues,
                     request_deserializer=celeritas_dot_v1_dot_inspect__pb2.QueuesRequest.FromString,
                     response_serializer=celeritas_dot_v1_dot_inspect__pb2.QueuesResponse.SerializeToString,
+            ),
+            'RateLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.RateLimits,
+                    request_deserializer=celeritas_dot_v1_dot_inspect__pb2.RateLimitsRequest.FromString,
+                    response_serializer=celeritas_dot_v1_dot_inspect__pb2.RateLimitsResponse.SerializeToString,
             ),
             'CloseIdleConnections': grpc.unary_unary_rpc_method_handler(
                     servicer.CloseIdleConnections,
@@ -416,6 +434,33 @@ class InspectService:
             '/celeritas.v1.InspectService/Queues',
             celeritas_dot_v1_dot_inspect__pb2.QueuesRequest.SerializeToString,
             celeritas_dot_v1_dot_inspect__pb2.QueuesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RateLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/celeritas.v1.InspectService/RateLimits',
+            celeritas_dot_v1_dot_inspect__pb2.RateLimitsRequest.SerializeToString,
+            celeritas_dot_v1_dot_inspect__pb2.RateLimitsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -35,7 +35,7 @@ TASK_STATE_EXPIRED: TaskState
 TASK_STATE_WAITING: TaskState
 
 class TaskSpec(_message.Message):
-    __slots__ = ("name", "args_json", "queue", "priority", "countdown", "eta", "expires_at", "expires_in", "max_retries", "idempotency_key", "soft_time_limit", "hard_time_limit", "parent_id", "rate_keys")
+    __slots__ = ("name", "args_json", "queue", "priority", "countdown", "eta", "expires_at", "expires_in", "max_retries", "idempotency_key", "soft_time_limit", "hard_time_limit", "parent_id", "rate_keys", "group_key", "max_concurrency")
     class RateKeysEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -57,6 +57,8 @@ class TaskSpec(_message.Message):
     HARD_TIME_LIMIT_FIELD_NUMBER: _ClassVar[int]
     PARENT_ID_FIELD_NUMBER: _ClassVar[int]
     RATE_KEYS_FIELD_NUMBER: _ClassVar[int]
+    GROUP_KEY_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
     name: str
     args_json: str
     queue: str
@@ -71,7 +73,9 @@ class TaskSpec(_message.Message):
     hard_time_limit: _duration_pb2.Duration
     parent_id: str
     rate_keys: _containers.ScalarMap[str, int]
-    def __init__(self, name: _Optional[str] = ..., args_json: _Optional[str] = ..., queue: _Optional[str] = ..., priority: _Optional[int] = ..., countdown: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., eta: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_in: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_retries: _Optional[int] = ..., idempotency_key: _Optional[str] = ..., soft_time_limit: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., hard_time_limit: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., parent_id: _Optional[str] = ..., rate_keys: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    group_key: str
+    max_concurrency: int
+    def __init__(self, name: _Optional[str] = ..., args_json: _Optional[str] = ..., queue: _Optional[str] = ..., priority: _Optional[int] = ..., countdown: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., eta: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_in: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_retries: _Optional[int] = ..., idempotency_key: _Optional[str] = ..., soft_time_limit: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., hard_time_limit: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., parent_id: _Optional[str] = ..., rate_keys: _Optional[_Mapping[str, int]] = ..., group_key: _Optional[str] = ..., max_concurrency: _Optional[int] = ...) -> None: ...
 
 class TaskError(_message.Message):
     __slots__ = ("kind", "message")
@@ -82,7 +86,14 @@ class TaskError(_message.Message):
     def __init__(self, kind: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("id", "name", "queue", "priority", "state", "args_json", "result_json", "error", "attempt", "retries", "max_retries", "created_at", "run_at", "started_at", "finished_at", "expires_at", "worker_id", "parent_id", "root_id", "idempotency_key", "failures", "progress")
+    __slots__ = ("id", "name", "queue", "priority", "state", "args_json", "result_json", "error", "attempt", "retries", "max_retries", "created_at", "run_at", "started_at", "finished_at", "expires_at", "worker_id", "parent_id", "root_id", "idempotency_key", "failures", "progress", "rate_keys", "group_key", "max_concurrency", "tree_paused_at")
+    class RateKeysEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     QUEUE_FIELD_NUMBER: _ClassVar[int]
@@ -105,6 +116,10 @@ class Task(_message.Message):
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     FAILURES_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    RATE_KEYS_FIELD_NUMBER: _ClassVar[int]
+    GROUP_KEY_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    TREE_PAUSED_AT_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     queue: str
@@ -127,7 +142,11 @@ class Task(_message.Message):
     idempotency_key: str
     failures: _containers.RepeatedCompositeFieldContainer[AttemptFailure]
     progress: Progress
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., queue: _Optional[str] = ..., priority: _Optional[int] = ..., state: _Optional[_Union[TaskState, str]] = ..., args_json: _Optional[str] = ..., result_json: _Optional[str] = ..., error: _Optional[_Union[TaskError, _Mapping]] = ..., attempt: _Optional[int] = ..., retries: _Optional[int] = ..., max_retries: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., worker_id: _Optional[str] = ..., parent_id: _Optional[str] = ..., root_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., failures: _Optional[_Iterable[_Union[AttemptFailure, _Mapping]]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ...) -> None: ...
+    rate_keys: _containers.ScalarMap[str, int]
+    group_key: str
+    max_concurrency: int
+    tree_paused_at: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., queue: _Optional[str] = ..., priority: _Optional[int] = ..., state: _Optional[_Union[TaskState, str]] = ..., args_json: _Optional[str] = ..., result_json: _Optional[str] = ..., error: _Optional[_Union[TaskError, _Mapping]] = ..., attempt: _Optional[int] = ..., retries: _Optional[int] = ..., max_retries: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., worker_id: _Optional[str] = ..., parent_id: _Optional[str] = ..., root_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., failures: _Optional[_Iterable[_Union[AttemptFailure, _Mapping]]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., rate_keys: _Optional[_Mapping[str, int]] = ..., group_key: _Optional[str] = ..., max_concurrency: _Optional[int] = ..., tree_paused_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class AttemptFailure(_message.Message):
     __slots__ = ("attempt", "worker_id", "kind", "message", "at")
@@ -240,6 +259,34 @@ class ResumeQueueRequest(_message.Message):
     def __init__(self, queue: _Optional[str] = ...) -> None: ...
 
 class ResumeQueueResponse(_message.Message):
+    __slots__ = ("changed",)
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    changed: bool
+    def __init__(self, changed: _Optional[bool] = ...) -> None: ...
+
+class PauseTreeRequest(_message.Message):
+    __slots__ = ("task_id",)
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    def __init__(self, task_id: _Optional[str] = ...) -> None: ...
+
+class PauseTreeResponse(_message.Message):
+    __slots__ = ("changed", "paused_at", "stopping")
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_AT_FIELD_NUMBER: _ClassVar[int]
+    STOPPING_FIELD_NUMBER: _ClassVar[int]
+    changed: bool
+    paused_at: _timestamp_pb2.Timestamp
+    stopping: int
+    def __init__(self, changed: _Optional[bool] = ..., paused_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stopping: _Optional[int] = ...) -> None: ...
+
+class ResumeTreeRequest(_message.Message):
+    __slots__ = ("task_id",)
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    def __init__(self, task_id: _Optional[str] = ...) -> None: ...
+
+class ResumeTreeResponse(_message.Message):
     __slots__ = ("changed",)
     CHANGED_FIELD_NUMBER: _ClassVar[int]
     changed: bool

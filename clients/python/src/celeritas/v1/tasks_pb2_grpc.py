@@ -70,6 +70,16 @@ class TaskServiceStub:
                 request_serializer=celeritas_dot_v1_dot_tasks__pb2.ResumeQueueRequest.SerializeToString,
                 response_deserializer=celeritas_dot_v1_dot_tasks__pb2.ResumeQueueResponse.FromString,
                 _registered_method=True)
+        self.PauseTree = channel.unary_unary(
+                '/celeritas.v1.TaskService/PauseTree',
+                request_serializer=celeritas_dot_v1_dot_tasks__pb2.PauseTreeRequest.SerializeToString,
+                response_deserializer=celeritas_dot_v1_dot_tasks__pb2.PauseTreeResponse.FromString,
+                _registered_method=True)
+        self.ResumeTree = channel.unary_unary(
+                '/celeritas.v1.TaskService/ResumeTree',
+                request_serializer=celeritas_dot_v1_dot_tasks__pb2.ResumeTreeRequest.SerializeToString,
+                response_deserializer=celeritas_dot_v1_dot_tasks__pb2.ResumeTreeResponse.FromString,
+                _registered_method=True)
         self.StreamProgress = channel.unary_stream(
                 '/celeritas.v1.TaskService/StreamProgress',
                 request_serializer=celeritas_dot_v1_dot_tasks__pb2.StreamProgressRequest.SerializeToString,
@@ -159,6 +169,23 @@ class TaskServiceServicer:
 
     def ResumeQueue(self, request, context):
         """Resumes a paused queue: its pending tasks are leased again at once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseTree(self, request, context):
+        """Pauses a task tree (a campaign): its unstarted tasks are held, each running one is asked
+        to stop (a campaign batch after its current message) and goes back to wait, with no retry
+        counted. Needs the operate role.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeTree(self, request, context):
+        """Resumes a paused tree: its tasks are leased again where they left off. Needs the operate
+        role.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -264,6 +291,16 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.ResumeQueue,
                     request_deserializer=celeritas_dot_v1_dot_tasks__pb2.ResumeQueueRequest.FromString,
                     response_serializer=celeritas_dot_v1_dot_tasks__pb2.ResumeQueueResponse.SerializeToString,
+            ),
+            'PauseTree': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseTree,
+                    request_deserializer=celeritas_dot_v1_dot_tasks__pb2.PauseTreeRequest.FromString,
+                    response_serializer=celeritas_dot_v1_dot_tasks__pb2.PauseTreeResponse.SerializeToString,
+            ),
+            'ResumeTree': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeTree,
+                    request_deserializer=celeritas_dot_v1_dot_tasks__pb2.ResumeTreeRequest.FromString,
+                    response_serializer=celeritas_dot_v1_dot_tasks__pb2.ResumeTreeResponse.SerializeToString,
             ),
             'StreamProgress': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamProgress,
@@ -491,6 +528,60 @@ class TaskService:
             '/celeritas.v1.TaskService/ResumeQueue',
             celeritas_dot_v1_dot_tasks__pb2.ResumeQueueRequest.SerializeToString,
             celeritas_dot_v1_dot_tasks__pb2.ResumeQueueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseTree(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/celeritas.v1.TaskService/PauseTree',
+            celeritas_dot_v1_dot_tasks__pb2.PauseTreeRequest.SerializeToString,
+            celeritas_dot_v1_dot_tasks__pb2.PauseTreeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeTree(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/celeritas.v1.TaskService/ResumeTree',
+            celeritas_dot_v1_dot_tasks__pb2.ResumeTreeRequest.SerializeToString,
+            celeritas_dot_v1_dot_tasks__pb2.ResumeTreeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -20,7 +20,7 @@ class LeaseToken(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ...) -> None: ...
 
 class ConnectRequest(_message.Message):
-    __slots__ = ("hello", "credit", "started", "progress", "result", "heartbeat", "release", "control_reply", "submit_children", "emit_records", "query_records", "batch")
+    __slots__ = ("hello", "credit", "started", "progress", "result", "heartbeat", "release", "control_reply", "submit_children", "emit_records", "query_records", "batch", "slow_down")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     CREDIT_FIELD_NUMBER: _ClassVar[int]
     STARTED_FIELD_NUMBER: _ClassVar[int]
@@ -33,6 +33,7 @@ class ConnectRequest(_message.Message):
     EMIT_RECORDS_FIELD_NUMBER: _ClassVar[int]
     QUERY_RECORDS_FIELD_NUMBER: _ClassVar[int]
     BATCH_FIELD_NUMBER: _ClassVar[int]
+    SLOW_DOWN_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     credit: Credit
     started: TaskStarted
@@ -45,7 +46,16 @@ class ConnectRequest(_message.Message):
     emit_records: EmitRecords
     query_records: QueryRecords
     batch: WorkerBatch
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., credit: _Optional[_Union[Credit, _Mapping]] = ..., started: _Optional[_Union[TaskStarted, _Mapping]] = ..., progress: _Optional[_Union[TaskProgress, _Mapping]] = ..., result: _Optional[_Union[TaskResult, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., release: _Optional[_Union[ReleaseLeases, _Mapping]] = ..., control_reply: _Optional[_Union[ControlReply, _Mapping]] = ..., submit_children: _Optional[_Union[SubmitChildren, _Mapping]] = ..., emit_records: _Optional[_Union[EmitRecords, _Mapping]] = ..., query_records: _Optional[_Union[QueryRecords, _Mapping]] = ..., batch: _Optional[_Union[WorkerBatch, _Mapping]] = ...) -> None: ...
+    slow_down: SlowDown
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., credit: _Optional[_Union[Credit, _Mapping]] = ..., started: _Optional[_Union[TaskStarted, _Mapping]] = ..., progress: _Optional[_Union[TaskProgress, _Mapping]] = ..., result: _Optional[_Union[TaskResult, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., release: _Optional[_Union[ReleaseLeases, _Mapping]] = ..., control_reply: _Optional[_Union[ControlReply, _Mapping]] = ..., submit_children: _Optional[_Union[SubmitChildren, _Mapping]] = ..., emit_records: _Optional[_Union[EmitRecords, _Mapping]] = ..., query_records: _Optional[_Union[QueryRecords, _Mapping]] = ..., batch: _Optional[_Union[WorkerBatch, _Mapping]] = ..., slow_down: _Optional[_Union[SlowDown, _Mapping]] = ...) -> None: ...
+
+class SlowDown(_message.Message):
+    __slots__ = ("lease", "key")
+    LEASE_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    lease: LeaseToken
+    key: str
+    def __init__(self, lease: _Optional[_Union[LeaseToken, _Mapping]] = ..., key: _Optional[str] = ...) -> None: ...
 
 class WorkerBatch(_message.Message):
     __slots__ = ("messages",)

@@ -214,6 +214,29 @@ export interface RegisteredResponse {
   workers: WorkerTaskNames[];
 }
 
+/** Asks for the rate-limited keys. */
+export interface RateLimitsRequest {
+}
+
+/** The rate-limited keys, by key. */
+export interface RateLimitsResponse {
+  keys: KeyRate[];
+}
+
+/** One rate-limited key. */
+export interface KeyRate {
+  /** The key (`domain:gmail.com`). */
+  key: string;
+  /** The configured rate, per second. */
+  configuredPerSecond: number;
+  /** The rate it runs at now, per second. */
+  effectivePerSecond: number;
+  /** Tokens left in its bucket now; negative after a lease that cost more than was left. */
+  tokens: number;
+  /** When pushback last slowed it, if ever. */
+  slowedAt: Date | undefined;
+}
+
 /** Asks for queue depths. */
 export interface QueuesRequest {
 }
@@ -1819,6 +1842,207 @@ export const RegisteredResponse: MessageFns<RegisteredResponse> = {
   },
 };
 
+function createBaseRateLimitsRequest(): RateLimitsRequest {
+  return {};
+}
+
+export const RateLimitsRequest: MessageFns<RateLimitsRequest> = {
+  encode(_: RateLimitsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RateLimitsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRateLimitsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<RateLimitsRequest>, I>>(base?: I): RateLimitsRequest {
+    return RateLimitsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RateLimitsRequest>, I>>(_: I): RateLimitsRequest {
+    const message = createBaseRateLimitsRequest();
+    return message;
+  },
+};
+
+function createBaseRateLimitsResponse(): RateLimitsResponse {
+  return { keys: [] };
+}
+
+export const RateLimitsResponse: MessageFns<RateLimitsResponse> = {
+  encode(message: RateLimitsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.keys) {
+      KeyRate.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RateLimitsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRateLimitsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.keys.push(KeyRate.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<RateLimitsResponse>, I>>(base?: I): RateLimitsResponse {
+    return RateLimitsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RateLimitsResponse>, I>>(object: I): RateLimitsResponse {
+    const message = createBaseRateLimitsResponse();
+    message.keys = object.keys?.map((e) => KeyRate.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseKeyRate(): KeyRate {
+  return { key: "", configuredPerSecond: 0, effectivePerSecond: 0, tokens: 0, slowedAt: undefined };
+}
+
+export const KeyRate: MessageFns<KeyRate> = {
+  encode(message: KeyRate, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.configuredPerSecond !== 0) {
+      writer.uint32(17).double(message.configuredPerSecond);
+    }
+    if (message.effectivePerSecond !== 0) {
+      writer.uint32(25).double(message.effectivePerSecond);
+    }
+    if (message.tokens !== 0) {
+      writer.uint32(33).double(message.tokens);
+    }
+    if (message.slowedAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.slowedAt), writer.uint32(42).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): KeyRate {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseKeyRate();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.configuredPerSecond = reader.double();
+            continue;
+          }
+          case 3: {
+            if (tag !== 25) {
+              break;
+            }
+
+            message.effectivePerSecond = reader.double();
+            continue;
+          }
+          case 4: {
+            if (tag !== 33) {
+              break;
+            }
+
+            message.tokens = reader.double();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.slowedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<KeyRate>, I>>(base?: I): KeyRate {
+    return KeyRate.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<KeyRate>, I>>(object: I): KeyRate {
+    const message = createBaseKeyRate();
+    message.key = object.key ?? "";
+    message.configuredPerSecond = object.configuredPerSecond ?? 0;
+    message.effectivePerSecond = object.effectivePerSecond ?? 0;
+    message.tokens = object.tokens ?? 0;
+    message.slowedAt = object.slowedAt ?? undefined;
+    return message;
+  },
+};
+
 function createBaseQueuesRequest(): QueuesRequest {
   return {};
 }
@@ -2419,6 +2643,19 @@ export const InspectServiceService = {
     responseDeserialize: (value: Buffer): QueuesResponse => QueuesResponse.decode(value),
   },
   /**
+   * Each rate-limited key that has been used: its configured rate, the rate it runs at now
+   * (lower after pushback such as an SMTP 421, climbing back over time) and its tokens.
+   */
+  rateLimits: {
+    path: "/celeritas.v1.InspectService/RateLimits" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RateLimitsRequest): Buffer => Buffer.from(RateLimitsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RateLimitsRequest => RateLimitsRequest.decode(value),
+    responseSerialize: (value: RateLimitsResponse): Buffer => Buffer.from(RateLimitsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RateLimitsResponse => RateLimitsResponse.decode(value),
+  },
+  /**
    * Tells every worker connected to this coordinator that consumes a queue to close the idle
    * connections of its SMTP relay pools (Celery's broadcast control), and collects the answers.
    */
@@ -2452,6 +2689,11 @@ export interface InspectServiceServer extends UntypedServiceImplementation {
   registered: handleUnaryCall<RegisteredRequest, RegisteredResponse>;
   /** Each queue's depth by state and the age of its oldest pending task. */
   queues: handleUnaryCall<QueuesRequest, QueuesResponse>;
+  /**
+   * Each rate-limited key that has been used: its configured rate, the rate it runs at now
+   * (lower after pushback such as an SMTP 421, climbing back over time) and its tokens.
+   */
+  rateLimits: handleUnaryCall<RateLimitsRequest, RateLimitsResponse>;
   /**
    * Tells every worker connected to this coordinator that consumes a queue to close the idle
    * connections of its SMTP relay pools (Celery's broadcast control), and collects the answers.
@@ -2584,6 +2826,25 @@ export interface InspectServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: QueuesResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Each rate-limited key that has been used: its configured rate, the rate it runs at now
+   * (lower after pushback such as an SMTP 421, climbing back over time) and its tokens.
+   */
+  rateLimits(
+    request: RateLimitsRequest,
+    callback: (error: ServiceError | null, response: RateLimitsResponse) => void,
+  ): ClientUnaryCall;
+  rateLimits(
+    request: RateLimitsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RateLimitsResponse) => void,
+  ): ClientUnaryCall;
+  rateLimits(
+    request: RateLimitsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RateLimitsResponse) => void,
   ): ClientUnaryCall;
   /**
    * Tells every worker connected to this coordinator that consumes a queue to close the idle

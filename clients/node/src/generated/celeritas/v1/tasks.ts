@@ -140,6 +140,17 @@ export interface TaskSpec {
    * a name with `[tasks.<name>] rate_limit` also carries `task:<name>` at cost 1.
    */
   rateKeys: { [key: string]: number };
+  /**
+   * Its fairness group (a tenant, a campaign), up to 200 bytes: within a queue and priority,
+   * leases go round the groups with work waiting, so a small campaign submitted after a large
+   * one is not stuck behind it. A child without one takes its parent's.
+   */
+  groupKey: string;
+  /**
+   * At most this many tasks of its name and group (of its name, without a group) are leased or
+   * running at once, cluster-wide: 1 to 100000; absent, no limit.
+   */
+  maxConcurrency?: number | undefined;
 }
 
 export interface TaskSpec_RateKeysEntry {
@@ -212,7 +223,24 @@ export interface Task {
   /** Every failed attempt, oldest first. */
   failures: AttemptFailure[];
   /** The last progress the task reported, if any. */
-  progress: Progress | undefined;
+  progress:
+    | Progress
+    | undefined;
+  /** Its rate keys and costs, `task:<name>` included when its name has a limit. */
+  rateKeys: { [key: string]: number };
+  /** Its fairness group, if any. */
+  groupKey: string;
+  /** Its concurrency limit, if any. */
+  maxConcurrency?:
+    | number
+    | undefined;
+  /** When its tree was paused, while it is. */
+  treePausedAt: Date | undefined;
+}
+
+export interface Task_RateKeysEntry {
+  key: string;
+  value: number;
 }
 
 /** One failed attempt of a task. */
@@ -340,6 +368,39 @@ export interface ResumeQueueRequest {
 /** What a resume did. */
 export interface ResumeQueueResponse {
   /** False when the queue was not paused. */
+  changed: boolean;
+}
+
+/** Asks to pause a task tree. */
+export interface PauseTreeRequest {
+  /**
+   * The tree's root: a task without a parent that has not finished, or whose tree has
+   * unfinished tasks.
+   */
+  taskId: string;
+}
+
+/** What a pause did. */
+export interface PauseTreeResponse {
+  /** False when the tree was paused already. */
+  changed: boolean;
+  /** Since when it is paused. */
+  pausedAt:
+    | Date
+    | undefined;
+  /** Running tasks asked to stop and wait. */
+  stopping: number;
+}
+
+/** Asks to resume a paused task tree. */
+export interface ResumeTreeRequest {
+  /** The tree's root. */
+  taskId: string;
+}
+
+/** What a resume did. */
+export interface ResumeTreeResponse {
+  /** False when the tree was not paused. */
   changed: boolean;
 }
 
@@ -658,6 +719,8 @@ function createBaseTaskSpec(): TaskSpec {
     hardTimeLimit: undefined,
     parentId: "",
     rateKeys: {},
+    groupKey: "",
+    maxConcurrency: undefined,
   };
 }
 
@@ -705,6 +768,12 @@ export const TaskSpec: MessageFns<TaskSpec> = {
     globalThis.Object.entries(message.rateKeys).forEach(([key, value]: [string, number]) => {
       TaskSpec_RateKeysEntry.encode({ key: key as any, value }, writer.uint32(114).fork()).join();
     });
+    if (message.groupKey !== "") {
+      writer.uint32(122).string(message.groupKey);
+    }
+    if (message.maxConcurrency !== undefined) {
+      writer.uint32(128).uint32(message.maxConcurrency);
+    }
     return writer;
   },
 
@@ -836,6 +905,22 @@ export const TaskSpec: MessageFns<TaskSpec> = {
             }
             continue;
           }
+          case 15: {
+            if (tag !== 122) {
+              break;
+            }
+
+            message.groupKey = reader.string();
+            continue;
+          }
+          case 16: {
+            if (tag !== 128) {
+              break;
+            }
+
+            message.maxConcurrency = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -883,6 +968,8 @@ export const TaskSpec: MessageFns<TaskSpec> = {
       },
       {},
     );
+    message.groupKey = object.groupKey ?? "";
+    message.maxConcurrency = object.maxConcurrency ?? undefined;
     return message;
   },
 };
@@ -1045,6 +1132,10 @@ function createBaseTask(): Task {
     idempotencyKey: "",
     failures: [],
     progress: undefined,
+    rateKeys: {},
+    groupKey: "",
+    maxConcurrency: undefined,
+    treePausedAt: undefined,
   };
 }
 
@@ -1115,6 +1206,18 @@ export const Task: MessageFns<Task> = {
     }
     if (message.progress !== undefined) {
       Progress.encode(message.progress, writer.uint32(178).fork()).join();
+    }
+    globalThis.Object.entries(message.rateKeys).forEach(([key, value]: [string, number]) => {
+      Task_RateKeysEntry.encode({ key: key as any, value }, writer.uint32(186).fork()).join();
+    });
+    if (message.groupKey !== "") {
+      writer.uint32(194).string(message.groupKey);
+    }
+    if (message.maxConcurrency !== undefined) {
+      writer.uint32(200).uint32(message.maxConcurrency);
+    }
+    if (message.treePausedAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.treePausedAt), writer.uint32(210).fork()).join();
     }
     return writer;
   },
@@ -1308,6 +1411,41 @@ export const Task: MessageFns<Task> = {
             message.progress = Progress.decode(reader, reader.uint32());
             continue;
           }
+          case 23: {
+            if (tag !== 186) {
+              break;
+            }
+
+            const entry23 = Task_RateKeysEntry.decode(reader, reader.uint32());
+            if (entry23.value !== undefined) {
+              message.rateKeys[entry23.key] = entry23.value;
+            }
+            continue;
+          }
+          case 24: {
+            if (tag !== 194) {
+              break;
+            }
+
+            message.groupKey = reader.string();
+            continue;
+          }
+          case 25: {
+            if (tag !== 200) {
+              break;
+            }
+
+            message.maxConcurrency = reader.uint32();
+            continue;
+          }
+          case 26: {
+            if (tag !== 210) {
+              break;
+            }
+
+            message.treePausedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1351,6 +1489,85 @@ export const Task: MessageFns<Task> = {
     message.progress = (object.progress !== undefined && object.progress !== null)
       ? Progress.fromPartial(object.progress)
       : undefined;
+    message.rateKeys = (globalThis.Object.entries(object.rateKeys ?? {}) as [string, number][]).reduce(
+      (acc: { [key: string]: number }, [key, value]: [string, number]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.Number(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    message.groupKey = object.groupKey ?? "";
+    message.maxConcurrency = object.maxConcurrency ?? undefined;
+    message.treePausedAt = object.treePausedAt ?? undefined;
+    return message;
+  },
+};
+
+function createBaseTask_RateKeysEntry(): Task_RateKeysEntry {
+  return { key: "", value: 0 };
+}
+
+export const Task_RateKeysEntry: MessageFns<Task_RateKeysEntry> = {
+  encode(message: Task_RateKeysEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== 0) {
+      writer.uint32(16).uint32(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Task_RateKeysEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTask_RateKeysEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.value = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<Task_RateKeysEntry>, I>>(base?: I): Task_RateKeysEntry {
+    return Task_RateKeysEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Task_RateKeysEntry>, I>>(object: I): Task_RateKeysEntry {
+    const message = createBaseTask_RateKeysEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? 0;
     return message;
   },
 };
@@ -2350,6 +2567,250 @@ export const ResumeQueueResponse: MessageFns<ResumeQueueResponse> = {
   },
   fromPartial<I extends Exact<DeepPartial<ResumeQueueResponse>, I>>(object: I): ResumeQueueResponse {
     const message = createBaseResumeQueueResponse();
+    message.changed = object.changed ?? false;
+    return message;
+  },
+};
+
+function createBasePauseTreeRequest(): PauseTreeRequest {
+  return { taskId: "" };
+}
+
+export const PauseTreeRequest: MessageFns<PauseTreeRequest> = {
+  encode(message: PauseTreeRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.taskId !== "") {
+      writer.uint32(10).string(message.taskId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PauseTreeRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePauseTreeRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.taskId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<PauseTreeRequest>, I>>(base?: I): PauseTreeRequest {
+    return PauseTreeRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PauseTreeRequest>, I>>(object: I): PauseTreeRequest {
+    const message = createBasePauseTreeRequest();
+    message.taskId = object.taskId ?? "";
+    return message;
+  },
+};
+
+function createBasePauseTreeResponse(): PauseTreeResponse {
+  return { changed: false, pausedAt: undefined, stopping: 0 };
+}
+
+export const PauseTreeResponse: MessageFns<PauseTreeResponse> = {
+  encode(message: PauseTreeResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.changed !== false) {
+      writer.uint32(8).bool(message.changed);
+    }
+    if (message.pausedAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.pausedAt), writer.uint32(18).fork()).join();
+    }
+    if (message.stopping !== 0) {
+      writer.uint32(24).uint64(message.stopping);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PauseTreeResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePauseTreeResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.changed = reader.bool();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.pausedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.stopping = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<PauseTreeResponse>, I>>(base?: I): PauseTreeResponse {
+    return PauseTreeResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PauseTreeResponse>, I>>(object: I): PauseTreeResponse {
+    const message = createBasePauseTreeResponse();
+    message.changed = object.changed ?? false;
+    message.pausedAt = object.pausedAt ?? undefined;
+    message.stopping = object.stopping ?? 0;
+    return message;
+  },
+};
+
+function createBaseResumeTreeRequest(): ResumeTreeRequest {
+  return { taskId: "" };
+}
+
+export const ResumeTreeRequest: MessageFns<ResumeTreeRequest> = {
+  encode(message: ResumeTreeRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.taskId !== "") {
+      writer.uint32(10).string(message.taskId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ResumeTreeRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseResumeTreeRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.taskId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ResumeTreeRequest>, I>>(base?: I): ResumeTreeRequest {
+    return ResumeTreeRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ResumeTreeRequest>, I>>(object: I): ResumeTreeRequest {
+    const message = createBaseResumeTreeRequest();
+    message.taskId = object.taskId ?? "";
+    return message;
+  },
+};
+
+function createBaseResumeTreeResponse(): ResumeTreeResponse {
+  return { changed: false };
+}
+
+export const ResumeTreeResponse: MessageFns<ResumeTreeResponse> = {
+  encode(message: ResumeTreeResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.changed !== false) {
+      writer.uint32(8).bool(message.changed);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ResumeTreeResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseResumeTreeResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.changed = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ResumeTreeResponse>, I>>(base?: I): ResumeTreeResponse {
+    return ResumeTreeResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ResumeTreeResponse>, I>>(object: I): ResumeTreeResponse {
+    const message = createBaseResumeTreeResponse();
     message.changed = object.changed ?? false;
     return message;
   },
@@ -4552,6 +5013,33 @@ export const TaskServiceService = {
     responseDeserialize: (value: Buffer): ResumeQueueResponse => ResumeQueueResponse.decode(value),
   },
   /**
+   * Pauses a task tree (a campaign): its unstarted tasks are held, each running one is asked
+   * to stop (a campaign batch after its current message) and goes back to wait, with no retry
+   * counted. Needs the operate role.
+   */
+  pauseTree: {
+    path: "/celeritas.v1.TaskService/PauseTree" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: PauseTreeRequest): Buffer => Buffer.from(PauseTreeRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): PauseTreeRequest => PauseTreeRequest.decode(value),
+    responseSerialize: (value: PauseTreeResponse): Buffer => Buffer.from(PauseTreeResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): PauseTreeResponse => PauseTreeResponse.decode(value),
+  },
+  /**
+   * Resumes a paused tree: its tasks are leased again where they left off. Needs the operate
+   * role.
+   */
+  resumeTree: {
+    path: "/celeritas.v1.TaskService/ResumeTree" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ResumeTreeRequest): Buffer => Buffer.from(ResumeTreeRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ResumeTreeRequest => ResumeTreeRequest.decode(value),
+    responseSerialize: (value: ResumeTreeResponse): Buffer => Buffer.from(ResumeTreeResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ResumeTreeResponse => ResumeTreeResponse.decode(value),
+  },
+  /**
    * Streams the events of a task tree (a root task and all its descendants), starting after
    * `from_sequence`, until the whole tree has finished. Answers FAILED_PRECONDITION for a task
    * that is not a root (the message names the root to follow).
@@ -4674,6 +5162,17 @@ export interface TaskServiceServer extends UntypedServiceImplementation {
   pauseQueue: handleUnaryCall<PauseQueueRequest, PauseQueueResponse>;
   /** Resumes a paused queue: its pending tasks are leased again at once. */
   resumeQueue: handleUnaryCall<ResumeQueueRequest, ResumeQueueResponse>;
+  /**
+   * Pauses a task tree (a campaign): its unstarted tasks are held, each running one is asked
+   * to stop (a campaign batch after its current message) and goes back to wait, with no retry
+   * counted. Needs the operate role.
+   */
+  pauseTree: handleUnaryCall<PauseTreeRequest, PauseTreeResponse>;
+  /**
+   * Resumes a paused tree: its tasks are leased again where they left off. Needs the operate
+   * role.
+   */
+  resumeTree: handleUnaryCall<ResumeTreeRequest, ResumeTreeResponse>;
   /**
    * Streams the events of a task tree (a root task and all its descendants), starting after
    * `from_sequence`, until the whole tree has finished. Answers FAILED_PRECONDITION for a task
@@ -4836,6 +5335,45 @@ export interface TaskServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ResumeQueueResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Pauses a task tree (a campaign): its unstarted tasks are held, each running one is asked
+   * to stop (a campaign batch after its current message) and goes back to wait, with no retry
+   * counted. Needs the operate role.
+   */
+  pauseTree(
+    request: PauseTreeRequest,
+    callback: (error: ServiceError | null, response: PauseTreeResponse) => void,
+  ): ClientUnaryCall;
+  pauseTree(
+    request: PauseTreeRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: PauseTreeResponse) => void,
+  ): ClientUnaryCall;
+  pauseTree(
+    request: PauseTreeRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: PauseTreeResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Resumes a paused tree: its tasks are leased again where they left off. Needs the operate
+   * role.
+   */
+  resumeTree(
+    request: ResumeTreeRequest,
+    callback: (error: ServiceError | null, response: ResumeTreeResponse) => void,
+  ): ClientUnaryCall;
+  resumeTree(
+    request: ResumeTreeRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ResumeTreeResponse) => void,
+  ): ClientUnaryCall;
+  resumeTree(
+    request: ResumeTreeRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ResumeTreeResponse) => void,
   ): ClientUnaryCall;
   /**
    * Streams the events of a task tree (a root task and all its descendants), starting after
