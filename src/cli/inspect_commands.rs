@@ -273,11 +273,13 @@ fn unserved_text(unserved: &std::collections::BTreeMap<String, u64>) -> String {
         .join(", ")
 }
 
-/// `inspect rate_limits`: what each limited key runs at, slowed down by pushback or not.
+/// `inspect rate_limits`: the limits in force (configured or set through the API) and what
+/// each limited key runs at, slowed down by pushback or not.
 async fn rate_limits(client: &mut CoordinatorClient, json_out: bool) -> anyhow::Result<()> {
-    let keys = client.rate_limits().await?;
+    let report = client.rate_limits().await?;
     if json_out {
-        let keys: Vec<Value> = keys
+        let keys: Vec<Value> = report
+            .keys
             .iter()
             .map(|key| {
                 json!({
@@ -289,12 +291,50 @@ async fn rate_limits(client: &mut CoordinatorClient, json_out: bool) -> anyhow::
                 })
             })
             .collect();
-        outln!("{}", Value::Array(keys));
+        let limits: Vec<Value> = report
+            .limits
+            .iter()
+            .map(|rule| {
+                json!({
+                    "pattern": rule.pattern,
+                    "per_second": rule.per_second,
+                    "source": if rule.set_through_api { "api" } else { "config" },
+                    "set_at": rule.set_at.map(|at| at.to_rfc3339()),
+                    "set_by": rule.set_by,
+                })
+            })
+            .collect();
+        outln!("{}", json!({ "limits": limits, "keys": keys }));
         return Ok(());
     }
     print_table(
+        &["LIMIT", "PER SECOND", "SOURCE", "SET AT", "SET BY"],
+        report
+            .limits
+            .iter()
+            .map(|rule| {
+                vec![
+                    rule.pattern.clone(),
+                    format!("{:.2}", rule.per_second),
+                    if rule.set_through_api {
+                        "api"
+                    } else {
+                        "config"
+                    }
+                    .to_owned(),
+                    rule.set_at
+                        .map_or_else(|| "-".to_owned(), |at| at.to_rfc3339()),
+                    rule.set_by.clone().unwrap_or_else(|| "-".to_owned()),
+                ]
+            })
+            .collect(),
+    );
+    outln!("");
+    print_table(
         &["KEY", "CONFIGURED/S", "NOW/S", "TOKENS", "SLOWED AT"],
-        keys.iter()
+        report
+            .keys
+            .iter()
             .map(|key| {
                 vec![
                     key.key.clone(),

@@ -23,6 +23,7 @@ mod file_commands;
 mod follow_command;
 mod import_command;
 mod inspect_commands;
+mod rate_commands;
 mod record_commands;
 mod schedule_commands;
 mod serve_commands;
@@ -86,6 +87,10 @@ pub enum Command {
     PauseTree(client_commands::TreeArgs),
     /// Resumes a paused task tree where it left off.
     ResumeTree(client_commands::TreeArgs),
+    /// Sets a rate limit (a key or `*` pattern) for every coordinator, over a configured one
+    SetRateLimit(rate_commands::SetRateLimitArgs),
+    /// Removes a rate limit set with set-rate-limit
+    ClearRateLimit(rate_commands::ClearRateLimitArgs),
     /// Ends a stuck task's attempt and puts it back on its queue (a failed attempt, retried).
     Requeue(client_commands::InterveneArgs),
     /// Ends a stuck task's attempt and fails the task.
@@ -271,6 +276,8 @@ pub async fn run_with_tasks(cli: Cli, register: TaskRegistration) -> anyhow::Res
         Command::ResumeQueue(args) => client_commands::pause_queue(args, false).await,
         Command::PauseTree(args) => client_commands::pause_tree(args, true).await,
         Command::ResumeTree(args) => client_commands::pause_tree(args, false).await,
+        Command::SetRateLimit(args) => rate_commands::set_rate_limit(args).await,
+        Command::ClearRateLimit(args) => rate_commands::clear_rate_limit(args).await,
         Command::Requeue(args) => client_commands::intervene(args, false).await,
         Command::Fail(args) => client_commands::intervene(args, true).await,
         Command::RetryTasks(args) => bulk_commands::retry_tasks(args).await,

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::sessions::Sessions;
 use crate::clock::{SharedClock, after};
-use crate::domain::{RateLimits, WorkerId};
+use crate::domain::WorkerId;
 use crate::store::{Claim, Store, StoreError};
 
 /// The most leases one claim statement hands out.
@@ -82,7 +82,7 @@ pub struct Dispatcher {
     /// Called when the dispatcher made work pending that other coordinators may serve.
     pub announce: Arc<dyn Fn() + Send + Sync>,
     /// The rate limits the claims of rate-limited tasks keep to.
-    pub rate_limits: Arc<RateLimits>,
+    pub rate_limits: Arc<super::rate_limits::RateLimitBook>,
 }
 
 impl Dispatcher {
@@ -174,7 +174,7 @@ impl Dispatcher {
                     limit: wanted,
                     now,
                     lease_expires_at: after(now, self.lease_ttl),
-                    rate_limits: self.rate_limits.clone(),
+                    rate_limits: self.rate_limits.current(),
                 })
                 .await?;
             if let Some(at) = claimed.limited_until {

@@ -33,6 +33,7 @@ pub use files::{DownloadChunks, UploadHeader, UploadPart, UploadParts};
 pub use inspect::{MAX_LISTED, MAX_LISTED_WITH_PAYLOADS};
 pub use intervene::{Intervention, MAX_REASON_CHARS};
 pub use queues::QueuePause;
+pub use rate_limits::RateLimitChange;
 pub use tree_pause::TreePaused;
 
 use std::collections::HashSet;
@@ -52,8 +53,7 @@ use self::waiters::Waiters;
 use crate::clock::SharedClock;
 use crate::config::{Config, CoordinatorSettings, FilesSettings, Routing};
 use crate::domain::{
-    ErrorKind, LeaseToken, QueueName, RateLimits, RequestError, TaskId, TaskName, TaskRecord,
-    ValidationError,
+    ErrorKind, LeaseToken, QueueName, RequestError, TaskId, TaskName, TaskRecord, ValidationError,
 };
 use crate::store::{
     AttemptBatch, Completion, ProgressWrite, RecordWrite, Start, Store, StoreError,
@@ -252,7 +252,7 @@ pub struct Coordinator {
     id: String,
     store: Arc<dyn Store>,
     routing: Routing,
-    rate_limits: Arc<RateLimits>,
+    rate_limits: Arc<rate_limits::RateLimitBook>,
     settings: CoordinatorSettings,
     files: FilesSettings,
     clock: SharedClock,
@@ -311,7 +311,7 @@ impl Coordinator {
         clock: SharedClock,
     ) -> Result<(Arc<Self>, Background), ValidationError> {
         let routing = config.routing()?;
-        let rate_limits = Arc::new(config.rate_limits()?);
+        let rate_limits = Arc::new(rate_limits::RateLimitBook::new(config.rate_limits()?));
         let id = format!("coordinator-{}", uuid::Uuid::new_v4());
         let tracker = TaskTracker::new();
         let stop = CancellationToken::new();
@@ -401,6 +401,7 @@ impl Coordinator {
             background::spawn_gauges(&tracker, store.clone(), sessions.clone(), stop.clone());
         }
 
+        rate_limits.spawn_refresh(&tracker, store.clone(), stop.clone());
         let access = Arc::new(access::Access::new(&config.auth)?);
         access.spawn_refresh(&tracker, store.clone(), stop.clone());
         let coordinator = Arc::new(Self {

@@ -240,12 +240,12 @@ impl Coordinator {
         let max_concurrency = spec.max_concurrency.or(policy.max_concurrency);
         let mut rate_keys = spec.rate_keys;
         let name_key = format!("task:{}", spec.name.as_str());
-        if self.rate_limits.rate_for(&name_key).is_some() {
+        let limits = self.rate_limits.current();
+        if limits.rate_for(&name_key).is_some() {
             rate_keys.add(name_key, 1);
         }
-        let governed = self.rate_limits.limits_any(&rate_keys)
-            || group_key.is_some()
-            || max_concurrency.is_some();
+        let governed =
+            limits.limits_any(&rate_keys) || group_key.is_some() || max_concurrency.is_some();
         Ok(NewTask {
             id,
             name: spec.name,

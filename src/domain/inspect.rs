@@ -87,3 +87,27 @@ pub struct KeyRate {
     /// When pushback last slowed it.
     pub slowed_at: Option<DateTime<Utc>>,
 }
+
+/// A rate limit in force, as inspection shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateRule {
+    /// Its key or pattern.
+    pub pattern: String,
+    /// Its rate, per second.
+    pub per_second: f64,
+    /// Set through the API (over a configured limit of the pattern, if any).
+    pub set_through_api: bool,
+    /// When it was set through the API.
+    pub set_at: Option<DateTime<Utc>>,
+    /// Who set it, when known.
+    pub set_by: Option<String>,
+}
+
+/// What `Inspect.RateLimits` answers.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RateLimitsReport {
+    /// Each limited key used so far, with the rate it runs at now.
+    pub keys: Vec<KeyRate>,
+    /// Every limit in force, the first match first.
+    pub limits: Vec<RateRule>,
+}

@@ -33,7 +33,7 @@ pub use file::{
 };
 pub use flow::{GroupKey, MAX_CONCURRENCY_LIMIT, MAX_GROUP_KEY_BYTES, parse_max_concurrency};
 pub use ids::{TaskId, WorkerId};
-pub use inspect::{KeyRate, PingResult, QueueDepth, WorkerInfo};
+pub use inspect::{KeyRate, PingResult, QueueDepth, RateLimitsReport, RateRule, WorkerInfo};
 pub use json::{JsonText, MAX_JSON_DEPTH};
 pub use lease::LeaseToken;
 pub use names::{BUILTIN_TASK_NAMES, QueueName, TaskName};
@@ -44,8 +44,8 @@ pub use protocol::{
 };
 pub use query::{BulkOutcome, RecordsPage, RecordsRequest, TaskQuery, TaskSelector, TimeRange};
 pub use rate::{
-    DEFAULT_RATE_RECOVERY, MAX_RATE_KEYS, Rate, RateKeys, RateLimits, SLOWEST_FACTOR,
-    parse_rate_key, recovered_factor, slowed_factor,
+    DEFAULT_RATE_RECOVERY, MAX_RATE_KEYS, Rate, RateKeys, RateLimitSetting, RateLimits,
+    SLOWEST_FACTOR, parse_rate_key, parse_rate_pattern, recovered_factor, slowed_factor,
 };
 pub use record::{
     MAX_RECORD_DATA_BYTES, MAX_RECORD_KEY_BYTES, RecordEntry, StoredRecord, WorkerStats,

@@ -34,6 +34,37 @@ pub fn parse_rate_key(field: &str, key: &str) -> Result<String, ValidationError>
     Ok(key.to_owned())
 }
 
+/// Checks a limit's pattern: 1 to 200 bytes, no control characters; `*` stands for any text.
+pub fn parse_rate_pattern(field: &str, pattern: &str) -> Result<String, ValidationError> {
+    if pattern.is_empty() || pattern.len() > MAX_RATE_KEY_BYTES {
+        return Err(ValidationError::new(
+            field,
+            format!("a pattern must be 1 to {MAX_RATE_KEY_BYTES} bytes"),
+        ));
+    }
+    if pattern.chars().any(char::is_control) {
+        return Err(ValidationError::new(
+            field,
+            "a pattern holds no control characters",
+        ));
+    }
+    Ok(pattern.to_owned())
+}
+
+/// A limit set through the API (`SetRateLimit`), kept in the store beside those of the
+/// configuration; it replaces a configured limit of the same pattern.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimitSetting {
+    /// The pattern, checked by `parse_rate_pattern`.
+    pub pattern: String,
+    /// The rate as given (`"20/s"`), checked by `Rate::parse`.
+    pub rate: String,
+    /// When it was set.
+    pub set_at: chrono::DateTime<chrono::Utc>,
+    /// Who set it (a token's or certificate's name), when the caller had one.
+    pub set_by: Option<String>,
+}
+
 /// A rate: so many per second (given as Celery writes it).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Rate {
@@ -181,13 +212,7 @@ impl RateLimits {
         let mut parsed = Vec::new();
         for (pattern, rate) in limits {
             let at = format!("{field}.{pattern:?}");
-            if pattern.is_empty() || pattern.len() > MAX_RATE_KEY_BYTES {
-                return Err(ValidationError::new(
-                    at,
-                    format!("a pattern must be 1 to {MAX_RATE_KEY_BYTES} bytes"),
-                ));
-            }
-            parsed.push((pattern.to_owned(), Rate::parse(&at, rate)?));
+            parsed.push((parse_rate_pattern(&at, pattern)?, Rate::parse(&at, rate)?));
         }
         let mut limits = Self {
             limits: parsed,
@@ -228,6 +253,13 @@ impl RateLimits {
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.limits.is_empty()
+    }
+
+    /// The patterns and their rates, the first match first.
+    pub fn rules(&self) -> impl Iterator<Item = (&str, Rate)> {
+        self.limits
+            .iter()
+            .map(|(pattern, rate)| (pattern.as_str(), *rate))
     }
 
     /// The limit of `key`, if any applies.

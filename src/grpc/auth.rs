@@ -23,7 +23,8 @@ fn method_roles(service: &str, method: &str) -> Option<&'static [Role]> {
         (
             "celeritas.v1.TaskService",
             "CancelTask" | "CancelTasks" | "RetryTasks" | "PurgeQueue" | "PauseQueue" | "PauseTree"
-            | "ResumeTree" | "ResumeQueue" | "RequeueTask" | "FailTask",
+            | "SetRateLimit" | "ClearRateLimit" | "ResumeTree" | "ResumeQueue" | "RequeueTask"
+            | "FailTask",
         ) => &[Operate],
         ("celeritas.v1.InspectService", "CloseIdleConnections") => &[Operate],
         ("celeritas.v1.InspectService", _) => &[Read],

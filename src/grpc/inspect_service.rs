@@ -6,8 +6,8 @@ use std::time::Duration;
 use tonic::{Request, Response, Status};
 
 use super::convert::{
-    key_rate_to_pb, ping_to_pb, queue_depth_to_pb, task_to_pb, tasks_by_worker_to_pb,
-    worker_queues_to_pb, worker_stats_to_pb,
+    key_rate_to_pb, ping_to_pb, queue_depth_to_pb, rate_rule_to_pb, task_to_pb,
+    tasks_by_worker_to_pb, worker_queues_to_pb, worker_stats_to_pb,
 };
 use super::pb;
 use super::status::invalid;
@@ -204,7 +204,7 @@ impl pb::inspect_service_server::InspectService for InspectApi {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(rpc = "Queues"))]
+    #[tracing::instrument(skip_all, fields(rpc = "RateLimits"))]
     async fn rate_limits(
         &self,
         _request: Request<pb::RateLimitsRequest>,
@@ -212,6 +212,12 @@ impl pb::inspect_service_server::InspectService for InspectApi {
         let keys = self.coordinator.key_rates().await?;
         Ok(Response::new(pb::RateLimitsResponse {
             keys: keys.into_iter().map(key_rate_to_pb).collect(),
+            limits: self
+                .coordinator
+                .rate_rules()
+                .into_iter()
+                .map(rate_rule_to_pb)
+                .collect(),
         }))
     }
 

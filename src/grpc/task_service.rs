@@ -220,6 +220,38 @@ impl pb::task_service_server::TaskService for TaskApi {
         }))
     }
 
+    #[tracing::instrument(skip_all, fields(rpc = "SetRateLimit"))]
+    async fn set_rate_limit(
+        &self,
+        request: Request<pb::SetRateLimitRequest>,
+    ) -> Result<Response<pb::SetRateLimitResponse>, Status> {
+        let caller = caller_of(&request);
+        let request = request.into_inner();
+        let change = self
+            .coordinator
+            .set_rate_limit(&caller, &request.key, &request.rate)
+            .await?;
+        Ok(Response::new(pb::SetRateLimitResponse {
+            previous: change.previous,
+            governed: change.governed,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "ClearRateLimit"))]
+    async fn clear_rate_limit(
+        &self,
+        request: Request<pb::ClearRateLimitRequest>,
+    ) -> Result<Response<pb::ClearRateLimitResponse>, Status> {
+        let caller = caller_of(&request);
+        let change = self
+            .coordinator
+            .clear_rate_limit(&caller, &request.into_inner().key)
+            .await?;
+        Ok(Response::new(pb::ClearRateLimitResponse {
+            previous: change.previous.unwrap_or_default(),
+        }))
+    }
+
     #[tracing::instrument(skip_all, fields(rpc = "PauseTree"))]
     async fn pause_tree(
         &self,

@@ -22,8 +22,8 @@ use super::{
     Adopted, Announcement, AnnouncementListener, AttemptBatch, Cancelled, Claim, Claimed,
     Interruption, Parentage, PausedQueue, Promoted, QueueCounts, RateBucket, Reaped, RecordQuery,
     Store, StoreError, StoredToken, TaskFilter, TreePause, TreeResume, TreeUpdate,
-    WorkerRegistration, fairness, files, governed, leases, paused_trees, queues, records,
-    schedules, tasks, tokens, trees, workers,
+    WorkerRegistration, fairness, files, governed, leases, paused_trees, queues, rate_settings,
+    records, schedules, tasks, tokens, trees, workers,
 };
 use crate::domain::{
     FileChunk, FileId, FileInfo, Inserted, LeaseToken, NewFile, NewTask, QueueName, Schedule,
@@ -99,6 +99,9 @@ pub(crate) struct LeaseSql {
     /// Leases task `$1` to worker `$2` through session `$3` at `$4` until `$5`, answering
     /// the columns `row::lease_of` reads.
     pub lease_one: &'static str,
+    /// Makes the pending and scheduled tasks not governed whose rate keys, or `task:<name>`,
+    /// match `LIKE` pattern `$1` (escaped with `\`) governed.
+    pub govern_matching: &'static str,
 }
 
 /// A database's connections, transactions and differing SQL.
@@ -455,6 +458,23 @@ impl<B: Backend> Store for B {
 
     async fn paused_queues(&self) -> Result<Vec<PausedQueue>, StoreError> {
         queues::paused_queues(self).await
+    }
+
+    async fn set_rate_limit(
+        &self,
+        setting: &crate::domain::RateLimitSetting,
+    ) -> Result<super::RateLimitSet, StoreError> {
+        rate_settings::set_rate_limit(self, setting).await
+    }
+
+    async fn clear_rate_limit(&self, pattern: &str) -> Result<Option<String>, StoreError> {
+        rate_settings::clear_rate_limit(self, pattern).await
+    }
+
+    async fn rate_limit_settings(
+        &self,
+    ) -> Result<Vec<crate::domain::RateLimitSetting>, StoreError> {
+        rate_settings::rate_limit_settings(self).await
     }
 
     async fn slow_down(

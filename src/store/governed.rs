@@ -222,8 +222,10 @@ async fn claim_waiting<B: Database>(
                 )
                 .await?;
             for row in rows {
-                let keys =
+                let mut keys =
                     rate_keys_from_json(row.optional_text("rate_keys").ok().flatten().as_deref());
+                // A limit on the name set after the task was submitted covers it too.
+                keys.add(format!("task:{}", name.as_str()), 1);
                 let costs = keys
                     .iter()
                     .filter_map(|(key, cost)| {

@@ -14,6 +14,7 @@ mod leases;
 mod paused_trees;
 mod postgres;
 mod queues;
+mod rate_settings;
 mod records;
 mod row;
 mod schedules;
@@ -42,6 +43,7 @@ pub use attempt_batch::{AttemptBatch, Completion, ProgressWrite, RecordWrite, Re
 pub use paused_trees::{TreePause, TreeResume};
 pub use postgres::PostgresStore;
 pub use queues::PausedQueue;
+pub use rate_settings::RateLimitSet;
 pub use sqlite::{OpenError, SqliteStore};
 pub use tokens::StoredToken;
 
@@ -515,6 +517,20 @@ pub trait Store: Send + Sync + 'static {
 
     /// The paused queues, by name.
     async fn paused_queues(&self) -> Result<Vec<PausedQueue>, StoreError>;
+
+    /// Sets (or replaces) a rate limit of the API, and makes the unfinished tasks whose rate
+    /// keys (or `task:<name>`) it covers governed.
+    async fn set_rate_limit(
+        &self,
+        setting: &crate::domain::RateLimitSetting,
+    ) -> Result<RateLimitSet, StoreError>;
+
+    /// Removes a rate limit of the API; answers the rate it had, if there was one.
+    async fn clear_rate_limit(&self, pattern: &str) -> Result<Option<String>, StoreError>;
+
+    /// The rate limits set through the API, by pattern.
+    async fn rate_limit_settings(&self)
+    -> Result<Vec<crate::domain::RateLimitSetting>, StoreError>;
 
     /// Slows rate key `key` (limited at `configured`) after pushback: its share of the rate
     /// halves (at most once a second, down to 1/64), then climbs back over `recovery`. Answers

@@ -195,6 +195,7 @@ async fn rate_now(client: &mut CoordinatorClient, key: &str) -> Option<f64> {
         .rate_limits()
         .await
         .unwrap()
+        .keys
         .into_iter()
         .find(|rate| rate.key == key)
         .map(|rate| rate.effective)

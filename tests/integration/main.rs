@@ -21,6 +21,7 @@ mod operations;
 mod own_tasks;
 mod platform;
 mod progress;
+mod rate_limit_api;
 mod security;
 mod store_suite;
 mod support;

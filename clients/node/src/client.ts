@@ -211,6 +211,8 @@ export class Client {
       resumeQueue: bind(this.tasks, this.tasks.resumeQueue),
       pauseTree: bind(this.tasks, this.tasks.pauseTree),
       resumeTree: bind(this.tasks, this.tasks.resumeTree),
+      setRateLimit: bind(this.tasks, this.tasks.setRateLimit),
+      clearRateLimit: bind(this.tasks, this.tasks.clearRateLimit),
       retryTasks: bind(this.tasks, this.tasks.retryTasks),
       cancelTasks: bind(this.tasks, this.tasks.cancelTasks),
       listRecords: bind(this.tasks, this.tasks.listRecords),
@@ -230,6 +232,7 @@ export class Client {
         activeQueues: bind(inspectService, inspectService.activeQueues),
         registered: bind(inspectService, inspectService.registered),
         queues: bind(inspectService, inspectService.queues),
+        rateLimits: bind(inspectService, inspectService.rateLimits),
         closeIdleConnections: bind(inspectService, inspectService.closeIdleConnections),
       },
       this.context,
@@ -352,6 +355,27 @@ export class Client {
   async resumeTree(taskId: string): Promise<boolean> {
     const response = await this.context.call(this.rpc.resumeTree, { taskId });
     return response.changed;
+  }
+
+  /**
+   * Limits `key` (`"domain:gmail.com"`, or a pattern where `*` stands for any text) to `rate`
+   * (`"20/s"`, `"600/m"`, `"3600/h"`) on every coordinator, stored, over a configured limit of
+   * the same pattern; tasks already waiting that it covers are limited too. Answers the rate it
+   * had through the API before and how many waiting tasks it now covers. Throws
+   * `InvalidArgumentError` with `field` `rate` or `key` for a malformed one.
+   */
+  async setRateLimit(key: string, rate: string): Promise<{ previous?: string; governed: number }> {
+    const response = await this.context.call(this.rpc.setRateLimit, { key, rate });
+    return { previous: response.previous, governed: response.governed };
+  }
+
+  /**
+   * Removes a limit set with `setRateLimit` (a configured one of the pattern holds again);
+   * answers the rate it had. Throws `NotFoundError` when there is none.
+   */
+  async clearRateLimit(key: string): Promise<string> {
+    const response = await this.context.call(this.rpc.clearRateLimit, { key });
+    return response.previous;
   }
 
   /**

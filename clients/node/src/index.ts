@@ -28,7 +28,10 @@ export {
 } from "./errors";
 export type {
   Inspector,
+  KeyRate,
   QueueDepth,
+  RateLimitRule,
+  RateLimits,
   QueueRef,
   ScheduledWork,
   WorkerPing,

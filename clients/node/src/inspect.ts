@@ -95,6 +95,38 @@ export interface QueueDepth {
   pausedAt?: Date;
 }
 
+/** A rate limit in force. */
+export interface RateLimitRule {
+  /** The key, or a pattern where `*` stands for any text. */
+  pattern: string;
+  perSecond: number;
+  /** `"api"` (set with `setRateLimit`) or `"config"`. */
+  source: "api" | "config";
+  /** When it was set through the API. */
+  setAt?: Date;
+  /** Who set it (a token's name), when known. */
+  setBy?: string;
+}
+
+/** A limited key in use, with the rate it runs at now (lower after pushback). */
+export interface KeyRate {
+  key: string;
+  configuredPerSecond: number;
+  effectivePerSecond: number;
+  /** Tokens left in its bucket (negative after a costly lease). */
+  tokens: number;
+  /** When pushback last slowed it. */
+  slowedAt?: Date;
+}
+
+/** What `inspect.rateLimits()` answers. */
+export interface RateLimits {
+  /** Every limit in force, the first match first. */
+  limits: RateLimitRule[];
+  /** Each limited key used so far. */
+  keys: KeyRate[];
+}
+
 /** The InspectService methods the client calls, bound to their grpc-js client. */
 export interface InspectMethods {
   ping: UnaryMethod<pb.PingRequest, pb.PingResponse>;
@@ -105,6 +137,7 @@ export interface InspectMethods {
   activeQueues: UnaryMethod<pb.ActiveQueuesRequest, pb.ActiveQueuesResponse>;
   registered: UnaryMethod<pb.RegisteredRequest, pb.RegisteredResponse>;
   queues: UnaryMethod<pb.QueuesRequest, pb.QueuesResponse>;
+  rateLimits: UnaryMethod<pb.RateLimitsRequest, pb.RateLimitsResponse>;
   closeIdleConnections: UnaryMethod<pb.CloseIdleConnectionsRequest, pb.CloseIdleConnectionsResponse>;
 }
 
@@ -209,6 +242,27 @@ export class Inspector {
       unserved: { ...queue.unserved },
       pausedAt: queue.pausedAt,
     }));
+  }
+
+  /** Every rate limit in force (configured or set through the API) and each limited key in use. */
+  async rateLimits(): Promise<RateLimits> {
+    const response = await this.context.call(this.methods.rateLimits, {});
+    return {
+      limits: response.limits.map((rule) => ({
+        pattern: rule.pattern,
+        perSecond: rule.perSecond,
+        source: rule.setThroughApi ? "api" : "config",
+        setAt: rule.setAt,
+        setBy: nonEmpty(rule.setBy),
+      })),
+      keys: response.keys.map((key) => ({
+        key: key.key,
+        configuredPerSecond: key.configuredPerSecond,
+        effectivePerSecond: key.effectivePerSecond,
+        tokens: key.tokens,
+        slowedAt: key.slowedAt,
+      })),
+    };
   }
 }
 

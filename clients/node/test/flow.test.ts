@@ -175,6 +175,20 @@ describe("flow control", () => {
     assert.deepEqual(task.rateKeys, {});
   });
 
+  test("rate limits are set, listed and cleared", async () => {
+    assert.deepEqual(await client.setRateLimit("domain:*.flow.test", "20/s"), { previous: undefined, governed: 0 });
+    assert.equal((await client.setRateLimit("domain:*.flow.test", "30/m")).previous, "20/s");
+    const rule = (await client.inspect.rateLimits()).limits.find((entry) => entry.pattern === "domain:*.flow.test");
+    assert.ok(rule, "the limit is listed");
+    assert.equal(rule.source, "api");
+    assert.equal(rule.perSecond, 0.5);
+    assert.ok(rule.setAt instanceof Date);
+    assert.equal(await client.clearRateLimit("domain:*.flow.test"), "30/m");
+    const after = (await client.inspect.rateLimits()).limits;
+    assert.ok(after.every((entry) => entry.pattern !== "domain:*.flow.test"));
+    await assert.rejects(client.clearRateLimit("domain:*.flow.test"), NotFoundError);
+  });
+
   test("bad flow requests name the field", async () => {
     const invalid = (field: string | RegExp) => (error: unknown) => {
       assert.ok(error instanceof InvalidArgumentError, `not an InvalidArgumentError: ${String(error)}`);
@@ -196,6 +210,8 @@ describe("flow control", () => {
     await assert.rejects(client.pauseTree("00000000-0000-4000-8000-000000000000"), NotFoundError);
     await assert.rejects(client.submit("noop", {}, { groupKey: "x".repeat(201) }), invalid("task.group_key"));
     await assert.rejects(client.submit("noop", {}, { maxConcurrency: 0 }), invalid("task.max_concurrency"));
+    await assert.rejects(client.setRateLimit("domain:x.flow.test", "ten per second"), invalid("rate"));
+    await assert.rejects(client.setRateLimit("", "5/s"), invalid("key"));
 
     // Refused before anything is sent.
     await assert.rejects(

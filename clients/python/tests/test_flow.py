@@ -245,3 +245,40 @@ def test_the_async_client_pauses_and_resumes_trees(flow_server: DevServer) -> No
                 await client.cancel_tasks(root_id=root)
 
     asyncio.run(scenario())
+
+
+def test_rate_limits_are_set_listed_and_cleared(flow_client: celeritas.Client) -> None:
+    client = flow_client
+    first = client.set_rate_limit("domain:*.flow.test", "20/s")
+    assert first == celeritas.RateLimitSet(previous=None, governed=0)
+    again = client.set_rate_limit("domain:*.flow.test", "30/m")
+    assert again.previous == "20/s"
+    [rule] = [
+        rule for rule in client.inspect.rate_limits().limits if rule.pattern == "domain:*.flow.test"
+    ]
+    assert rule.source == "api"
+    assert rule.per_second == 0.5
+    assert rule.set_at is not None and rule.set_at.tzinfo is not None
+    assert client.clear_rate_limit("domain:*.flow.test") == "30/m"
+    assert all(rule.pattern != "domain:*.flow.test" for rule in client.inspect.rate_limits().limits)
+
+    with pytest.raises(celeritas.NotFound) as missing:
+        client.clear_rate_limit("domain:*.flow.test")
+    assert "key" in str(missing.value)
+    with pytest.raises(celeritas.InvalidArgument) as bad_rate:
+        client.set_rate_limit("domain:x.flow.test", "ten per second")
+    assert "rate" in str(bad_rate.value)
+    with pytest.raises(celeritas.InvalidArgument) as bad_key:
+        client.set_rate_limit("", "5/s")
+    assert "key" in str(bad_key.value)
+
+
+def test_the_async_client_sets_and_clears_rate_limits(flow_server: DevServer) -> None:
+    async def scenario() -> None:
+        async with AsyncClient(flow_server.url) as client:
+            assert (await client.set_rate_limit("customer:flow", "2/s")).previous is None
+            limits = (await client.inspect.rate_limits()).limits
+            assert [rule.per_second for rule in limits if rule.pattern == "customer:flow"] == [2.0]
+            assert await client.clear_rate_limit("customer:flow") == "2/s"
+
+    asyncio.run(scenario())

@@ -3,10 +3,12 @@
 use std::time::Duration;
 
 use super::{ClientError, CoordinatorClient};
-use crate::domain::{KeyRate, PingResult, QueueDepth, QueueName, Schedule, TaskRecord, WorkerInfo};
+use crate::domain::{
+    PingResult, QueueDepth, QueueName, RateLimitsReport, Schedule, TaskRecord, WorkerInfo,
+};
 use crate::grpc::convert::{
-    duration_to_pb, key_rate_from_pb, ping_from_pb, queue_depth_from_pb, schedule_from_stored_pb,
-    task_from_pb, worker_stats_from_pb,
+    duration_to_pb, key_rate_from_pb, ping_from_pb, queue_depth_from_pb, rate_rule_from_pb,
+    schedule_from_stored_pb, task_from_pb, worker_stats_from_pb,
 };
 use crate::grpc::pb;
 
@@ -155,17 +157,25 @@ impl CoordinatorClient {
             .collect::<Result<_, _>>()?)
     }
 
-    /// Each rate-limited key used so far, with the rate it runs at now.
-    pub async fn rate_limits(&mut self) -> Result<Vec<KeyRate>, ClientError> {
+    /// Each rate-limited key used so far, with the rate it runs at now, and the limits in
+    /// force.
+    pub async fn rate_limits(&mut self) -> Result<RateLimitsReport, ClientError> {
         let response = self
             .inspect
             .rate_limits(pb::RateLimitsRequest {})
             .await?
             .into_inner();
-        Ok(response
-            .keys
-            .into_iter()
-            .map(key_rate_from_pb)
-            .collect::<Result<_, _>>()?)
+        Ok(RateLimitsReport {
+            keys: response
+                .keys
+                .into_iter()
+                .map(key_rate_from_pb)
+                .collect::<Result<_, _>>()?,
+            limits: response
+                .limits
+                .into_iter()
+                .map(rate_rule_from_pb)
+                .collect::<Result<_, _>>()?,
+        })
     }
 }

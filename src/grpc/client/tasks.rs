@@ -251,6 +251,36 @@ impl CoordinatorClient {
         Ok(response.changed)
     }
 
+    /// Sets the rate limit of `key` (a key or pattern): the rate it had through the API before,
+    /// and how many waiting tasks it now limits.
+    pub async fn set_rate_limit(
+        &mut self,
+        key: &str,
+        rate: &str,
+    ) -> Result<(Option<String>, u64), ClientError> {
+        let response = self
+            .tasks
+            .set_rate_limit(pb::SetRateLimitRequest {
+                key: key.to_owned(),
+                rate: rate.to_owned(),
+            })
+            .await?
+            .into_inner();
+        Ok((response.previous, response.governed))
+    }
+
+    /// Removes the rate limit of `key` set through the API; answers the rate it had.
+    pub async fn clear_rate_limit(&mut self, key: &str) -> Result<String, ClientError> {
+        let response = self
+            .tasks
+            .clear_rate_limit(pb::ClearRateLimitRequest {
+                key: key.to_owned(),
+            })
+            .await?
+            .into_inner();
+        Ok(response.previous)
+    }
+
     /// Pauses the tree rooted at `root`: whether it was not paused before, and how many running
     /// tasks were asked to stop.
     pub async fn pause_tree(&mut self, root: TaskId) -> Result<(bool, u64), ClientError> {

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use super::primitives::{duration_from_pb, duration_to_pb, timestamp_from_pb, timestamp_to_pb};
 use super::tasks::task_to_pb;
 use crate::domain::{
-    KeyRate, PingResult, QueueDepth, QueueName, TaskRecord, ValidationError, WorkerInfo,
+    KeyRate, PingResult, QueueDepth, QueueName, RateRule, TaskRecord, ValidationError, WorkerInfo,
     WorkerStats,
 };
 use crate::grpc::pb;
@@ -162,6 +162,30 @@ pub fn key_rate_to_pb(rate: KeyRate) -> pb::KeyRate {
         tokens: rate.tokens,
         slowed_at: rate.slowed_at.map(timestamp_to_pb),
     }
+}
+
+pub fn rate_rule_to_pb(rule: RateRule) -> pb::RateLimitRule {
+    pb::RateLimitRule {
+        pattern: rule.pattern,
+        per_second: rule.per_second,
+        set_through_api: rule.set_through_api,
+        set_at: rule.set_at.map(timestamp_to_pb),
+        set_by: rule.set_by.unwrap_or_default(),
+    }
+}
+
+/// A limit in force as a client reads it.
+pub fn rate_rule_from_pb(rule: pb::RateLimitRule) -> Result<RateRule, ValidationError> {
+    Ok(RateRule {
+        pattern: rule.pattern,
+        per_second: rule.per_second,
+        set_through_api: rule.set_through_api,
+        set_at: rule
+            .set_at
+            .map(|at| timestamp_from_pb("set_at", at))
+            .transpose()?,
+        set_by: Some(rule.set_by).filter(|by| !by.is_empty()),
+    })
 }
 
 /// A rate-limited key as a client reads it.

@@ -15,8 +15,8 @@ pub use coordinator_messages::{coordinator_message_from_pb, coordinator_message_
 pub use files::{file_info_from_pb, file_info_to_pb, upload_part_from_pb};
 pub use inspect::{
     key_rate_from_pb, key_rate_to_pb, ping_from_pb, ping_to_pb, queue_depth_from_pb,
-    queue_depth_to_pb, tasks_by_worker_to_pb, worker_queues_to_pb, worker_stats_from_pb,
-    worker_stats_to_pb,
+    queue_depth_to_pb, rate_rule_from_pb, rate_rule_to_pb, tasks_by_worker_to_pb,
+    worker_queues_to_pb, worker_stats_from_pb, worker_stats_to_pb,
 };
 pub use primitives::{duration_to_pb, state_from_pb, state_to_pb, timestamp_to_pb, wait_from_pb};
 pub use progress::{record_from_pb, record_to_pb, tree_event_from_pb, tree_event_to_pb};

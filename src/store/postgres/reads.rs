@@ -108,4 +108,9 @@ pub(super) const LEASES: LeaseSql = LeaseSql {
          RETURNING t.id, t.attempt, t.name, t.queue, t.priority, t.args::text AS args, \
              t.retries, t.max_retries, t.soft_time_limit_ms, t.hard_time_limit_ms, t.expires_at, \
              t.parent_id, t.root_id, t.run_at",
+    govern_matching: "UPDATE tasks SET governed = TRUE \
+         WHERE NOT governed AND state IN ('pending', 'scheduled') \
+             AND (('task:' || name) LIKE $1 ESCAPE '\\' \
+                 OR EXISTS (SELECT 1 FROM jsonb_object_keys(rate_keys) AS key \
+                     WHERE key LIKE $1 ESCAPE '\\'))",
 };

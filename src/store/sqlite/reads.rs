@@ -83,4 +83,11 @@ pub(super) const LEASES: LeaseSql = LeaseSql {
          WHERE id = $1 AND state = 'pending' \
          RETURNING id, attempt, name, queue, priority, args, retries, max_retries, \
              soft_time_limit_ms, hard_time_limit_ms, expires_at, parent_id, root_id, run_at",
+    // LIKE is blind to ASCII case here: a task it governs beyond the pattern's keys costs
+    // nothing more, as no limit covers them.
+    govern_matching: "UPDATE tasks SET governed = TRUE \
+         WHERE NOT governed AND state IN ('pending', 'scheduled') \
+             AND (('task:' || name) LIKE $1 ESCAPE '\\' \
+                 OR EXISTS (SELECT 1 FROM json_each(tasks.rate_keys) AS each_key \
+                     WHERE each_key.key LIKE $1 ESCAPE '\\'))",
 };

@@ -1,22 +1,27 @@
 //! A campaign's recipients becoming `send_email_batch` children.
 //!
 //! Every batch carries the rate key of its relay (`relay:NAME`, `relay:default`) costing its
-//! recipients. The recipients of a domain whose `domain:NAME` key a configured limit covers go
-//! in batches of their own, of at most a fifth of a second's worth of that limit, which carry
-//! that key too: the coordinator then leases them only as fast as the limit allows. The
-//! batches take their campaign's group (a child inherits its parent's).
+//! recipients, and the `domain:NAME` key of each recipient domain in it costing that domain's
+//! recipients (a batch is cut early rather than hold more domains than a task has keys), so a
+//! limit set through the API later covers batches already queued. The recipients of a domain
+//! whose key a limit this worker knows of (its configuration's) covers go in batches of their
+//! own, of at most a fifth of a second's worth of that limit: the coordinator then leases them
+//! smoothly at that rate. The batches take their campaign's group (a child inherits its
+//! parent's).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::campaign::BatchArgs;
 use super::content::{ContentArgs, Recipient};
-use crate::domain::{JsonText, RateKeys, RateLimits, StartAt, TaskName, TaskSpec};
+use crate::domain::{JsonText, MAX_RATE_KEYS, RateKeys, RateLimits, StartAt, TaskName, TaskSpec};
 use crate::worker::{TaskContext, TaskError};
 
 /// Children submitted per message, and the most recipients they may hold together.
 const SUBMIT_CHUNK: usize = 500;
 const SUBMIT_RECIPIENTS: usize = 20_000;
+/// The most recipient domains one batch holds: a task's keys, less its relay's.
+const MAX_BATCH_DOMAINS: usize = MAX_RATE_KEYS - 1;
 
 /// A campaign's batches as its recipients arrive: cut at `batch_size`, numbered in order (the
 /// idempotency keys a retried campaign submits them under again), submitted a chunk at a time.
@@ -34,6 +39,8 @@ pub(super) struct FanOut<'a> {
     by_domain: BTreeMap<String, (usize, Vec<Recipient>)>,
     /// Other recipients not yet in a batch.
     pending: Vec<Recipient>,
+    /// The domain keys of `pending`.
+    pending_domains: BTreeSet<String>,
     /// Batches not yet submitted.
     specs: Vec<TaskSpec>,
     /// Recipients in batches so far.
@@ -63,6 +70,7 @@ impl<'a> FanOut<'a> {
             relay_key,
             by_domain: BTreeMap::new(),
             pending: Vec::new(),
+            pending_domains: BTreeSet::new(),
             specs: Vec::new(),
             recipients: 0,
             batches: 0,
@@ -84,10 +92,18 @@ impl<'a> FanOut<'a> {
                 .as_ref()
                 .and_then(|key| Some((key, self.rate_limits.rate_for(key)?)));
             let Some((key, rate)) = limit else {
+                if let Some(key) = domain_key.as_ref()
+                    && !self.pending_domains.contains(key)
+                    && self.pending_domains.len() >= MAX_BATCH_DOMAINS
+                {
+                    self.cut_pending().await?;
+                }
+                if let Some(key) = domain_key {
+                    self.pending_domains.insert(key);
+                }
                 self.pending.push(recipient);
                 if self.pending.len() >= self.batch_size {
-                    let batch = std::mem::take(&mut self.pending);
-                    self.cut(batch, None).await?;
+                    self.cut_pending().await?;
                 }
                 continue;
             };
@@ -99,20 +115,28 @@ impl<'a> FanOut<'a> {
             group.push(recipient);
             if group.len() >= *size {
                 let batch = std::mem::take(group);
-                let key = key.clone();
-                self.cut(batch, Some(key)).await?;
+                self.cut(batch).await?;
             }
         }
         Ok(())
     }
 
-    /// Makes a batch of `batch`, whose recipients are all of the limited `domain_key` if given.
-    async fn cut(
-        &mut self,
-        batch: Vec<Recipient>,
-        domain_key: Option<String>,
-    ) -> Result<(), TaskError> {
+    /// Makes a batch of the recipients of domains without a known limit.
+    async fn cut_pending(&mut self) -> Result<(), TaskError> {
+        let batch = std::mem::take(&mut self.pending);
+        self.pending_domains.clear();
+        self.cut(batch).await
+    }
+
+    /// Makes a batch of `batch`.
+    async fn cut(&mut self, batch: Vec<Recipient>) -> Result<(), TaskError> {
         let index = self.batches;
+        let mut domains: BTreeMap<String, u32> = BTreeMap::new();
+        for recipient in &batch {
+            if let Some(key) = recipient.domain_key() {
+                *domains.entry(key).or_default() += 1;
+            }
+        }
         let batch_args = BatchArgs {
             content: self.content_args.clone(),
             recipients: batch,
@@ -124,8 +148,8 @@ impl<'a> FanOut<'a> {
         let cost = u32::try_from(count).unwrap_or(u32::MAX);
         let mut rate_keys = RateKeys::default();
         rate_keys.add(self.relay_key.clone(), cost);
-        if let Some(key) = domain_key {
-            rate_keys.add(key, cost);
+        for (key, recipients) in domains {
+            rate_keys.add(key, recipients);
         }
         spec.rate_keys = rate_keys;
         // A retried campaign submits each batch once.
@@ -166,14 +190,13 @@ impl<'a> FanOut<'a> {
 
     /// Cuts the last batch and submits what is left; answers the recipients and batches.
     pub(super) async fn finish(mut self) -> Result<(usize, usize), TaskError> {
-        for (key, (_, group)) in std::mem::take(&mut self.by_domain) {
+        for (_, group) in std::mem::take(&mut self.by_domain).into_values() {
             if !group.is_empty() {
-                self.cut(group, Some(key)).await?;
+                self.cut(group).await?;
             }
         }
         if !self.pending.is_empty() {
-            let batch = std::mem::take(&mut self.pending);
-            self.cut(batch, None).await?;
+            self.cut_pending().await?;
         }
         self.submit().await?;
         self.context

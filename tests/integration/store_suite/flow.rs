@@ -9,6 +9,7 @@ on_both_stores!(
     a_concurrency_key_leases_no_more_than_its_limit,
     a_paused_tree_is_parked_children_included_until_resumed,
     pushback_halves_a_keys_rate_at_most_once_a_second_and_time_restores_it,
+    a_limit_set_through_the_api_is_kept_and_governs_the_waiting_tasks_it_covers,
 );
 
 fn grouped(group: &str, now: DateTime<Utc>) -> NewTask {
@@ -309,4 +310,133 @@ async fn pushback_halves_a_keys_rate_at_most_once_a_second_and_time_restores_it(
         "{} leased in half a second ({leased} in all)",
         second.tasks.len()
     );
+}
+
+async fn a_limit_set_through_the_api_is_kept_and_governs_the_waiting_tasks_it_covers(
+    store: Arc<dyn Store>,
+) {
+    use celeritas::domain::{RateKeys, RateLimitSetting, RateLimits};
+    let now = t0();
+    let keyed = |key: &str| {
+        let mut task = task("batch", "email", 0, now);
+        task.rate_keys = RateKeys::parse("rate_keys", &[(key.to_owned(), 3)].into()).unwrap();
+        task
+    };
+    // Submitted while nothing limited them: not governed, so the plain claim would take them.
+    let covered = [
+        keyed("domain:a.ru"),
+        keyed("domain:b.ru"),
+        keyed("domain:a.ru"),
+    ];
+    let uncovered = keyed("domain:a.com");
+    let literal = keyed("domain:x_y.ru");
+    let unkeyed = task("noop", "email", 0, now);
+    let all = [
+        covered[0].clone(),
+        covered[1].clone(),
+        covered[2].clone(),
+        uncovered.clone(),
+        literal.clone(),
+        unkeyed.clone(),
+    ];
+    store.insert_tasks(&all).await.unwrap();
+    let setting = |pattern: &str, rate: &str| RateLimitSetting {
+        pattern: pattern.to_owned(),
+        rate: rate.to_owned(),
+        set_at: now,
+        set_by: Some("ops".to_owned()),
+    };
+    let set = store
+        .set_rate_limit(&setting("domain:*.ru", "2/s"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (set.previous, set.governed),
+        (None, 4),
+        "a.ru twice, b.ru and x_y.ru"
+    );
+    // `_` is no wildcard: a pattern naming `x_y` exactly covers that key alone.
+    let exact = store
+        .set_rate_limit(&setting("domain:x_y.ru", "5/s"))
+        .await
+        .unwrap();
+    assert_eq!(exact.governed, 0, "x_y.ru is governed already");
+    // A limit on a name covers tasks of that name, keys or none.
+    let by_name = store
+        .set_rate_limit(&setting("task:noop", "1/s"))
+        .await
+        .unwrap();
+    assert_eq!(by_name.governed, 1);
+    let replaced = store
+        .set_rate_limit(&setting("domain:*.ru", "3/s"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (replaced.previous.as_deref(), replaced.governed),
+        (Some("2/s"), 0)
+    );
+    let settings = store.rate_limit_settings().await.unwrap();
+    let listed: Vec<(&str, &str)> = settings
+        .iter()
+        .map(|setting| (setting.pattern.as_str(), setting.rate.as_str()))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            ("domain:*.ru", "3/s"),
+            ("domain:x_y.ru", "5/s"),
+            ("task:noop", "1/s")
+        ]
+    );
+    assert!(
+        settings
+            .iter()
+            .all(|setting| setting.set_at == now && setting.set_by.as_deref() == Some("ops"))
+    );
+
+    // The claim meters them now: a bucket of 3 tokens a second for each `*.ru` key takes one
+    // task of cost 3 (the second of a.ru waits), the noop goes by its name's, and the `.com`
+    // task freely.
+    let limits = Arc::new(
+        RateLimits::parse(
+            "rate_limits",
+            [
+                ("domain:*.ru", "3/s"),
+                ("domain:x_y.ru", "5/s"),
+                ("task:noop", "1/s"),
+            ],
+        )
+        .unwrap(),
+    );
+    let claimed = store
+        .claim(&Claim {
+            rate_limits: limits,
+            ..claim("w", Uuid::new_v4(), &[("email", 0)], 10, now)
+        })
+        .await
+        .unwrap();
+    let mut got = leased(&claimed);
+    got.sort();
+    let mut expected: Vec<TaskId> = all
+        .iter()
+        .map(|task| task.id)
+        .filter(|id| *id != covered[2].id)
+        .collect();
+    expected.sort();
+    assert_eq!(got, expected);
+    assert!(
+        claimed.limited_until.is_some(),
+        "a.ru's second waits for tokens"
+    );
+
+    assert_eq!(
+        store
+            .clear_rate_limit("task:noop")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("1/s")
+    );
+    assert_eq!(store.clear_rate_limit("task:noop").await.unwrap(), None);
+    assert_eq!(store.rate_limit_settings().await.unwrap().len(), 2);
 }

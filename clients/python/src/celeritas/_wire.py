@@ -569,6 +569,38 @@ def worker_task_names(message: inspect_pb2.WorkerTaskNames) -> models.WorkerTask
     )
 
 
+def rate_limits(message: inspect_pb2.RateLimitsResponse) -> models.RateLimits:
+    return models.RateLimits(
+        limits=[
+            models.RateLimitRule(
+                pattern=rule.pattern,
+                per_second=rule.per_second,
+                source="api" if rule.set_through_api else "config",
+                set_at=datetime_of(rule, "set_at"),
+                set_by=rule.set_by or None,
+            )
+            for rule in message.limits
+        ],
+        keys=[
+            models.KeyRate(
+                key=key.key,
+                configured_per_second=key.configured_per_second,
+                effective_per_second=key.effective_per_second,
+                tokens=key.tokens,
+                slowed_at=datetime_of(key, "slowed_at"),
+            )
+            for key in message.keys
+        ],
+    )
+
+
+def rate_limit_set(message: tasks_pb2.SetRateLimitResponse) -> models.RateLimitSet:
+    return models.RateLimitSet(
+        previous=message.previous if message.HasField("previous") else None,
+        governed=message.governed,
+    )
+
+
 def queue_depth(message: inspect_pb2.QueueDepth) -> models.QueueDepth:
     return models.QueueDepth(
         name=message.name,

@@ -33,6 +33,8 @@ from celeritas.models import (
     Event,
     HealthStatus,
     QueueDepth,
+    RateLimits,
+    RateLimitSet,
     Record,
     ScheduledWork,
     Seconds,
@@ -237,6 +239,16 @@ class AsyncClient:
         """Resumes a paused tree; see :meth:`celeritas.Client.resume_tree`."""
         request = tasks_pb2.ResumeTreeRequest(task_id=task_id)
         return bool((await self._call(self._tasks.ResumeTree, request)).changed)
+
+    async def set_rate_limit(self, key: str, rate: str) -> RateLimitSet:
+        """Sets a rate limit; see :meth:`celeritas.Client.set_rate_limit`."""
+        request = tasks_pb2.SetRateLimitRequest(key=key, rate=rate)
+        return _wire.rate_limit_set(await self._call(self._tasks.SetRateLimit, request))
+
+    async def clear_rate_limit(self, key: str) -> str:
+        """Clears a rate limit; see :meth:`celeritas.Client.clear_rate_limit`."""
+        request = tasks_pb2.ClearRateLimitRequest(key=key)
+        return str((await self._call(self._tasks.ClearRateLimit, request)).previous)
 
     async def requeue(self, task_id: str, reason: str, attempt: int | None = None) -> Task:
         """Requeues a stuck task; see :meth:`celeritas.Client.requeue`."""
@@ -527,6 +539,13 @@ class AsyncInspect:
         """The task names each known worker runs."""
         response = await self._client._call(self._stub.Registered, inspect_pb2.RegisteredRequest())
         return [_wire.worker_task_names(entry) for entry in response.workers]
+
+    async def rate_limits(self) -> RateLimits:
+        """The rate limits in force and the limited keys in use."""
+        response = await self._client._call(
+            self._stub.RateLimits, inspect_pb2.RateLimitsRequest()
+        )
+        return _wire.rate_limits(response)
 
     async def queues(self) -> list[QueueDepth]:
         """Each configured queue's depth."""

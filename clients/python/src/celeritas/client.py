@@ -30,6 +30,8 @@ from celeritas.models import (
     Event,
     HealthStatus,
     QueueDepth,
+    RateLimits,
+    RateLimitSet,
     Record,
     ScheduledWork,
     Seconds,
@@ -299,6 +301,22 @@ class Client:
         """Resumes a paused tree where it left off; False when it was not paused."""
         request = tasks_pb2.ResumeTreeRequest(task_id=task_id)
         return bool(self._call(self._tasks.ResumeTree, request).changed)
+
+    def set_rate_limit(self, key: str, rate: str) -> RateLimitSet:
+        """Limits ``key`` (``"domain:gmail.com"``, or a pattern where ``*`` stands for any text)
+        to ``rate`` (``"20/s"``, ``"600/m"``, ``"3600/h"``) on every coordinator, stored, over
+        a configured limit of the same pattern; tasks already waiting that it covers are
+        limited too. A malformed rate or key raises :class:`celeritas.InvalidArgument` naming
+        ``rate`` or ``key``."""
+        request = tasks_pb2.SetRateLimitRequest(key=key, rate=rate)
+        return _wire.rate_limit_set(self._call(self._tasks.SetRateLimit, request))
+
+    def clear_rate_limit(self, key: str) -> str:
+        """Removes a limit set with :meth:`set_rate_limit` (a configured one of the pattern
+        holds again) and returns the rate it had; :class:`celeritas.NotFound` when there is
+        none."""
+        request = tasks_pb2.ClearRateLimitRequest(key=key)
+        return str(self._call(self._tasks.ClearRateLimit, request).previous)
 
     def requeue(self, task_id: str, reason: str, attempt: int | None = None) -> Task:
         """Ends a leased or running task's attempt (its worker is told to abort it) and puts
@@ -638,6 +656,12 @@ class Inspect:
         """The task names each known worker runs."""
         response = self._client._call(self._stub.Registered, inspect_pb2.RegisteredRequest())
         return [_wire.worker_task_names(entry) for entry in response.workers]
+
+    def rate_limits(self) -> RateLimits:
+        """Every rate limit in force (configured or set through the API, the first match
+        first) and each limited key in use with the rate it runs at now."""
+        response = self._client._call(self._stub.RateLimits, inspect_pb2.RateLimitsRequest())
+        return _wire.rate_limits(response)
 
     def queues(self) -> list[QueueDepth]:
         """Each configured queue's depth by state, the age of its oldest pending task and

@@ -140,6 +140,55 @@ class TreePause:
 
 
 @dataclass(frozen=True)
+class RateLimitSet:
+    """What :meth:`celeritas.Client.set_rate_limit` did."""
+
+    #: The rate the key had through the API before, if any.
+    previous: str | None
+    #: Tasks already waiting that the limit now covers.
+    governed: int
+
+
+@dataclass(frozen=True)
+class RateLimitRule:
+    """A rate limit in force (``inspect.rate_limits()``)."""
+
+    #: The key, or a pattern where ``*`` stands for any text.
+    pattern: str
+    #: Its rate, per second.
+    per_second: float
+    #: ``"api"`` (set with :meth:`celeritas.Client.set_rate_limit`) or ``"config"``.
+    source: str
+    #: When it was set through the API.
+    set_at: datetime | None
+    #: Who set it (a token's name), when known.
+    set_by: str | None
+
+
+@dataclass(frozen=True)
+class KeyRate:
+    """A limited key in use: the rate it runs at now (lower after pushback)."""
+
+    key: str
+    configured_per_second: float
+    effective_per_second: float
+    #: Tokens left in its bucket (negative after a costly lease).
+    tokens: float
+    #: When pushback last slowed it, if ever.
+    slowed_at: datetime | None
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    """What ``inspect.rate_limits()`` answers."""
+
+    #: Every limit in force, the first match first.
+    limits: list[RateLimitRule]
+    #: Each limited key used so far.
+    keys: list[KeyRate]
+
+
+@dataclass(frozen=True)
 class SubmittedTask:
     """The outcome of one submission."""
 

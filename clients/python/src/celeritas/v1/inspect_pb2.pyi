@@ -195,10 +195,26 @@ class RateLimitsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class RateLimitsResponse(_message.Message):
-    __slots__ = ("keys",)
+    __slots__ = ("keys", "limits")
     KEYS_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
     keys: _containers.RepeatedCompositeFieldContainer[KeyRate]
-    def __init__(self, keys: _Optional[_Iterable[_Union[KeyRate, _Mapping]]] = ...) -> None: ...
+    limits: _containers.RepeatedCompositeFieldContainer[RateLimitRule]
+    def __init__(self, keys: _Optional[_Iterable[_Union[KeyRate, _Mapping]]] = ..., limits: _Optional[_Iterable[_Union[RateLimitRule, _Mapping]]] = ...) -> None: ...
+
+class RateLimitRule(_message.Message):
+    __slots__ = ("pattern", "per_second", "set_through_api", "set_at", "set_by")
+    PATTERN_FIELD_NUMBER: _ClassVar[int]
+    PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    SET_THROUGH_API_FIELD_NUMBER: _ClassVar[int]
+    SET_AT_FIELD_NUMBER: _ClassVar[int]
+    SET_BY_FIELD_NUMBER: _ClassVar[int]
+    pattern: str
+    per_second: float
+    set_through_api: bool
+    set_at: _timestamp_pb2.Timestamp
+    set_by: str
+    def __init__(self, pattern: _Optional[str] = ..., per_second: _Optional[float] = ..., set_through_api: _Optional[bool] = ..., set_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., set_by: _Optional[str] = ...) -> None: ...
 
 class KeyRate(_message.Message):
     __slots__ = ("key", "configured_per_second", "effective_per_second", "tokens", "slowed_at")

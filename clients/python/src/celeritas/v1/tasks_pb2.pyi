@@ -292,6 +292,34 @@ class ResumeTreeResponse(_message.Message):
     changed: bool
     def __init__(self, changed: _Optional[bool] = ...) -> None: ...
 
+class SetRateLimitRequest(_message.Message):
+    __slots__ = ("key", "rate")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    RATE_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    rate: str
+    def __init__(self, key: _Optional[str] = ..., rate: _Optional[str] = ...) -> None: ...
+
+class SetRateLimitResponse(_message.Message):
+    __slots__ = ("previous", "governed")
+    PREVIOUS_FIELD_NUMBER: _ClassVar[int]
+    GOVERNED_FIELD_NUMBER: _ClassVar[int]
+    previous: str
+    governed: int
+    def __init__(self, previous: _Optional[str] = ..., governed: _Optional[int] = ...) -> None: ...
+
+class ClearRateLimitRequest(_message.Message):
+    __slots__ = ("key",)
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    def __init__(self, key: _Optional[str] = ...) -> None: ...
+
+class ClearRateLimitResponse(_message.Message):
+    __slots__ = ("previous",)
+    PREVIOUS_FIELD_NUMBER: _ClassVar[int]
+    previous: str
+    def __init__(self, previous: _Optional[str] = ...) -> None: ...
+
 class StreamProgressRequest(_message.Message):
     __slots__ = ("task_id", "from_sequence")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]

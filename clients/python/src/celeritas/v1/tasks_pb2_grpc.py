@@ -80,6 +80,16 @@ class TaskServiceStub:
                 request_serializer=celeritas_dot_v1_dot_tasks__pb2.ResumeTreeRequest.SerializeToString,
                 response_deserializer=celeritas_dot_v1_dot_tasks__pb2.ResumeTreeResponse.FromString,
                 _registered_method=True)
+        self.SetRateLimit = channel.unary_unary(
+                '/celeritas.v1.TaskService/SetRateLimit',
+                request_serializer=celeritas_dot_v1_dot_tasks__pb2.SetRateLimitRequest.SerializeToString,
+                response_deserializer=celeritas_dot_v1_dot_tasks__pb2.SetRateLimitResponse.FromString,
+                _registered_method=True)
+        self.ClearRateLimit = channel.unary_unary(
+                '/celeritas.v1.TaskService/ClearRateLimit',
+                request_serializer=celeritas_dot_v1_dot_tasks__pb2.ClearRateLimitRequest.SerializeToString,
+                response_deserializer=celeritas_dot_v1_dot_tasks__pb2.ClearRateLimitResponse.FromString,
+                _registered_method=True)
         self.StreamProgress = channel.unary_stream(
                 '/celeritas.v1.TaskService/StreamProgress',
                 request_serializer=celeritas_dot_v1_dot_tasks__pb2.StreamProgressRequest.SerializeToString,
@@ -186,6 +196,23 @@ class TaskServiceServicer:
     def ResumeTree(self, request, context):
         """Resumes a paused tree: its tasks are leased again where they left off. Needs the operate
         role.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetRateLimit(self, request, context):
+        """Sets a rate limit for every coordinator (within a second) and across restarts, over a
+        configured one of the same pattern; tasks already waiting that it covers are limited too.
+        Needs the operate role.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClearRateLimit(self, request, context):
+        """Removes a rate limit set through SetRateLimit (a configured one of the pattern holds
+        again); NOT_FOUND when there is none. Needs the operate role.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -301,6 +328,16 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.ResumeTree,
                     request_deserializer=celeritas_dot_v1_dot_tasks__pb2.ResumeTreeRequest.FromString,
                     response_serializer=celeritas_dot_v1_dot_tasks__pb2.ResumeTreeResponse.SerializeToString,
+            ),
+            'SetRateLimit': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetRateLimit,
+                    request_deserializer=celeritas_dot_v1_dot_tasks__pb2.SetRateLimitRequest.FromString,
+                    response_serializer=celeritas_dot_v1_dot_tasks__pb2.SetRateLimitResponse.SerializeToString,
+            ),
+            'ClearRateLimit': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClearRateLimit,
+                    request_deserializer=celeritas_dot_v1_dot_tasks__pb2.ClearRateLimitRequest.FromString,
+                    response_serializer=celeritas_dot_v1_dot_tasks__pb2.ClearRateLimitResponse.SerializeToString,
             ),
             'StreamProgress': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamProgress,
@@ -582,6 +619,60 @@ class TaskService:
             '/celeritas.v1.TaskService/ResumeTree',
             celeritas_dot_v1_dot_tasks__pb2.ResumeTreeRequest.SerializeToString,
             celeritas_dot_v1_dot_tasks__pb2.ResumeTreeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetRateLimit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/celeritas.v1.TaskService/SetRateLimit',
+            celeritas_dot_v1_dot_tasks__pb2.SetRateLimitRequest.SerializeToString,
+            celeritas_dot_v1_dot_tasks__pb2.SetRateLimitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClearRateLimit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/celeritas.v1.TaskService/ClearRateLimit',
+            celeritas_dot_v1_dot_tasks__pb2.ClearRateLimitRequest.SerializeToString,
+            celeritas_dot_v1_dot_tasks__pb2.ClearRateLimitResponse.FromString,
             options,
             channel_credentials,
             insecure,

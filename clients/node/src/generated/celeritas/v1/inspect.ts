@@ -218,9 +218,30 @@ export interface RegisteredResponse {
 export interface RateLimitsRequest {
 }
 
-/** The rate-limited keys, by key. */
+/** The rate-limited keys, by key, and the limits in force. */
 export interface RateLimitsResponse {
   keys: KeyRate[];
+  /** Every limit, configured or set through the API, the first match first. */
+  limits: RateLimitRule[];
+}
+
+/** A rate limit in force. */
+export interface RateLimitRule {
+  /** The key or pattern (`*` stands for any text). */
+  pattern: string;
+  /** Its rate, per second. */
+  perSecond: number;
+  /**
+   * Set through SetRateLimit (which replaces a configured limit of the pattern); false for
+   * one of the configuration.
+   */
+  setThroughApi: boolean;
+  /** When it was set through the API. */
+  setAt:
+    | Date
+    | undefined;
+  /** Who set it (a token's or certificate's name), when known. */
+  setBy: string;
 }
 
 /** One rate-limited key. */
@@ -1886,13 +1907,16 @@ export const RateLimitsRequest: MessageFns<RateLimitsRequest> = {
 };
 
 function createBaseRateLimitsResponse(): RateLimitsResponse {
-  return { keys: [] };
+  return { keys: [], limits: [] };
 }
 
 export const RateLimitsResponse: MessageFns<RateLimitsResponse> = {
   encode(message: RateLimitsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     for (const v of message.keys) {
       KeyRate.encode(v!, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.limits) {
+      RateLimitRule.encode(v!, writer.uint32(18).fork()).join();
     }
     return writer;
   },
@@ -1918,6 +1942,14 @@ export const RateLimitsResponse: MessageFns<RateLimitsResponse> = {
             message.keys.push(KeyRate.decode(reader, reader.uint32()));
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.limits.push(RateLimitRule.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1936,6 +1968,110 @@ export const RateLimitsResponse: MessageFns<RateLimitsResponse> = {
   fromPartial<I extends Exact<DeepPartial<RateLimitsResponse>, I>>(object: I): RateLimitsResponse {
     const message = createBaseRateLimitsResponse();
     message.keys = object.keys?.map((e) => KeyRate.fromPartial(e)) || [];
+    message.limits = object.limits?.map((e) => RateLimitRule.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseRateLimitRule(): RateLimitRule {
+  return { pattern: "", perSecond: 0, setThroughApi: false, setAt: undefined, setBy: "" };
+}
+
+export const RateLimitRule: MessageFns<RateLimitRule> = {
+  encode(message: RateLimitRule, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.pattern !== "") {
+      writer.uint32(10).string(message.pattern);
+    }
+    if (message.perSecond !== 0) {
+      writer.uint32(17).double(message.perSecond);
+    }
+    if (message.setThroughApi !== false) {
+      writer.uint32(24).bool(message.setThroughApi);
+    }
+    if (message.setAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.setAt), writer.uint32(34).fork()).join();
+    }
+    if (message.setBy !== "") {
+      writer.uint32(42).string(message.setBy);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RateLimitRule {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRateLimitRule();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.pattern = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.perSecond = reader.double();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.setThroughApi = reader.bool();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.setAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.setBy = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<RateLimitRule>, I>>(base?: I): RateLimitRule {
+    return RateLimitRule.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RateLimitRule>, I>>(object: I): RateLimitRule {
+    const message = createBaseRateLimitRule();
+    message.pattern = object.pattern ?? "";
+    message.perSecond = object.perSecond ?? 0;
+    message.setThroughApi = object.setThroughApi ?? false;
+    message.setAt = object.setAt ?? undefined;
+    message.setBy = object.setBy ?? "";
     return message;
   },
 };

@@ -404,6 +404,39 @@ export interface ResumeTreeResponse {
   changed: boolean;
 }
 
+/** Asks to set a rate limit. */
+export interface SetRateLimitRequest {
+  /**
+   * The rate key (`domain:gmail.com`), or a pattern where `*` stands for any text
+   * (`domain:*.ru`); 1 to 200 bytes.
+   */
+  key: string;
+  /** The rate as Celery writes it: `20/s`, `600/m`, `3600/h`, or a bare number per second. */
+  rate: string;
+}
+
+/** What setting a rate limit did. */
+export interface SetRateLimitResponse {
+  /** The rate the key had through the API before, if any. */
+  previous?:
+    | string
+    | undefined;
+  /** Unfinished tasks that became limited by it. */
+  governed: number;
+}
+
+/** Asks to remove a rate limit set through the API. */
+export interface ClearRateLimitRequest {
+  /** The key or pattern, as it was set. */
+  key: string;
+}
+
+/** What clearing a rate limit did. */
+export interface ClearRateLimitResponse {
+  /** The rate it had. */
+  previous: string;
+}
+
 /** Asks for the events of a task tree. */
 export interface StreamProgressRequest {
   /** The task whose tree to follow. */
@@ -2816,6 +2849,250 @@ export const ResumeTreeResponse: MessageFns<ResumeTreeResponse> = {
   },
 };
 
+function createBaseSetRateLimitRequest(): SetRateLimitRequest {
+  return { key: "", rate: "" };
+}
+
+export const SetRateLimitRequest: MessageFns<SetRateLimitRequest> = {
+  encode(message: SetRateLimitRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.rate !== "") {
+      writer.uint32(18).string(message.rate);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SetRateLimitRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSetRateLimitRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.rate = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<SetRateLimitRequest>, I>>(base?: I): SetRateLimitRequest {
+    return SetRateLimitRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SetRateLimitRequest>, I>>(object: I): SetRateLimitRequest {
+    const message = createBaseSetRateLimitRequest();
+    message.key = object.key ?? "";
+    message.rate = object.rate ?? "";
+    return message;
+  },
+};
+
+function createBaseSetRateLimitResponse(): SetRateLimitResponse {
+  return { previous: undefined, governed: 0 };
+}
+
+export const SetRateLimitResponse: MessageFns<SetRateLimitResponse> = {
+  encode(message: SetRateLimitResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.previous !== undefined) {
+      writer.uint32(10).string(message.previous);
+    }
+    if (message.governed !== 0) {
+      writer.uint32(16).uint64(message.governed);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SetRateLimitResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSetRateLimitResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.previous = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.governed = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<SetRateLimitResponse>, I>>(base?: I): SetRateLimitResponse {
+    return SetRateLimitResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SetRateLimitResponse>, I>>(object: I): SetRateLimitResponse {
+    const message = createBaseSetRateLimitResponse();
+    message.previous = object.previous ?? undefined;
+    message.governed = object.governed ?? 0;
+    return message;
+  },
+};
+
+function createBaseClearRateLimitRequest(): ClearRateLimitRequest {
+  return { key: "" };
+}
+
+export const ClearRateLimitRequest: MessageFns<ClearRateLimitRequest> = {
+  encode(message: ClearRateLimitRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ClearRateLimitRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseClearRateLimitRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ClearRateLimitRequest>, I>>(base?: I): ClearRateLimitRequest {
+    return ClearRateLimitRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ClearRateLimitRequest>, I>>(object: I): ClearRateLimitRequest {
+    const message = createBaseClearRateLimitRequest();
+    message.key = object.key ?? "";
+    return message;
+  },
+};
+
+function createBaseClearRateLimitResponse(): ClearRateLimitResponse {
+  return { previous: "" };
+}
+
+export const ClearRateLimitResponse: MessageFns<ClearRateLimitResponse> = {
+  encode(message: ClearRateLimitResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.previous !== "") {
+      writer.uint32(10).string(message.previous);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ClearRateLimitResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseClearRateLimitResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.previous = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ClearRateLimitResponse>, I>>(base?: I): ClearRateLimitResponse {
+    return ClearRateLimitResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ClearRateLimitResponse>, I>>(object: I): ClearRateLimitResponse {
+    const message = createBaseClearRateLimitResponse();
+    message.previous = object.previous ?? "";
+    return message;
+  },
+};
+
 function createBaseStreamProgressRequest(): StreamProgressRequest {
   return { taskId: "", fromSequence: undefined };
 }
@@ -5040,6 +5317,36 @@ export const TaskServiceService = {
     responseDeserialize: (value: Buffer): ResumeTreeResponse => ResumeTreeResponse.decode(value),
   },
   /**
+   * Sets a rate limit for every coordinator (within a second) and across restarts, over a
+   * configured one of the same pattern; tasks already waiting that it covers are limited too.
+   * Needs the operate role.
+   */
+  setRateLimit: {
+    path: "/celeritas.v1.TaskService/SetRateLimit" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: SetRateLimitRequest): Buffer => Buffer.from(SetRateLimitRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SetRateLimitRequest => SetRateLimitRequest.decode(value),
+    responseSerialize: (value: SetRateLimitResponse): Buffer =>
+      Buffer.from(SetRateLimitResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): SetRateLimitResponse => SetRateLimitResponse.decode(value),
+  },
+  /**
+   * Removes a rate limit set through SetRateLimit (a configured one of the pattern holds
+   * again); NOT_FOUND when there is none. Needs the operate role.
+   */
+  clearRateLimit: {
+    path: "/celeritas.v1.TaskService/ClearRateLimit" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ClearRateLimitRequest): Buffer =>
+      Buffer.from(ClearRateLimitRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ClearRateLimitRequest => ClearRateLimitRequest.decode(value),
+    responseSerialize: (value: ClearRateLimitResponse): Buffer =>
+      Buffer.from(ClearRateLimitResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ClearRateLimitResponse => ClearRateLimitResponse.decode(value),
+  },
+  /**
    * Streams the events of a task tree (a root task and all its descendants), starting after
    * `from_sequence`, until the whole tree has finished. Answers FAILED_PRECONDITION for a task
    * that is not a root (the message names the root to follow).
@@ -5173,6 +5480,17 @@ export interface TaskServiceServer extends UntypedServiceImplementation {
    * role.
    */
   resumeTree: handleUnaryCall<ResumeTreeRequest, ResumeTreeResponse>;
+  /**
+   * Sets a rate limit for every coordinator (within a second) and across restarts, over a
+   * configured one of the same pattern; tasks already waiting that it covers are limited too.
+   * Needs the operate role.
+   */
+  setRateLimit: handleUnaryCall<SetRateLimitRequest, SetRateLimitResponse>;
+  /**
+   * Removes a rate limit set through SetRateLimit (a configured one of the pattern holds
+   * again); NOT_FOUND when there is none. Needs the operate role.
+   */
+  clearRateLimit: handleUnaryCall<ClearRateLimitRequest, ClearRateLimitResponse>;
   /**
    * Streams the events of a task tree (a root task and all its descendants), starting after
    * `from_sequence`, until the whole tree has finished. Answers FAILED_PRECONDITION for a task
@@ -5374,6 +5692,45 @@ export interface TaskServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ResumeTreeResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Sets a rate limit for every coordinator (within a second) and across restarts, over a
+   * configured one of the same pattern; tasks already waiting that it covers are limited too.
+   * Needs the operate role.
+   */
+  setRateLimit(
+    request: SetRateLimitRequest,
+    callback: (error: ServiceError | null, response: SetRateLimitResponse) => void,
+  ): ClientUnaryCall;
+  setRateLimit(
+    request: SetRateLimitRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: SetRateLimitResponse) => void,
+  ): ClientUnaryCall;
+  setRateLimit(
+    request: SetRateLimitRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: SetRateLimitResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Removes a rate limit set through SetRateLimit (a configured one of the pattern holds
+   * again); NOT_FOUND when there is none. Needs the operate role.
+   */
+  clearRateLimit(
+    request: ClearRateLimitRequest,
+    callback: (error: ServiceError | null, response: ClearRateLimitResponse) => void,
+  ): ClientUnaryCall;
+  clearRateLimit(
+    request: ClearRateLimitRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ClearRateLimitResponse) => void,
+  ): ClientUnaryCall;
+  clearRateLimit(
+    request: ClearRateLimitRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ClearRateLimitResponse) => void,
   ): ClientUnaryCall;
   /**
    * Streams the events of a task tree (a root task and all its descendants), starting after
