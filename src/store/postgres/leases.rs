@@ -42,7 +42,9 @@ impl Leases for PostgresStore {
         // Each (queue, registered name) pair of a queue not paused offers its best `limit` tasks
         // from one index probe (locked, skipping rows other coordinators hold); the best `limit`
         // of those are leased, or marked expired when their time passed. Tasks of names the
-        // worker lacks are never read.
+        // worker lacks are never read. The statement also says whether governed tasks wait
+        // anywhere (one probe of their partial index), on a row of its own when nothing was
+        // leased, so the governed claim needs no statement of its own to find out.
         let sql = format!(
             "WITH candidates AS ( \
                  SELECT picked.id, wanted.queue_priority \
@@ -63,6 +65,7 @@ impl Leases for PostgresStore {
                  ORDER BY wanted.queue_priority DESC, picked.priority DESC, picked.seq \
                  LIMIT $3 \
              ) \
+             , leased AS ( \
              UPDATE tasks t SET \
                  state = CASE WHEN t.expires_at <= $4 THEN 'expired' ELSE 'leased' END, \
                  attempt = CASE WHEN t.expires_at <= $4 THEN t.attempt ELSE t.attempt + 1 END, \
@@ -72,9 +75,12 @@ impl Leases for PostgresStore {
                  leased_at = $4, \
                  lease_expires_at = CASE WHEN t.expires_at <= $4 THEN NULL ELSE $6 END \
              FROM candidates c WHERE t.id = c.id \
-             RETURNING c.queue_priority, t.seq, t.state, {CLAIMED_COLUMNS}, \
-                 EXISTS (SELECT 1 FROM tasks g WHERE g.state = 'pending' AND g.governed) \
-                     AS governed_waiting"
+             RETURNING c.queue_priority, t.seq, t.state, {CLAIMED_COLUMNS} \
+             ) \
+             SELECT leased.*, probe.governed_waiting \
+             FROM (SELECT EXISTS (SELECT 1 FROM tasks g \
+                     WHERE g.state = 'pending' AND g.governed) AS governed_waiting) AS probe \
+                 LEFT JOIN leased ON TRUE"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(&queue_names)
@@ -89,7 +95,7 @@ impl Leases for PostgresStore {
             .await
             .map_err(classify)?;
         let mut claimed = Claimed::default();
-        // Asked once per statement (an uncorrelated subquery), on any row.
+        // The same on every row; the only row when nothing was leased.
         if let Some(row) = rows.first() {
             claimed.governed_waiting = Some(
                 row.try_get("governed_waiting")
@@ -98,7 +104,10 @@ impl Leases for PostgresStore {
         }
         let mut ordered = Vec::with_capacity(rows.len());
         for row in &rows {
-            let state: String = row.try_get("state").map_err(StoreError::Internal)?;
+            let state: Option<String> = row.try_get("state").map_err(StoreError::Internal)?;
+            let Some(state) = state else {
+                continue;
+            };
             if state == TaskState::Expired.as_str() {
                 claimed.expired += 1;
                 continue;
