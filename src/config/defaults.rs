@@ -37,7 +37,7 @@ impl Default for Config {
             queues,
             routes,
             task_defaults: TaskDefaults::default(),
-            tasks: BTreeMap::new(),
+            tasks: seed_tasks(),
             schedules: seed_schedules(),
             smtp: SmtpSettings::default(),
             campaigns: CampaignSettings::default(),
@@ -48,6 +48,19 @@ impl Default for Config {
             rate_limits: BTreeMap::new(),
         }
     }
+}
+
+/// Transactional mail ahead of campaign batches on their shared `email` queue: a message a
+/// user waits for (a password reset, a confirmation) is not queued behind a campaign.
+fn seed_tasks() -> BTreeMap<String, super::TaskSettings> {
+    [(
+        "send_single_email".to_owned(),
+        super::TaskSettings {
+            priority: Some(9),
+            ..super::TaskSettings::default()
+        },
+    )]
+    .into()
 }
 
 /// The seed's periodic tasks: monitor_campaign_progress every 5 minutes, the two cleanups

@@ -214,6 +214,9 @@ pub struct TaskSettings {
     /// At most this many tasks of this name and one group (of this name, for tasks without a
     /// group) leased or running at once, cluster-wide, unless a task sets its own.
     pub max_concurrency: Option<u32>,
+    /// The priority (0 to 255) of tasks of this name submitted with none (0), so that, say,
+    /// transactional mail keeps ahead of campaign batches on one queue.
+    pub priority: Option<u32>,
 }
 
 /// Why the configuration could not be loaded.

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use super::Config;
 use crate::domain::{
-    QueueName, RetryPolicy, TaskName, TimeLimits, ValidationError, parse_max_concurrency,
+    Priority, QueueName, RetryPolicy, TaskName, TimeLimits, ValidationError, parse_max_concurrency,
 };
 
 impl Config {
@@ -112,6 +112,7 @@ impl Config {
                 cap: defaults.retry_backoff_max,
             },
             max_concurrency: None,
+            priority: None,
         };
         let mut policies = HashMap::new();
         for (task, settings) in &self.tasks {
@@ -133,6 +134,10 @@ impl Config {
                 max_concurrency: settings
                     .max_concurrency
                     .map(|limit| parse_max_concurrency(&format!("{prefix}max_concurrency"), limit))
+                    .transpose()?,
+                priority: settings
+                    .priority
+                    .map(|priority| Priority::parse(&format!("{prefix}priority"), priority))
                     .transpose()?,
             };
             policies.insert(name, policy);
@@ -158,6 +163,8 @@ pub struct TaskPolicy {
     pub retry: RetryPolicy,
     /// How many of its tasks of one group may be leased or running at once.
     pub max_concurrency: Option<u32>,
+    /// The priority its tasks submitted with none (0) get.
+    pub priority: Option<Priority>,
 }
 
 /// The queues, routes and task policies, parsed.

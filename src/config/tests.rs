@@ -177,3 +177,24 @@ fn rate_limits_read_as_celery_writes_them_and_a_bad_one_is_named() {
         "{error}"
     );
 }
+
+#[test]
+fn a_names_priority_defaults_for_transactional_mail_and_an_out_of_range_one_is_named() {
+    let name = |text: &str| crate::domain::TaskName::parse("name", text).unwrap();
+    let routing = Config::default().routing().unwrap();
+    let priority = |routing: &crate::config::Routing, task: &str| {
+        routing.policy(&name(task)).priority.map(|p| p.value())
+    };
+    assert_eq!(priority(&routing, "send_single_email"), Some(9));
+    assert_eq!(priority(&routing, "send_email_batch"), None);
+    // A section of one's own for the name keeps the seed's priority unless it sets one.
+    let config = Config::from_toml("[tasks.send_single_email]\nmax_retries = 5\n").unwrap();
+    assert_eq!(
+        priority(&config.routing().unwrap(), "send_single_email"),
+        Some(9)
+    );
+    let error = Config::from_toml("[tasks.noop]\npriority = 300\n")
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("tasks.noop.priority"), "{error}");
+}

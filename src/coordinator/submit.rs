@@ -250,7 +250,11 @@ impl Coordinator {
             id,
             name: spec.name,
             queue,
-            priority: spec.priority,
+            // A submit's own priority wins; none (0) takes its name's.
+            priority: match policy.priority {
+                Some(named) if spec.priority.value() == 0 => named,
+                _ => spec.priority,
+            },
             args: spec.args,
             run_at,
             expires_at,

@@ -371,3 +371,32 @@ async fn a_task_waits_for_a_worker_that_registered_its_name() {
     drop((rust, python));
     coordinator.stop().await;
 }
+
+/// Transactional mail keeps ahead of campaign batches on their shared queue: the seed's
+/// `[tasks.send_single_email] priority` is what a submit without a priority gets, and a
+/// priority the submit gives wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_names_priority_is_what_a_submit_without_one_gets() {
+    let coordinator = InProcess::start().await;
+    let mut client = coordinator.client().await;
+    let single = |priority: u32| {
+        let mut spec = TaskSpec::new(
+            TaskName::parse("name", "send_single_email").unwrap(),
+            JsonText::empty_object(),
+        );
+        spec.priority = celeritas::domain::Priority::parse("priority", priority).unwrap();
+        spec
+    };
+    let unset = client.submit(&single(0)).await.unwrap().id;
+    let given = client.submit(&single(3)).await.unwrap().id;
+    let batch = TaskSpec::new(
+        TaskName::parse("name", "send_email_batch").unwrap(),
+        JsonText::empty_object(),
+    );
+    let batch = client.submit(&batch).await.unwrap().id;
+    let priority = |record: TaskRecord| record.priority.value();
+    assert_eq!(priority(coordinator.task(unset).await), 9);
+    assert_eq!(priority(coordinator.task(given).await), 3);
+    assert_eq!(priority(coordinator.task(batch).await), 0);
+    coordinator.stop().await;
+}
