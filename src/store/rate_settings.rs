@@ -35,6 +35,22 @@ pub(super) fn like_pattern(pattern: &str) -> String {
     like
 }
 
+/// The rate `pattern` has through the API, if any.
+async fn rate_of<B: Database>(
+    transaction: &mut B::Transaction,
+    pattern: &str,
+) -> Result<Option<String>, StoreError> {
+    transaction
+        .fetch_optional(
+            "SELECT rate FROM rate_limit_settings WHERE pattern = $1",
+            &[pattern.into()],
+        )
+        .await?
+        .map(|row| row.text("rate"))
+        .transpose()
+        .map_err(StoreError::Internal)
+}
+
 /// Sets (or replaces) the limit of `setting.pattern`, and governs the unfinished tasks it
 /// covers, in one transaction.
 pub(super) async fn set_rate_limit<B: Database>(
@@ -42,15 +58,7 @@ pub(super) async fn set_rate_limit<B: Database>(
     setting: &RateLimitSetting,
 ) -> Result<RateLimitSet, StoreError> {
     let mut transaction = backend.begin().await?;
-    let previous = transaction
-        .fetch_optional(
-            "SELECT rate FROM rate_limit_settings WHERE pattern = $1",
-            &[setting.pattern.as_str().into()],
-        )
-        .await?
-        .map(|row| row.text("rate"))
-        .transpose()
-        .map_err(StoreError::Internal)?;
+    let previous = rate_of::<B>(&mut transaction, &setting.pattern).await?;
     transaction
         .execute(
             "INSERT INTO rate_limit_settings (pattern, rate, set_at, set_by) \
@@ -80,15 +88,7 @@ pub(super) async fn clear_rate_limit<B: Database>(
     pattern: &str,
 ) -> Result<Option<String>, StoreError> {
     let mut transaction = backend.begin().await?;
-    let previous = transaction
-        .fetch_optional(
-            "SELECT rate FROM rate_limit_settings WHERE pattern = $1",
-            &[pattern.into()],
-        )
-        .await?
-        .map(|row| row.text("rate"))
-        .transpose()
-        .map_err(StoreError::Internal)?;
+    let previous = rate_of::<B>(&mut transaction, pattern).await?;
     transaction
         .execute(
             "DELETE FROM rate_limit_settings WHERE pattern = $1",

@@ -9,10 +9,8 @@ use celeritas::grpc::client::CoordinatorClient;
 use serde_json::json;
 
 use crate::email::{SmtpServer, campaign, configure, recipient};
-use crate::support::{
-    CoordinatorLaunch, TestDatabase, WorkerProcess, log_dir, spec, wait_for_state,
-    wait_for_workers, wait_until,
-};
+use crate::flow_control::{MailCluster, cli, mail_cluster};
+use crate::support::{TestDatabase, log_dir, spec, wait_for_state, wait_until};
 
 /// The running or leased tasks of a tree.
 async fn active_in(client: &mut CoordinatorClient, root: TaskId) -> usize {
@@ -34,16 +32,12 @@ async fn a_small_campaign_is_not_stuck_behind_a_large_one_of_another_group() {
     let server = SmtpServer::start(&logs, &[]).await;
     // 20,000 recipients inline are about 1 MB of args.
     configure(&logs, &server, "[coordinator]\nmax_args_bytes = 4194304\n");
-    let launch = |name: &str| CoordinatorLaunch::new(&database.url, &logs).name(name);
-    let first = launch("first").start().await;
-    let second = launch("second").start().await;
-    let workers = [
-        WorkerProcess::start(&first, &logs, "mailer-1", &["-c", "8"]),
-        WorkerProcess::start(&first, &logs, "mailer-2", &["-c", "8"]),
-        WorkerProcess::start(&second, &logs, "mailer-3", &["-c", "8"]),
-    ];
+    let MailCluster {
+        first,
+        second: _second,
+        workers,
+    } = mail_cluster(&database, &logs, "8").await;
     let mut client = first.client().await;
-    wait_for_workers(&client, "three workers", |ids| ids.len() == 3).await;
 
     let submit = |name: &str, domain: &str, count: usize| {
         let recipients = (0..count)
@@ -107,16 +101,12 @@ async fn a_campaign_paused_and_resumed_three_times_mails_everyone_once() {
     // Each message takes 20 ms at the server: the campaign sends for several seconds.
     let server = SmtpServer::start(&logs, &["--data-delay", "0.02"]).await;
     configure(&logs, &server, "");
-    let launch = |name: &str| CoordinatorLaunch::new(&database.url, &logs).name(name);
-    let first = launch("first").start().await;
-    let second = launch("second").start().await;
-    let workers = [
-        WorkerProcess::start(&first, &logs, "mailer-1", &["-c", "4"]),
-        WorkerProcess::start(&second, &logs, "mailer-2", &["-c", "4"]),
-        WorkerProcess::start(&second, &logs, "mailer-3", &["-c", "4"]),
-    ];
+    let MailCluster {
+        first,
+        second,
+        workers,
+    } = mail_cluster(&database, &logs, "4").await;
     let mut client = first.client().await;
-    wait_for_workers(&client, "three workers", |ids| ids.len() == 3).await;
 
     let total = 2_000;
     let recipients = (0..total)
@@ -224,16 +214,12 @@ async fn a_domain_that_pushes_back_is_slowed_down_everywhere_and_recovers() {
         "[rate_limits]\n\"domain:busy.test\" = \"100/s\"\n\n[coordinator]\nrate_recovery = \"4s\"\n\n\
          [tasks.send_email_batch]\nmax_retries = 30\n",
     );
-    let launch = |name: &str| CoordinatorLaunch::new(&database.url, &logs).name(name);
-    let first = launch("first").start().await;
-    let second = launch("second").start().await;
-    let workers = [
-        WorkerProcess::start(&first, &logs, "mailer-1", &["-c", "4"]),
-        WorkerProcess::start(&second, &logs, "mailer-2", &["-c", "4"]),
-        WorkerProcess::start(&second, &logs, "mailer-3", &["-c", "4"]),
-    ];
+    let MailCluster {
+        first,
+        second,
+        workers,
+    } = mail_cluster(&database, &logs, "4").await;
     let mut client = first.client().await;
-    wait_for_workers(&client, "three workers", |ids| ids.len() == 3).await;
 
     let total = 1_200;
     let recipients = (0..total)
@@ -299,25 +285,10 @@ async fn a_domain_that_pushes_back_is_slowed_down_everywhere_and_recovers() {
         "every recipient, after their retries"
     );
     assert!(per_address.values().all(|count| *count == 1), "each once");
-    let shown = cli_rate_limits(&first.url);
+    let shown = cli(&first.url, &["inspect", "rate_limits"]);
     assert!(shown.contains("domain:busy.test"), "{shown}");
     other.cancel(root, false).await.ok();
     for worker in workers {
         assert!(worker.terminate().await.success());
     }
-}
-
-/// `celeritas inspect rate_limits` against a coordinator.
-fn cli_rate_limits(url: &str) -> String {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_celeritas"))
-        .args(["inspect", "rate_limits", "--coordinator", url])
-        .env_remove("CELERITAS_CONFIG")
-        .output()
-        .expect("run celeritas");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
 }

@@ -9,12 +9,12 @@ use serde_json::json;
 
 use crate::email::{SmtpServer, campaign, configure, recipient};
 use crate::support::{
-    CoordinatorLaunch, TestDatabase, WorkerProcess, free_port, log_dir, spec, wait_for_state,
-    wait_for_workers, wait_until,
+    CoordinatorLaunch, CoordinatorProcess, TestDatabase, WorkerProcess, free_port, log_dir, spec,
+    wait_for_state, wait_for_workers, wait_until,
 };
 
 /// Runs `celeritas ARGS --coordinator URL`, answering its stdout or panicking with its stderr.
-fn cli(url: &str, args: &[&str]) -> String {
+pub(crate) fn cli(url: &str, args: &[&str]) -> String {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_celeritas"))
         .args(args)
         .args(["--coordinator", url])
@@ -312,9 +312,41 @@ async fn failed_tasks_are_retried_and_waiting_ones_cancelled_in_bulk_after_a_dry
     assert!(worker.terminate().await.success());
 }
 
+/// Two coordinators on one database and three email workers, two on the first and one on the
+/// second, every one connected. A process stops when dropped: keep each field bound for as long
+/// as the test needs it.
+pub(crate) struct MailCluster {
+    pub(crate) first: CoordinatorProcess,
+    pub(crate) second: CoordinatorProcess,
+    pub(crate) workers: [WorkerProcess; 3],
+}
+
+/// Starts a `MailCluster` of workers with `concurrency` each, the coordinators named `first`
+/// and `second`.
+pub(crate) async fn mail_cluster(
+    database: &TestDatabase,
+    logs: &std::path::Path,
+    concurrency: &str,
+) -> MailCluster {
+    let launch = |name: &str| CoordinatorLaunch::new(&database.url, logs).name(name);
+    let first = launch("first").start().await;
+    let second = launch("second").start().await;
+    let workers = [
+        WorkerProcess::start(&first, logs, "mailer-1", &["-c", concurrency]),
+        WorkerProcess::start(&first, logs, "mailer-2", &["-c", concurrency]),
+        WorkerProcess::start(&second, logs, "mailer-3", &["-c", concurrency]),
+    ];
+    wait_for_workers(&first.client().await, "three workers", |ids| ids.len() == 3).await;
+    MailCluster {
+        first,
+        second,
+        workers,
+    }
+}
+
 /// Messages per second over a series of moments: (count − 1) over the time from the first to
 /// the last.
-fn rate_of(moments: &[f64]) -> f64 {
+pub(crate) fn rate_of(moments: &[f64]) -> f64 {
     let (first, last) = (moments[0], moments[moments.len() - 1]);
     (moments.len() - 1) as f64 / (last - first)
 }
@@ -329,16 +361,12 @@ async fn a_domains_rate_limit_holds_across_every_worker_and_coordinator() {
         &server,
         "[rate_limits]\n\"domain:limited.test\" = \"50/s\"\n",
     );
-    let launch = |name: &str| CoordinatorLaunch::new(&database.url, &logs).name(name);
-    let first = launch("first").start().await;
-    let second = launch("second").start().await;
-    let workers = [
-        WorkerProcess::start(&first, &logs, "mailer-1", &["-c", "8"]),
-        WorkerProcess::start(&first, &logs, "mailer-2", &["-c", "8"]),
-        WorkerProcess::start(&second, &logs, "mailer-3", &["-c", "8"]),
-    ];
+    let MailCluster {
+        first,
+        second: _second,
+        workers,
+    } = mail_cluster(&database, &logs, "8").await;
     let mut client = first.client().await;
-    wait_for_workers(&client, "three workers", |ids| ids.len() == 3).await;
 
     // 1,000 recipients of the limited domain and 1,000 of another, interleaved.
     let recipients: Vec<_> = (0..2_000)

@@ -8,10 +8,8 @@ use celeritas::domain::{ErrorKind, QueueName, TaskState};
 use celeritas::grpc::client::{ClientError, CoordinatorClient};
 
 use crate::email::{SmtpServer, campaign, configure, recipient};
-use crate::support::{
-    CoordinatorLaunch, TestDatabase, WorkerProcess, log_dir, spec, wait_for_state,
-    wait_for_workers, wait_until,
-};
+use crate::flow_control::{MailCluster, cli, mail_cluster, rate_of};
+use crate::support::{CoordinatorLaunch, TestDatabase, log_dir, spec, wait_for_state, wait_until};
 
 /// The rate a coordinator holds `pattern` to, if it has a limit for it set through the API.
 async fn api_limit(client: &mut CoordinatorClient, pattern: &str) -> Option<f64> {
@@ -25,13 +23,6 @@ async fn api_limit(client: &mut CoordinatorClient, pattern: &str) -> Option<f64>
         .map(|rule| rule.per_second)
 }
 
-/// Messages per second over a series of moments: (count − 1) over the time from the first to
-/// the last.
-fn rate_of(moments: &[f64]) -> f64 {
-    let (first, last) = (moments[0], moments[moments.len() - 1]);
-    (moments.len() - 1) as f64 / (last - first)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_limit_set_through_one_coordinator_holds_everywhere_over_batches_already_queued() {
     let database = TestDatabase::create().await;
@@ -39,17 +30,13 @@ async fn a_limit_set_through_one_coordinator_holds_everywhere_over_batches_alrea
     let server = SmtpServer::start(&logs, &[]).await;
     // No limit in the configuration: the workers cut batches of mixed domains.
     configure(&logs, &server, "");
-    let launch = |name: &str| CoordinatorLaunch::new(&database.url, &logs).name(name);
-    let first = launch("first").start().await;
-    let second = launch("second").start().await;
-    let workers = [
-        WorkerProcess::start(&first, &logs, "mailer-1", &["-c", "8"]),
-        WorkerProcess::start(&first, &logs, "mailer-2", &["-c", "8"]),
-        WorkerProcess::start(&second, &logs, "mailer-3", &["-c", "8"]),
-    ];
+    let MailCluster {
+        first,
+        second,
+        workers,
+    } = mail_cluster(&database, &logs, "8").await;
     let mut client = first.client().await;
     let mut other = second.client().await;
-    wait_for_workers(&client, "three workers", |ids| ids.len() == 3).await;
 
     // The campaign's batches are queued while `email` is paused, before any limit exists.
     let email = QueueName::parse("queue", "email").unwrap();
@@ -121,18 +108,16 @@ async fn a_limit_set_through_one_coordinator_holds_everywhere_over_batches_alrea
 
     // Stored: a coordinator started afresh holds it, and the CLI shows where it came from.
     second.stop_with("TERM").await;
-    let second = launch("second-again").start().await;
+    let second = CoordinatorLaunch::new(&database.url, &logs)
+        .name("second-again")
+        .start()
+        .await;
     let mut other = second.client().await;
     assert_eq!(
         api_limit(&mut other, "domain:limited.test").await,
         Some(40.0)
     );
-    let shown = std::process::Command::new(env!("CARGO_BIN_EXE_celeritas"))
-        .args(["inspect", "rate_limits", "--coordinator", &second.url])
-        .env_remove("CELERITAS_CONFIG")
-        .output()
-        .expect("run celeritas");
-    let shown = String::from_utf8_lossy(&shown.stdout);
+    let shown = cli(&second.url, &["inspect", "rate_limits"]);
     assert!(
         shown
             .lines()
@@ -141,22 +126,8 @@ async fn a_limit_set_through_one_coordinator_holds_everywhere_over_batches_alrea
     );
 
     // Cleared through the CLI, on every coordinator.
-    let cleared = std::process::Command::new(env!("CARGO_BIN_EXE_celeritas"))
-        .args([
-            "clear-rate-limit",
-            "domain:limited.test",
-            "--coordinator",
-            &first.url,
-        ])
-        .env_remove("CELERITAS_CONFIG")
-        .output()
-        .expect("run celeritas");
-    assert!(
-        cleared.status.success(),
-        "{}",
-        String::from_utf8_lossy(&cleared.stderr)
-    );
-    assert!(String::from_utf8_lossy(&cleared.stdout).contains("(40/s) cleared"));
+    let cleared = cli(&first.url, &["clear-rate-limit", "domain:limited.test"]);
+    assert!(cleared.contains("(40/s) cleared"), "{cleared}");
     wait_until(
         "the other coordinator to drop the limit",
         Duration::from_secs(10),
