@@ -45,9 +45,14 @@ impl RateLimitBook {
         }
     }
 
-    /// The limits in force now.
+    /// The limits in force now (every submit and claim asks: a lock and a reference count,
+    /// nothing copied).
     pub fn current(&self) -> Arc<RateLimits> {
-        self.limits().merged
+        self.current
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .merged
+            .clone()
     }
 
     fn limits(&self) -> Limits {
